@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   auto* lab = app.add_subcommand("lab", "the lab mesh of namespaces: up, down, exec, show, list, gc");
   lab->prefix_command();  // everything after `lab` goes to the script untouched
+  lab->set_help_flag();   // and so does --help: the script documents itself
   CLI11_PARSE(app, argc, argv);
 
   if (lab->parsed()) {

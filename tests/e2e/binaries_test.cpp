@@ -1,0 +1,55 @@
+// The shipped binaries as a user runs them.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <thread>
+
+#include "lab.h"
+
+namespace zmesh::test {
+namespace {
+
+TEST(Zmeshd, CheckReportsAKernelThatRunsOurPrograms) {
+  if (geteuid() != 0) GTEST_SKIP() << "loading BPF programs needs root";
+  auto check = run({bin_path("zmeshd"), "--check"});
+  ASSERT_EQ(check.exit_code, 0) << check.out << check.err;
+  auto report = nlohmann::json::parse(check.out);
+  EXPECT_TRUE(report.at("ok").get<bool>());
+  EXPECT_TRUE(report.at("btf").get<bool>());
+  EXPECT_TRUE(report.at("problems").empty());
+  EXPECT_TRUE(report.at("cgroup2").is_string());
+}
+
+TEST(Zmeshd, RejectsBadFlagsWithAMessage) {
+  auto bad = run({bin_path("zmeshd"), "--log-level", "loud"});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("--log-level"), std::string::npos) << bad.err;
+  auto version = run({bin_path("zmeshd"), "--version"});
+  EXPECT_EQ(version.exit_code, 0);
+  EXPECT_EQ(version.out.rfind("zmeshd ", 0), 0u) << version.out;
+}
+
+TEST(Zmeshd, StopsCleanlyOnSigterm) {
+  if (geteuid() != 0) GTEST_SKIP() << "loading BPF programs needs root";
+  Process daemon({bin_path("zmeshd")});
+  // The daemon logs to stderr; give it a moment to reach its wait, then ask it to stop.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  daemon.kill(SIGTERM);
+  EXPECT_EQ(daemon.wait(std::chrono::seconds(10)), 0);
+}
+
+TEST(Zmeshctl, LabPassesThroughToTheLabScript) {
+  if (geteuid() != 0) GTEST_SKIP() << "the lab needs root";
+  const std::string name = Lab::unique_name();
+  auto up = run({bin_path("zmeshctl"), "lab", "up", "--name", name, "--nodes", "1", "--pods", "1"});
+  ASSERT_EQ(up.exit_code, 0) << up.err;
+  EXPECT_EQ(nlohmann::json::parse(up.out).at("name"), name);
+  auto down = run({bin_path("zmeshctl"), "lab", "down", "--name", name});
+  EXPECT_EQ(down.exit_code, 0) << down.err;
+  auto help = run({bin_path("zmeshctl"), "lab", "--help"});
+  EXPECT_NE(help.out.find("usage: lab up"), std::string::npos) << help.out;
+}
+
+}  // namespace
+}  // namespace zmesh::test

@@ -1,0 +1,59 @@
+#include "lab.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <stdexcept>
+
+namespace zmesh::test {
+
+std::string source_path(const std::string& relative) { return std::string(ZMESH_SOURCE_DIR) + "/" + relative; }
+std::string bin_path(const std::string& name) { return std::string(ZMESH_BIN_DIR) + "/" + name; }
+
+Result run_lab(const std::vector<std::string>& args) {
+  std::vector<std::string> argv{source_path("scripts/lab")};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run(argv);
+}
+
+std::string Lab::unique_name() {
+  static std::atomic<int> counter{0};
+  return "t" + std::to_string(getpid()) + "-" + std::to_string(counter++);
+}
+
+Lab::Lab(LabOptions options) : name_(unique_name()) {
+  auto up = run_lab({"up", "--name", name_, "--nodes", std::to_string(options.nodes), "--pods",
+                 std::to_string(options.pods), "--owner", std::to_string(getpid())});
+  if (up.exit_code != 0) throw std::runtime_error("lab up " + name_ + " failed: " + up.err);
+  up_ = true;
+  topology_ = nlohmann::json::parse(up.out);
+}
+
+Lab::~Lab() {
+  if (up_) down();
+}
+
+Result Lab::down() {
+  up_ = false;
+  return run_lab({"down", "--name", name_});
+}
+
+const nlohmann::json& Lab::pod(const std::string& name) const {
+  for (const auto& pod : topology_.at("pods"))
+    if (pod.at("name") == name) return pod;
+  throw std::out_of_range("lab " + name_ + " has no pod " + name);
+}
+
+const nlohmann::json& Lab::node(const std::string& name) const {
+  for (const auto& node : topology_.at("nodes"))
+    if (node.at("name") == name) return node;
+  throw std::out_of_range("lab " + name_ + " has no node " + name);
+}
+
+std::vector<std::string> Lab::exec(const std::string& target, const std::vector<std::string>& command) const {
+  std::vector<std::string> argv{source_path("scripts/lab"), "exec", "--name", name_, target, "--"};
+  argv.insert(argv.end(), command.begin(), command.end());
+  return argv;
+}
+
+}  // namespace zmesh::test

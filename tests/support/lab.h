@@ -1,0 +1,52 @@
+// Lab: the shared end-to-end fixture. Brings up a mesh of namespaces with scripts/lab under
+// a name no other run uses, exposes its topology, and takes it down when destroyed (also when
+// the test fails). A test process that dies is cleaned up by `lab gc` (ctest's cleanup
+// fixture), since every lab records its owner pid.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "process.h"
+
+namespace zmesh::test {
+
+// Paths of the tree under test, from the build.
+std::string source_path(const std::string& relative);  // <source>/relative
+std::string bin_path(const std::string& name);          // <build>/bin/name
+
+struct LabOptions {
+  int nodes = 2;
+  int pods = 2;
+};
+
+class Lab {
+ public:
+  explicit Lab(LabOptions options = {});
+  ~Lab();
+  Lab(const Lab&) = delete;
+  Lab& operator=(const Lab&) = delete;
+
+  const std::string& name() const { return name_; }
+  const nlohmann::json& topology() const { return topology_; }
+  const nlohmann::json& pod(const std::string& name) const;
+  const nlohmann::json& node(const std::string& name) const;
+
+  // argv that runs `command` inside a pod's (or node's) netns and cgroup.
+  std::vector<std::string> exec(const std::string& target, const std::vector<std::string>& command) const;
+  // Takes the lab down now (the destructor then does nothing).
+  Result down();
+
+  // A lab name unique to this process and call.
+  static std::string unique_name();
+
+ private:
+  std::string name_;
+  nlohmann::json topology_;
+  bool up_ = false;
+};
+
+Result run_lab(const std::vector<std::string>& args);  // runs scripts/lab with args
+
+}  // namespace zmesh::test

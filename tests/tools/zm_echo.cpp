@@ -1,0 +1,168 @@
+// zm-echo: the TCP peer of the end-to-end tests and the demo. It sends a known byte pattern
+// and checks every byte that comes back, so a test can tell that traffic arrived whole.
+//   zm-echo serve --port P [--connections N]   echo N connections (dual-stack), then exit
+//   zm-echo send --to ADDR --port P --bytes N  send N bytes, read the echo, verify it
+// Each prints one JSON line per connection: local and peer address, bytes, and for send
+// whether the echo matched. send exits 1 on any mismatch or error.
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+uint8_t pattern(uint64_t i) { return static_cast<uint8_t>((i * 2654435761u) >> 13); }
+
+[[noreturn]] void fail(const std::string& what) {
+  std::fprintf(stderr, "zm-echo: %s: %s\n", what.c_str(), std::strerror(errno));
+  std::exit(1);
+}
+
+std::string address(const sockaddr_storage& addr) {
+  char host[INET6_ADDRSTRLEN] = {};
+  uint16_t port = 0;
+  if (addr.ss_family == AF_INET) {
+    auto* in = reinterpret_cast<const sockaddr_in*>(&addr);
+    inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+    port = ntohs(in->sin_port);
+    return std::string(host) + ":" + std::to_string(port);
+  }
+  auto* in6 = reinterpret_cast<const sockaddr_in6*>(&addr);
+  if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
+    inet_ntop(AF_INET, &in6->sin6_addr.s6_addr[12], host, sizeof host);
+    return std::string(host) + ":" + std::to_string(ntohs(in6->sin6_port));
+  }
+  inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+  return "[" + std::string(host) + "]:" + std::to_string(ntohs(in6->sin6_port));
+}
+
+std::pair<std::string, std::string> endpoints(int fd) {
+  sockaddr_storage local{}, peer{};
+  socklen_t len = sizeof local;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len);
+  len = sizeof peer;
+  getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len);
+  return {address(local), address(peer)};
+}
+
+void set_timeout(int fd, int seconds) {
+  timeval tv{seconds, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
+int serve(uint16_t port, int connections) {
+  int fd = socket(AF_INET6, SOCK_STREAM, 0);
+  if (fd < 0) fail("socket");
+  int off = 0, on = 1;
+  setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off);
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+  sockaddr_in6 addr{};
+  addr.sin6_family = AF_INET6;
+  addr.sin6_port = htons(port);
+  addr.sin6_addr = in6addr_any;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) fail("bind port " + std::to_string(port));
+  if (listen(fd, 128) != 0) fail("listen");
+  std::printf("{\"listening\":%u}\n", port);
+  std::fflush(stdout);
+  for (int i = 0; i < connections; ++i) {
+    int conn = accept(fd, nullptr, nullptr);
+    if (conn < 0) fail("accept");
+    set_timeout(conn, 30);
+    auto [local, peer] = endpoints(conn);
+    uint64_t bytes = 0;
+    char buf[65536];
+    for (;;) {
+      ssize_t n = read(conn, buf, sizeof buf);
+      if (n <= 0) break;
+      for (ssize_t off_w = 0; off_w < n;) {
+        ssize_t w = write(conn, buf + off_w, static_cast<size_t>(n - off_w));
+        if (w <= 0) fail("write echo");
+        off_w += w;
+      }
+      bytes += static_cast<uint64_t>(n);
+    }
+    std::printf("{\"local\":\"%s\",\"peer\":\"%s\",\"bytes\":%llu}\n", local.c_str(), peer.c_str(),
+                static_cast<unsigned long long>(bytes));
+    std::fflush(stdout);
+    close(conn);
+  }
+  close(fd);
+  return 0;
+}
+
+int send_and_verify(const std::string& to, uint16_t port, uint64_t total) {
+  addrinfo hints{}, *res = nullptr;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICHOST;
+  if (getaddrinfo(to.c_str(), std::to_string(port).c_str(), &hints, &res) != 0) {
+    std::fprintf(stderr, "zm-echo: '%s' is not a numeric address\n", to.c_str());
+    return 1;
+  }
+  int fd = socket(res->ai_family, SOCK_STREAM, 0);
+  if (fd < 0) fail("socket");
+  set_timeout(fd, 30);
+  if (connect(fd, res->ai_addr, res->ai_addrlen) != 0) fail("connect to " + to + ":" + std::to_string(port));
+  freeaddrinfo(res);
+  // Read the addresses now: once both sides have closed, getpeername fails.
+  auto [local, peer] = endpoints(fd);
+
+  std::thread writer([fd, total] {
+    std::vector<uint8_t> buf(65536);
+    for (uint64_t sent = 0; sent < total;) {
+      size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), total - sent));
+      for (size_t i = 0; i < n; ++i) buf[i] = pattern(sent + i);
+      ssize_t w = write(fd, buf.data(), n);
+      if (w <= 0) fail("write");
+      sent += static_cast<uint64_t>(w);
+    }
+    shutdown(fd, SHUT_WR);
+  });
+  uint64_t received = 0;
+  bool match = true;
+  std::vector<uint8_t> buf(65536);
+  for (;;) {
+    ssize_t n = read(fd, buf.data(), buf.size());
+    if (n < 0) fail("read echo");
+    if (n == 0) break;
+    for (ssize_t i = 0; i < n; ++i) match = match && buf[static_cast<size_t>(i)] == pattern(received + static_cast<uint64_t>(i));
+    received += static_cast<uint64_t>(n);
+  }
+  writer.join();
+  close(fd);
+  match = match && received == total;
+  std::printf("{\"local\":\"%s\",\"peer\":\"%s\",\"sent\":%llu,\"received\":%llu,\"match\":%s}\n", local.c_str(),
+              peer.c_str(), static_cast<unsigned long long>(total), static_cast<unsigned long long>(received),
+              match ? "true" : "false");
+  return match ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"zm-echo: a TCP peer that checks every byte"};
+  app.require_subcommand(1);
+  uint16_t port = 7000;
+  int connections = 1;
+  std::string to;
+  uint64_t bytes = 1 << 20;
+  auto* serve_cmd = app.add_subcommand("serve", "echo connections");
+  serve_cmd->add_option("--port", port);
+  serve_cmd->add_option("--connections", connections)->check(CLI::PositiveNumber);
+  auto* send_cmd = app.add_subcommand("send", "send a pattern and verify the echo");
+  send_cmd->add_option("--to", to)->required();
+  send_cmd->add_option("--port", port);
+  send_cmd->add_option("--bytes", bytes);
+  CLI11_PARSE(app, argc, argv);
+  return serve_cmd->parsed() ? serve(port, connections) : send_and_verify(to, port, bytes);
+}
