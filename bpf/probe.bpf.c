@@ -21,7 +21,7 @@ struct {
 	__type(value, struct zm_probe_count);
 } zm_probe_cnt SEC(".maps");
 
-static __always_inline void zm_count(const struct zm_probe_key *key, __u32 len, bool dropped)
+static __always_inline void zm_probe_count(const struct zm_probe_key *key, __u32 len, bool dropped)
 {
 	struct zm_probe_count *count = bpf_map_lookup_elem(&zm_probe_cnt, key);
 
@@ -44,15 +44,15 @@ static __always_inline void zm_count(const struct zm_probe_key *key, __u32 len, 
 SEC("tc")
 int zm_probe(struct __sk_buff *skb)
 {
-	struct zm_l3 l3 = {};
+	struct zm_pkt pkt = {};
 	struct zm_probe_key key = {};
 	bool drop;
 
-	if (zm_parse_l3(skb, &l3) == 0) {
-		key.family = l3.family;
-		key.protocol = l3.protocol;
+	if (zm_parse(skb, &pkt) == 0) {
+		key.family = pkt.family;
+		key.protocol = pkt.protocol;
 	}
 	drop = drop_protocol && key.family && key.protocol == drop_protocol;
-	zm_count(&key, skb->len, drop);
+	zm_probe_count(&key, skb->len, drop);
 	return drop ? TC_ACT_SHOT : TC_ACT_OK;
 }

@@ -1,4 +1,4 @@
-/* Packet constants and bounds-checked header parsing shared by the TC programs. */
+/* Bounds-checked header parsing shared by the TC programs. */
 #ifndef ZMESH_LIB_NET_H
 #define ZMESH_LIB_NET_H
 
@@ -6,47 +6,77 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
-/* Macros from uapi headers, which vmlinux.h cannot carry. */
-#define EINVAL 22
-#define TC_ACT_OK 0
-#define TC_ACT_SHOT 2
-#define ETH_P_IP 0x0800
-#define ETH_P_IPV6 0x86DD
+#include "common.h"
+#include "zmesh_maps.h"
 
-/* L3 facts of a packet: its family (4/6, 0 when not IP) and L4 protocol. */
-struct zm_l3 {
-	__u8 family;
-	__u8 protocol;
+/* What the TC programs need to know of a packet. */
+struct zm_pkt {
+	__u8 family;   /* ZM_AF_INET/ZM_AF_INET6, 0 when not IP */
+	__u8 protocol; /* L4 protocol */
+	__u8 tcp_flags;
+	union zm_ip src;
+	union zm_ip dst;
+	__be16 sport;
+	__be16 dport;
 };
 
-/* Parses the Ethernet and IP headers of skb; -EINVAL for a runt or a non-IP frame. */
-static __always_inline int zm_parse_l3(struct __sk_buff *skb, struct zm_l3 *out)
+#define ZM_TCP_SYN 0x02
+#define ZM_TCP_ACK 0x10
+
+/* Parses Ethernet, IPv4/IPv6 and the TCP/UDP ports of skb; -EINVAL for a runt or non-IP
+ * frame. Ports stay zero for other protocols, IPv4 fragments after the first, and IPv6
+ * packets with extension headers (they are passed, not steered). */
+static __always_inline int zm_parse(struct __sk_buff *skb, struct zm_pkt *p)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
+	void *l4;
 
 	if ((void *)(eth + 1) > data_end)
 		return -EINVAL;
 	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *ip4 = (void *)(eth + 1);
 
-		if ((void *)(ip4 + 1) > data_end)
+		if ((void *)(ip4 + 1) > data_end || ip4->ihl < 5)
 			return -EINVAL;
-		out->family = 4;
-		out->protocol = ip4->protocol;
-		return 0;
-	}
-	if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		p->family = ZM_AF_INET;
+		p->protocol = ip4->protocol;
+		p->src.v4 = ip4->saddr;
+		p->dst.v4 = ip4->daddr;
+		if (ip4->frag_off & bpf_htons(0x1fff))
+			return 0;
+		l4 = (void *)ip4 + ip4->ihl * 4;
+	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = (void *)(eth + 1);
 
 		if ((void *)(ip6 + 1) > data_end)
 			return -EINVAL;
-		out->family = 6;
-		out->protocol = ip6->nexthdr;
-		return 0;
+		p->family = ZM_AF_INET6;
+		p->protocol = ip6->nexthdr;
+		__builtin_memcpy(&p->src, &ip6->saddr, sizeof(p->src));
+		__builtin_memcpy(&p->dst, &ip6->daddr, sizeof(p->dst));
+		l4 = ip6 + 1;
+	} else {
+		return -EINVAL;
 	}
-	return -EINVAL;
+	if (p->protocol == IPPROTO_TCP) {
+		struct tcphdr *tcp = l4;
+
+		if ((void *)(tcp + 1) > data_end)
+			return -EINVAL;
+		p->sport = tcp->source;
+		p->dport = tcp->dest;
+		p->tcp_flags = ((__u8 *)tcp)[13];
+	} else if (p->protocol == IPPROTO_UDP) {
+		struct udphdr *udp = l4;
+
+		if ((void *)(udp + 1) > data_end)
+			return -EINVAL;
+		p->sport = udp->source;
+		p->dport = udp->dest;
+	}
+	return 0;
 }
 
 #endif

@@ -3,9 +3,11 @@
 //   zm-echo serve --port P [--connections N]   echo N connections (dual-stack), then exit
 //   zm-echo send --to ADDR --port P --bytes N  send N bytes, read the echo, verify it
 // Each prints one JSON line per connection: local and peer address, bytes, and for send
-// whether the echo matched. send exits 1 on any mismatch or error.
+// whether the echo matched. send exits 1 on any mismatch or error, 2 when the connect times
+// out (a dropped SYN).
 #include <arpa/inet.h>
 #include <netdb.h>
+#include <poll.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -16,7 +18,6 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
-#include <thread>
 #include <vector>
 
 namespace {
@@ -101,7 +102,9 @@ int serve(uint16_t port, int connections) {
   return 0;
 }
 
-int send_and_verify(const std::string& to, uint16_t port, uint64_t total) {
+// One thread, non-blocking, poll(): how proxies and servers drive a socket, and immune to
+// wake-ups that are not data (see docs/datapath.md on the sockmap short-cut).
+int send_and_verify(const std::string& to, uint16_t port, uint64_t total, int connect_timeout_ms) {
   addrinfo hints{}, *res = nullptr;
   hints.ai_socktype = SOCK_STREAM;
   hints.ai_flags = AI_NUMERICHOST;
@@ -109,40 +112,60 @@ int send_and_verify(const std::string& to, uint16_t port, uint64_t total) {
     std::fprintf(stderr, "zm-echo: '%s' is not a numeric address\n", to.c_str());
     return 1;
   }
-  int fd = socket(res->ai_family, SOCK_STREAM, 0);
+  int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK, 0);
   if (fd < 0) fail("socket");
-  set_timeout(fd, 30);
-  if (connect(fd, res->ai_addr, res->ai_addrlen) != 0) fail("connect to " + to + ":" + std::to_string(port));
+  const std::string target = to + ":" + std::to_string(port);
+  if (connect(fd, res->ai_addr, res->ai_addrlen) != 0 && errno != EINPROGRESS) fail("connect to " + target);
   freeaddrinfo(res);
-  // Read the addresses now: once both sides have closed, getpeername fails.
+  pollfd pfd{fd, POLLOUT, 0};
+  if (poll(&pfd, 1, connect_timeout_ms) == 0) {
+    std::fprintf(stderr, "zm-echo: connect to %s timed out after %d ms\n", target.c_str(), connect_timeout_ms);
+    return 2;
+  }
+  int err = 0;
+  socklen_t len = sizeof err;
+  getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+  if (err) {
+    errno = err;
+    fail("connect to " + target);
+  }
   auto [local, peer] = endpoints(fd);
 
-  std::thread writer([fd, total] {
-    std::vector<uint8_t> buf(65536);
-    for (uint64_t sent = 0; sent < total;) {
-      size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), total - sent));
-      for (size_t i = 0; i < n; ++i) buf[i] = pattern(sent + i);
-      ssize_t w = write(fd, buf.data(), n);
-      if (w <= 0) fail("write");
-      sent += static_cast<uint64_t>(w);
-    }
-    shutdown(fd, SHUT_WR);
-  });
-  uint64_t received = 0;
-  bool match = true;
-  std::vector<uint8_t> buf(65536);
+  uint64_t sent = 0, received = 0;
+  bool match = true, write_closed = false;
+  std::vector<uint8_t> out(65536), in(65536);
   for (;;) {
-    ssize_t n = read(fd, buf.data(), buf.size());
-    if (n < 0) fail("read echo");
-    if (n == 0) break;
-    for (ssize_t i = 0; i < n; ++i) match = match && buf[static_cast<size_t>(i)] == pattern(received + static_cast<uint64_t>(i));
-    received += static_cast<uint64_t>(n);
+    pfd.events = static_cast<short>(POLLIN | (write_closed ? 0 : POLLOUT));
+    if (poll(&pfd, 1, 30000) == 0) {
+      std::fprintf(stderr, "zm-echo: no progress for 30 s (sent %llu, received %llu)\n",
+                   static_cast<unsigned long long>(sent), static_cast<unsigned long long>(received));
+      return 1;
+    }
+    if (!write_closed && (pfd.revents & POLLOUT)) {
+      size_t n = static_cast<size_t>(std::min<uint64_t>(out.size(), total - sent));
+      for (size_t i = 0; i < n; ++i) out[i] = pattern(sent + i);
+      ssize_t w = n ? write(fd, out.data(), n) : 0;
+      if (w < 0 && errno != EAGAIN) fail("write");
+      if (w > 0) sent += static_cast<uint64_t>(w);
+      if (sent == total) {
+        shutdown(fd, SHUT_WR);
+        write_closed = true;
+      }
+    }
+    if (pfd.revents & (POLLIN | POLLHUP | POLLERR)) {
+      ssize_t n = read(fd, in.data(), in.size());
+      if (n < 0 && errno == EAGAIN) continue;
+      if (n < 0) fail("read echo");
+      if (n == 0) break;
+      for (ssize_t i = 0; i < n; ++i)
+        match = match && in[static_cast<size_t>(i)] == pattern(received + static_cast<uint64_t>(i));
+      received += static_cast<uint64_t>(n);
+    }
   }
-  writer.join();
   close(fd);
-  match = match && received == total;
+  match = match && received == total && sent == total;
   std::printf("{\"local\":\"%s\",\"peer\":\"%s\",\"sent\":%llu,\"received\":%llu,\"match\":%s}\n", local.c_str(),
-              peer.c_str(), static_cast<unsigned long long>(total), static_cast<unsigned long long>(received),
+              peer.c_str(), static_cast<unsigned long long>(sent), static_cast<unsigned long long>(received),
               match ? "true" : "false");
   return match ? 0 : 1;
 }
@@ -156,6 +179,7 @@ int main(int argc, char** argv) {
   int connections = 1;
   std::string to;
   uint64_t bytes = 1 << 20;
+  int connect_timeout_ms = 10000;
   auto* serve_cmd = app.add_subcommand("serve", "echo connections");
   serve_cmd->add_option("--port", port);
   serve_cmd->add_option("--connections", connections)->check(CLI::PositiveNumber);
@@ -163,6 +187,7 @@ int main(int argc, char** argv) {
   send_cmd->add_option("--to", to)->required();
   send_cmd->add_option("--port", port);
   send_cmd->add_option("--bytes", bytes);
+  send_cmd->add_option("--connect-timeout-ms", connect_timeout_ms, "exit 2 when the connect does not finish in time");
   CLI11_PARSE(app, argc, argv);
-  return serve_cmd->parsed() ? serve(port, connections) : send_and_verify(to, port, bytes);
+  return serve_cmd->parsed() ? serve(port, connections) : send_and_verify(to, port, bytes, connect_timeout_ms);
 }

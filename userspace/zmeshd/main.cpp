@@ -1,6 +1,8 @@
 // zmeshd, the node daemon: the composition root. It checks the kernel, builds every
-// component, then serves until SIGTERM/SIGINT. At this stage of the project the components
-// are the kernel self-check only; the datapath and the proxy plug in here.
+// component from one options struct, applies the mesh config, then serves until
+// SIGTERM/SIGINT. Stopping leaves the pinned programs attached on purpose: captured connects
+// then fail closed until a new zmeshd adopts them (`--cleanup` removes them).
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
@@ -9,37 +11,107 @@
 #include <csignal>
 #include <iostream>
 
+#include "enrollment.h"
 #include "self_check.h"
+#include "zmesh/config.h"
+#include "zmesh/datapath.h"
 
-int main(int argc, char** argv) {
-  CLI::App app{"zmeshd: the zmesh node daemon (mTLS, L4 policy and load balancing for the pods of one node)"};
+namespace {
+
+struct Options {
   bool check_only = false;
+  bool cleanup = false;
   std::string log_level = "info";
-  app.set_version_flag("--version", std::string("zmeshd ") + ZMESH_VERSION);
-  app.add_flag("--check", check_only, "check the kernel (BTF, bpffs, cgroup v2, BPF programs), print JSON and exit");
-  app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
-      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
-  CLI11_PARSE(app, argc, argv);
-  spdlog::set_level(spdlog::level::from_str(log_level));
+  std::string config_path;
+  std::string node;
+  std::string outbound_ip4;
+  std::string outbound_ip6;
+  std::string sockmap = "off";
+  std::string tc_mode = "auto";
+  zmesh::DatapathOptions datapath;
+};
 
+zmesh::DatapathOptions datapath_options(Options& o) {
+  zmesh::DatapathOptions d = o.datapath;
+  if (!o.outbound_ip4.empty()) d.outbound_ip4 = boost::asio::ip::make_address_v4(o.outbound_ip4);
+  if (!o.outbound_ip6.empty()) d.outbound_ip6 = boost::asio::ip::make_address_v6(o.outbound_ip6);
+  d.sockmap = o.sockmap == "on";
+  d.tc_mode = o.tc_mode == "tcx" ? zmesh::TcMode::Tcx : o.tc_mode == "clsact" ? zmesh::TcMode::Clsact : zmesh::TcMode::Auto;
+  return d;
+}
+
+int serve(Options& o) {
   const zmesh::SelfCheck check = zmesh::run_self_check();
-  if (check_only) {
-    std::cout << check.to_json().dump(2) << '\n';
-    return check.ok() ? 0 : 1;
-  }
   if (!check.ok()) {
     for (const auto& problem : check.problems) spdlog::error("kernel check: {}", problem);
     return 1;
   }
-  spdlog::info("zmeshd {}: kernel {} checked (bpffs {}, cgroup2 {})", ZMESH_VERSION, check.facts.release,
-               check.facts.bpffs->string(), check.facts.cgroup2->string());
+  zmesh::MeshConfig config;
+  if (!o.config_path.empty()) config = zmesh::load_config(o.config_path);
+  auto datapath = zmesh::BpfDatapath::start(datapath_options(o));
+  const size_t enrolled = zmesh::apply_config(*datapath, config, o.node);
+  datapath->prune_unclaimed();
+  spdlog::info("zmeshd ready: node {}, {} workloads enrolled, {} links pinned under {}", o.node, enrolled,
+               datapath->pinned_links().size(), o.datapath.pin_root.string());
 
   boost::asio::io_context io;
   boost::asio::signal_set signals(io, SIGINT, SIGTERM);
   signals.async_wait([&](const boost::system::error_code&, int signal) {
-    spdlog::info("zmeshd: signal {}, stopping", signal);
+    spdlog::info("zmeshd: signal {}, stopping (redirection stays pinned; --cleanup removes it)", signal);
     io.stop();
   });
   io.run();
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"zmeshd: the zmesh node daemon (mTLS, L4 policy and load balancing for the pods of one node)"};
+  Options o;
+  app.set_version_flag("--version", std::string("zmeshd ") + ZMESH_VERSION);
+  app.add_flag("--check", o.check_only, "check the kernel (BTF, bpffs, cgroup v2, BPF programs), print JSON and exit");
+  app.add_flag("--cleanup", o.cleanup, "detach and unpin everything under --bpf-root, remove the routing rule, exit");
+  app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+  app.add_option("--config", o.config_path, "mesh config (JSON: workloads, services)")->check(CLI::ExistingFile);
+  app.add_option("--node", o.node, "this node's name: workloads with this node are enrolled here");
+  app.add_option("--bpf-root", o.datapath.pin_root, "where maps and links are pinned (one per daemon)")
+      ->capture_default_str();
+  app.add_option("--outbound-ip", o.outbound_ip4, "IPv4 address pods reach the proxy on (their gateway)")
+      ->check(CLI::ValidIPV4);
+  app.add_option("--outbound-ip6", o.outbound_ip6, "IPv6 address pods reach the proxy on");
+  app.add_option("--uplink", o.datapath.uplinks, "interface where other nodes' traffic arrives (repeatable)");
+  app.add_option("--sockmap", o.sockmap, "same-node short-cut through the sockhash (see docs/datapath.md before turning it on)")
+      ->check(CLI::IsMember({"on", "off"}))
+      ->capture_default_str();
+  app.add_option("--tc-mode", o.tc_mode, "how tc ingress attaches")
+      ->check(CLI::IsMember({"auto", "tcx", "clsact"}))
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  // The log goes to stderr; stdout carries only what a command prints for scripts (--check).
+  spdlog::set_default_logger(spdlog::stderr_color_mt("zmeshd"));
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  spdlog::set_level(spdlog::level::from_str(o.log_level));
+
+  try {
+    if (o.check_only) {
+      const zmesh::SelfCheck check = zmesh::run_self_check();
+      std::cout << check.to_json().dump(2) << '\n';
+      return check.ok() ? 0 : 1;
+    }
+    if (o.cleanup) {
+      zmesh::BpfDatapath::cleanup(datapath_options(o));
+      spdlog::info("zmeshd: removed everything under {}", o.datapath.pin_root.string());
+      return 0;
+    }
+    if (o.outbound_ip4.empty()) {
+      spdlog::error("zmeshd: --outbound-ip is required (the address pods reach this node's proxy on)");
+      return 2;
+    }
+    return serve(o);
+  } catch (const std::exception& e) {
+    spdlog::error("zmeshd: {}", e.what());
+    return 1;
+  }
 }

@@ -1,0 +1,98 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* Outbound capture: cgroup/connect4 and cgroup/connect6 on enrolled pods' cgroups. A TCP
+ * connect to a mesh destination (zm_dests) is rewritten to the node proxy's outbound listener;
+ * the original destination is kept under the socket's cookie for sockops to move to the
+ * connection's tuple once it has ports. Everything else passes untouched. */
+#include "vmlinux.h"
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "lib/addr.h"
+#include "lib/config.h"
+#include "lib/maps.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define ZM_CONNECT_PROCEED 1 /* cgroup sock_addr programs: 1 = let the connect go on */
+
+/* Whether this connect is ours to capture: TCP, not zmeshd's own socket, mesh destination. */
+static __always_inline bool zm_capture(struct bpf_sock_addr *ctx, const struct zm_ip_key *dst)
+{
+	struct bpf_sock *sk = ctx->sk;
+
+	if (ctx->protocol != IPPROTO_TCP)
+		return false;
+	if (sk && zm_cfg.proxy_mark && sk->mark == zm_cfg.proxy_mark)
+		return false;
+	return bpf_map_lookup_elem(&zm_dests, dst) != NULL;
+}
+
+/* Remembers where the socket was going; -ENOSPC when the map refuses. */
+static __always_inline int zm_remember_orig(struct bpf_sock_addr *ctx, const struct zm_ip_key *dst)
+{
+	struct zm_orig orig = {
+		.addr = dst->addr,
+		.port = (__be16)ctx->user_port,
+		.family = dst->family,
+	};
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+
+	if (bpf_map_update_elem(&zm_cookie_orig, &cookie, &orig, BPF_ANY))
+		return -ENOSPC;
+	return 0;
+}
+
+/* cgroup/connect4, outbound: capture a connect to a mesh IPv4 destination. */
+SEC("cgroup/connect4")
+int zm_connect4(struct bpf_sock_addr *ctx)
+{
+	struct zm_ip_key dst = { .family = ZM_AF_INET, .addr.v4 = ctx->user_ip4 };
+
+	if (!zm_capture(ctx, &dst)) {
+		zm_count(connect_passed);
+		return ZM_CONNECT_PROCEED;
+	}
+	if (zm_remember_orig(ctx, &dst)) {
+		/* Without the original destination the proxy could not serve the connection:
+		 * refuse it rather than let it bypass the mesh. */
+		zm_count(connect_orig_full);
+		return 0;
+	}
+	ctx->user_ip4 = zm_cfg.outbound_ip4.v4;
+	ctx->user_port = bpf_htons(zm_cfg.outbound_port);
+	zm_count(connect_redirected);
+	return ZM_CONNECT_PROCEED;
+}
+
+/* cgroup/connect6, outbound: the same for IPv6, and for IPv4-mapped addresses on
+ * dual-stack sockets (which never reach connect4). */
+SEC("cgroup/connect6")
+int zm_connect6(struct bpf_sock_addr *ctx)
+{
+	struct zm_ip_key dst = {};
+	__u32 ip6[4] = { ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3] };
+
+	dst.family = zm_ip_from_sock(AF_INET6, 0, ip6, &dst.addr);
+	if (!zm_capture(ctx, &dst)) {
+		zm_count(connect_passed);
+		return ZM_CONNECT_PROCEED;
+	}
+	if (zm_remember_orig(ctx, &dst)) {
+		zm_count(connect_orig_full);
+		return 0;
+	}
+	if (dst.family == ZM_AF_INET) {
+		ctx->user_ip6[0] = 0;
+		ctx->user_ip6[1] = 0;
+		ctx->user_ip6[2] = bpf_htonl(0x0000ffff);
+		ctx->user_ip6[3] = zm_cfg.outbound_ip4.v4;
+	} else {
+		ctx->user_ip6[0] = zm_cfg.outbound_ip6.v6[0];
+		ctx->user_ip6[1] = zm_cfg.outbound_ip6.v6[1];
+		ctx->user_ip6[2] = zm_cfg.outbound_ip6.v6[2];
+		ctx->user_ip6[3] = zm_cfg.outbound_ip6.v6[3];
+	}
+	ctx->user_port = bpf_htons(zm_cfg.outbound_port);
+	zm_count(connect_redirected);
+	return ZM_CONNECT_PROCEED;
+}

@@ -1,0 +1,100 @@
+/* The maps zmesh's programs share. Each program object declares them all; libbpf pins each
+ * by name under the daemon's pin root and every later object reuses the pin, so they are
+ * one map. Key, value and writer are given above each. */
+#ifndef ZMESH_LIB_MAPS_H
+#define ZMESH_LIB_MAPS_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+
+#include "zmesh_maps.h"
+
+#define ZM_MAX_DESTS 65536
+#define ZM_MAX_WORKLOADS 4096
+#define ZM_MAX_CONNS 65536
+#define ZM_MAX_DENY 16384
+
+/* key: struct zm_ip_key (pod IP or service VIP); value: struct zm_dest. Written by userspace
+ * (Datapath::add_destination); read by connect4/6 to decide what to capture. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, ZM_MAX_DESTS);
+	__type(key, struct zm_ip_key);
+	__type(value, struct zm_dest);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} zm_dests SEC(".maps");
+
+/* key: struct zm_ip_key (an IP of a pod enrolled on this node); value: struct zm_workload.
+ * Written by userspace (Datapath::enroll); read by tc_ingress and sockops. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, ZM_MAX_WORKLOADS);
+	__type(key, struct zm_ip_key);
+	__type(value, struct zm_workload);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} zm_workloads SEC(".maps");
+
+/* key: socket cookie of a captured pod socket; value: struct zm_orig. Written by connect4/6;
+ * moved to zm_orig by sockops once the connection has its ports. LRU: a connect that never
+ * establishes leaves nothing for ever. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, ZM_MAX_CONNS);
+	__type(key, __u64);
+	__type(value, struct zm_orig);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} zm_cookie_orig SEC(".maps");
+
+/* key: struct zm_tuple of the pod's socket (local = pod, remote = proxy); value: struct
+ * zm_orig. Written by sockops; read and deleted by the proxy (Datapath::original_destination),
+ * deleted by sockops when the pod's socket closes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, ZM_MAX_CONNS);
+	__type(key, struct zm_tuple);
+	__type(value, struct zm_orig);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} zm_orig SEC(".maps");
+
+/* key: struct zm_tuple of a socket; value: the socket. Written by sockops (pod<->proxy pairs
+ * on this node); sk_msg redirects each message to the peer's entry. Closed sockets leave by
+ * themselves. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, ZM_MAX_CONNS);
+	__type(key, struct zm_tuple);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} zm_sockhash SEC(".maps");
+
+/* key: struct zm_deny_key (LPM on the source prefix); value: struct zm_deny. Written by
+ * userspace (Datapath::set_deny_rules); read by tc_ingress. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, ZM_MAX_DENY);
+	__type(key, struct zm_deny_key);
+	__type(value, struct zm_deny);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} zm_l4_deny SEC(".maps");
+
+/* key: 0; value: struct zm_counters per CPU. Written by every program; summed by userspace. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct zm_counters);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} zm_counters SEC(".maps");
+
+/* Adds 1 (or n) to a counter: zm_count(connect_redirected). Per-CPU, so no atomics. */
+#define zm_count_n(field, n)                                                   \
+	do {                                                                   \
+		__u32 __zero = 0;                                              \
+		struct zm_counters *__c = bpf_map_lookup_elem(&zm_counters, &__zero); \
+		if (__c)                                                       \
+			__c->field += (n);                                     \
+	} while (0)
+#define zm_count(field) zm_count_n(field, 1)
+
+#endif

@@ -1,0 +1,140 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* Socket tracking and the same-node short-cut.
+ * - sockops on enrolled pods' cgroups and on zmeshd's own cgroup: when a captured pod socket
+ *   is established, move its original destination from the cookie key to the tuple key the
+ *   proxy looks up; put sockets whose peer is on this node (a local pod or the proxy) into
+ *   zm_sockhash; forget the original destination when the pod socket closes.
+ * - sk_msg on zm_sockhash: a message sent on one socket of a pair goes straight into its
+ *   peer's receive queue, skipping TCP/IP. A socket that has sent through TCP once keeps
+ *   doing so, so the bytes of a stream can never overtake each other. */
+#include "vmlinux.h"
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "lib/addr.h"
+#include "lib/config.h"
+#include "lib/maps.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* key: struct zm_tuple of a socket that sent a message through TCP while in the sockhash;
+ * value: unused. Written by sk_msg; deleted by sockops at close. Such a socket is never
+ * short-cut afterwards (ordering). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, ZM_MAX_CONNS);
+	__type(key, struct zm_tuple);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} zm_sc_tcponly SEC(".maps");
+
+static __always_inline void zm_tuple_from_sockops(struct bpf_sock_ops *skops, struct zm_tuple *t)
+{
+	__u32 local6[4] = { skops->local_ip6[0], skops->local_ip6[1], skops->local_ip6[2], skops->local_ip6[3] };
+	__u32 remote6[4] = { skops->remote_ip6[0], skops->remote_ip6[1], skops->remote_ip6[2],
+			     skops->remote_ip6[3] };
+
+	t->family = zm_ip_from_sock(skops->family, skops->local_ip4, local6, &t->local);
+	zm_ip_from_sock(skops->family, skops->remote_ip4, remote6, &t->remote);
+	t->local_port = bpf_htons((__u16)skops->local_port); /* host order in sock_ops */
+	t->remote_port = (__be16)(skops->remote_port >> 16); /* network order, upper half */
+}
+
+/* Whether the remote end is on this node: the proxy's address or an enrolled local pod. */
+static __always_inline bool zm_peer_is_local(const struct zm_tuple *t)
+{
+	struct zm_ip_key remote = { .family = t->family, .addr = t->remote };
+
+	if (t->family == ZM_AF_INET && t->remote.v4 == zm_cfg.outbound_ip4.v4)
+		return true;
+	if (t->family == ZM_AF_INET6 && t->remote.v6[0] == zm_cfg.outbound_ip6.v6[0] &&
+	    t->remote.v6[1] == zm_cfg.outbound_ip6.v6[1] && t->remote.v6[2] == zm_cfg.outbound_ip6.v6[2] &&
+	    t->remote.v6[3] == zm_cfg.outbound_ip6.v6[3])
+		return true;
+	return bpf_map_lookup_elem(&zm_workloads, &remote) != NULL;
+}
+
+static __always_inline void zm_established(struct bpf_sock_ops *skops)
+{
+	struct zm_tuple t = {};
+	__u64 cookie = bpf_get_socket_cookie(skops);
+	struct zm_orig *orig;
+
+	zm_tuple_from_sockops(skops, &t);
+	orig = bpf_map_lookup_elem(&zm_cookie_orig, &cookie);
+	if (orig) {
+		struct zm_orig copy = *orig;
+
+		bpf_map_update_elem(&zm_orig, &t, &copy, BPF_ANY);
+		bpf_map_delete_elem(&zm_cookie_orig, &cookie);
+		zm_count(sockops_orig_moved);
+	}
+	/* Close events, to forget this socket's state. */
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+	if (!zm_cfg.sockmap_enabled || !zm_peer_is_local(&t))
+		return;
+	if (bpf_sock_hash_update(skops, &zm_sockhash, &t, BPF_NOEXIST))
+		zm_count(sockhash_add_failed);
+	else
+		zm_count(sockhash_added);
+}
+
+static __always_inline void zm_closed(struct bpf_sock_ops *skops)
+{
+	struct zm_tuple t = {};
+
+	zm_tuple_from_sockops(skops, &t);
+	bpf_map_delete_elem(&zm_orig, &t);
+	bpf_map_delete_elem(&zm_sc_tcponly, &t);
+}
+
+/* sockops, both directions: connection established and closed. */
+SEC("sockops")
+int zm_sockops(struct bpf_sock_ops *skops)
+{
+	if (skops->family != AF_INET && skops->family != AF_INET6)
+		return 1;
+	switch (skops->op) {
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+		zm_established(skops);
+		break;
+	case BPF_SOCK_OPS_STATE_CB:
+		if (skops->args[1] == BPF_TCP_CLOSE)
+			zm_closed(skops);
+		break;
+	}
+	return 1;
+}
+
+/* sk_msg on zm_sockhash, egress of a tracked socket: hand the message to the peer socket. */
+SEC("sk_msg")
+int zm_sk_msg(struct sk_msg_md *msg)
+{
+	struct zm_tuple self = {}, peer = {};
+	__u32 local6[4] = { msg->local_ip6[0], msg->local_ip6[1], msg->local_ip6[2], msg->local_ip6[3] };
+	__u32 remote6[4] = { msg->remote_ip6[0], msg->remote_ip6[1], msg->remote_ip6[2], msg->remote_ip6[3] };
+	__u64 len = msg->size;
+
+	self.family = zm_ip_from_sock(msg->family, msg->local_ip4, local6, &self.local);
+	zm_ip_from_sock(msg->family, msg->remote_ip4, remote6, &self.remote);
+	self.local_port = bpf_htons((__u16)msg->local_port);
+	self.remote_port = (__be16)(msg->remote_port >> 16);
+	peer.family = self.family;
+	peer.local = self.remote;
+	peer.remote = self.local;
+	peer.local_port = self.remote_port;
+	peer.remote_port = self.local_port;
+
+	if (!bpf_map_lookup_elem(&zm_sc_tcponly, &self) &&
+	    bpf_msg_redirect_hash(msg, &zm_sockhash, &peer, BPF_F_INGRESS) == SK_PASS) {
+		zm_count(shortcut_msgs);
+		zm_count_n(shortcut_bytes, len);
+		return SK_PASS;
+	}
+	/* No peer yet (or no longer): TCP carries this and every later message of the socket. */
+	__u8 one = 1;
+	bpf_map_update_elem(&zm_sc_tcponly, &self, &one, BPF_ANY);
+	zm_count(shortcut_passed);
+	return SK_PASS;
+}

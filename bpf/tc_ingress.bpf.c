@@ -1,0 +1,167 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* Inbound capture and the L4 deny fast path: TC ingress (tcx link, or clsact) on the node's
+ * uplinks and on enrolled pods' host-side veths, in the node's netns.
+ *
+ * For a packet to a pod enrolled on this node (zm_workloads):
+ *   1. zm_l4_deny matches (source prefix, pod, port or any, protocol)  -> drop (tc_drop_deny)
+ *   2. not TCP                                                         -> pass
+ *   3. a new connection (SYN without ACK):
+ *        to the HBONE port        -> assign to zmeshd's listener there (tc_to_hbone)
+ *        to another port          -> drop if the pod requires mTLS (tc_drop_mtls), else assign
+ *                                    to the plaintext listener (tc_to_plaintext)
+ *        no listener to assign to -> drop: zmeshd is down, fail closed (tc_drop_no_proxy)
+ *   4. any other TCP packet: if zmeshd owns a socket for its tuple (a connection steered in
+ *      step 3), deliver to it (tc_followed); else pass (e.g. replies to the pod's own
+ *      outbound connections).
+ * Steered packets get skb->mark = assign_mark; the node's `ip rule fwmark` sends them to a
+ * table whose `local default dev lo` route delivers them locally, to the assigned socket. */
+#include "vmlinux.h"
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "lib/config.h"
+#include "lib/maps.h"
+#include "lib/net.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define BPF_F_CURRENT_NETNS (-1L)
+
+/* Whether zm_l4_deny holds a rule for this packet: exact port first, then any port. */
+static __always_inline bool zm_denied(const struct zm_pkt *p)
+{
+	struct zm_deny_key key = {
+		.dst = p->dst,
+		.dport = p->dport,
+		.protocol = p->protocol,
+		.family = p->family,
+		.src = p->src,
+	};
+
+	key.prefixlen = ZM_DENY_EXACT_BITS + (p->family == ZM_AF_INET ? 32 : 128);
+	if (bpf_map_lookup_elem(&zm_l4_deny, &key))
+		return true;
+	key.dport = 0;
+	return bpf_map_lookup_elem(&zm_l4_deny, &key) != NULL;
+}
+
+/* Looks up a socket in the node netns for (src:sport -> dst:dport); NULL when none. The
+ * caller releases it. */
+static __always_inline struct bpf_sock *zm_lookup(struct __sk_buff *skb, const struct zm_pkt *p, __be16 dport)
+{
+	struct bpf_sock_tuple tuple = {};
+	__u32 size;
+
+	if (p->family == ZM_AF_INET) {
+		tuple.ipv4.saddr = p->src.v4;
+		tuple.ipv4.daddr = p->dst.v4;
+		tuple.ipv4.sport = p->sport;
+		tuple.ipv4.dport = dport;
+		size = sizeof(tuple.ipv4);
+	} else {
+		__builtin_memcpy(tuple.ipv6.saddr, &p->src, sizeof(tuple.ipv6.saddr));
+		__builtin_memcpy(tuple.ipv6.daddr, &p->dst, sizeof(tuple.ipv6.daddr));
+		tuple.ipv6.sport = p->sport;
+		tuple.ipv6.dport = dport;
+		size = sizeof(tuple.ipv6);
+	}
+	return bpf_skc_lookup_tcp(skb, &tuple, size, BPF_F_CURRENT_NETNS, 0);
+}
+
+/* Assigns skb to sk (releasing it) and marks it for local delivery; -errno when refused. */
+static __always_inline int zm_assign(struct __sk_buff *skb, struct bpf_sock *sk)
+{
+	long err = bpf_sk_assign(skb, sk, 0);
+
+	bpf_sk_release(sk);
+	if (err)
+		return (int)err;
+	skb->mark = zm_cfg.assign_mark;
+	return 0;
+}
+
+/* A new connection to a local pod: steer it to the listener on `port` (host order). */
+static __always_inline int zm_steer_new(struct __sk_buff *skb, const struct zm_pkt *p, __u16 port)
+{
+	struct bpf_sock *sk = zm_lookup(skb, p, bpf_htons(port));
+
+	if (!sk)
+		return -ENOENT;
+	/* A listener, or for a retransmitted SYN the connection it already made. */
+	return zm_assign(skb, sk);
+}
+
+/* TC ingress, inbound: see the comment at the top of this file. */
+SEC("tc")
+int zm_tc_ingress(struct __sk_buff *skb)
+{
+	struct zm_pkt p = {};
+	struct zm_ip_key dst = {};
+	struct zm_workload *wl;
+	struct bpf_sock *sk;
+	__u16 port;
+
+	if (zm_parse(skb, &p)) {
+		zm_count(tc_passed);
+		return TC_ACT_OK;
+	}
+	dst.family = p.family;
+	dst.addr = p.dst;
+	wl = bpf_map_lookup_elem(&zm_workloads, &dst);
+	if (!wl) {
+		zm_count(tc_passed);
+		return TC_ACT_OK;
+	}
+	if (zm_denied(&p)) {
+		zm_count(tc_drop_deny);
+		return TC_ACT_SHOT;
+	}
+	if (p.protocol != IPPROTO_TCP) {
+		zm_count(tc_passed);
+		return TC_ACT_OK;
+	}
+
+	if ((p.tcp_flags & (ZM_TCP_SYN | ZM_TCP_ACK)) != ZM_TCP_SYN) {
+		sk = zm_lookup(skb, &p, p.dport);
+		if (!sk) {
+			zm_count(tc_passed);
+			return TC_ACT_OK;
+		}
+		if (sk->state == BPF_TCP_LISTEN && bpf_ntohs(p.dport) != zm_cfg.inbound_hbone_port) {
+			/* A node service listening on this port number, not a steered connection. */
+			bpf_sk_release(sk);
+			zm_count(tc_passed);
+			return TC_ACT_OK;
+		}
+		if (zm_assign(skb, sk)) {
+			zm_count(tc_drop_assign);
+			return TC_ACT_SHOT;
+		}
+		zm_count(tc_followed);
+		return TC_ACT_OK;
+	}
+
+	if (bpf_ntohs(p.dport) == zm_cfg.inbound_hbone_port) {
+		port = zm_cfg.inbound_hbone_port;
+	} else if (wl->flags & ZM_WL_MTLS_STRICT) {
+		zm_count(tc_drop_mtls);
+		return TC_ACT_SHOT;
+	} else {
+		port = zm_cfg.inbound_plain_port;
+	}
+	/* Count the decision first, then the kernel's answer: a refused assign shows as both. */
+	if (port == zm_cfg.inbound_hbone_port)
+		zm_count(tc_to_hbone);
+	else
+		zm_count(tc_to_plaintext);
+	switch (zm_steer_new(skb, &p, port)) {
+	case 0:
+		return TC_ACT_OK;
+	case -ENOENT:
+		zm_count(tc_drop_no_proxy);
+		return TC_ACT_SHOT;
+	default:
+		zm_count(tc_drop_assign);
+		return TC_ACT_SHOT;
+	}
+}

@@ -1,0 +1,113 @@
+/* Structs shared by the kernel programs and userspace: map keys and values, the config that
+ * userspace sets in each program's rodata, and the counters. Fixed-width types only; the C++
+ * side static_asserts their sizes (tests/unit/abi_test.cpp). */
+#ifndef ZMESH_MAPS_H
+#define ZMESH_MAPS_H
+
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#endif
+
+#define ZM_AF_INET 4
+#define ZM_AF_INET6 6
+
+/* An IPv4 or IPv6 address in network byte order; IPv4 uses v4 and leaves the rest zero. */
+union zm_ip {
+	__be32 v4;
+	__be32 v6[4];
+};
+
+/* An address with its family (ZM_AF_INET/ZM_AF_INET6). IPv4-mapped IPv6 is stored as IPv4. */
+struct zm_ip_key {
+	__u8 family;
+	__u8 pad[3];
+	union zm_ip addr;
+};
+
+/* A TCP connection as one socket sees it: local and remote end, ports in network order. */
+struct zm_tuple {
+	union zm_ip local;
+	union zm_ip remote;
+	__be16 local_port;
+	__be16 remote_port;
+	__u8 family;
+	__u8 pad[3];
+};
+
+/* Where a captured connect was going before it was rewritten to the proxy. */
+struct zm_orig {
+	union zm_ip addr;
+	__be16 port;
+	__u8 family;
+	__u8 pad;
+};
+
+/* zm_dests value: a destination in the mesh, whose connects are captured. */
+enum zm_dest_kind {
+	ZM_DEST_WORKLOAD = 1, /* a pod IP */
+	ZM_DEST_SERVICE = 2,  /* a service VIP */
+};
+struct zm_dest {
+	__u32 kind; /* enum zm_dest_kind */
+};
+
+/* zm_workloads value: a pod enrolled on this node. */
+#define ZM_WL_MTLS_STRICT 1 /* plaintext inbound is dropped, not sent to the plaintext port */
+struct zm_workload {
+	__u32 flags;
+	__u32 ifindex; /* host-side veth in the node netns; 0 when unknown */
+	__u64 cgroup_id;
+};
+
+/* zm_l4_deny key (LPM trie): exact destination, port (0 = any) and protocol, then the source
+ * prefix. prefixlen = ZM_DENY_EXACT_BITS + source prefix length. */
+struct zm_deny_key {
+	__u32 prefixlen;
+	union zm_ip dst;
+	__be16 dport;
+	__u8 protocol;
+	__u8 family;
+	union zm_ip src;
+};
+#define ZM_DENY_EXACT_BITS ((16 + 2 + 1 + 1) * 8)
+
+/* zm_l4_deny value: which rule denied, for the operator. */
+struct zm_deny {
+	__u32 rule_id;
+};
+
+/* Config every program reads from its rodata; userspace fills it before load. */
+struct zm_config {
+	union zm_ip outbound_ip4;  /* proxy address the pods reach (v4 field used) */
+	union zm_ip outbound_ip6;  /* same for IPv6 */
+	__u16 outbound_port;       /* host order: 15001 */
+	__u16 inbound_hbone_port;  /* 15008 */
+	__u16 inbound_plain_port;  /* 15006 */
+	__u16 pad;
+	__u32 proxy_mark;          /* SO_MARK of zmeshd's own sockets: never captured */
+	__u32 assign_mark;         /* skb->mark for steered packets: routed to the local table */
+	__u32 sockmap_enabled;     /* the pod<->proxy short-cut through the sockhash */
+};
+
+/* zm_counters value (one per-CPU entry): what the programs did. Userspace sums the CPUs. */
+struct zm_counters {
+	__u64 connect_redirected;   /* connects rewritten to the proxy */
+	__u64 connect_passed;       /* connects to non-mesh destinations, untouched */
+	__u64 connect_orig_full;    /* a redirect whose original destination could not be stored */
+	__u64 sockops_orig_moved;   /* cookie->orig entries moved to the tuple key */
+	__u64 sockhash_added;       /* sockets put into the short-cut */
+	__u64 sockhash_add_failed;  /* sockhash full or insert refused */
+	__u64 shortcut_msgs;        /* messages carried by the short-cut */
+	__u64 shortcut_bytes;
+	__u64 shortcut_passed;      /* messages that took the TCP path (no peer in the sockhash) */
+	__u64 tc_to_hbone;          /* new inbound connections for the HBONE listener */
+	__u64 tc_to_plaintext;      /* new inbound connections for the plaintext listener */
+	__u64 tc_followed;          /* packets of steered connections, delivered to their socket */
+	__u64 tc_passed;            /* packets not for a mesh pod, or not ours to steer */
+	__u64 tc_drop_deny;         /* dropped by zm_l4_deny */
+	__u64 tc_drop_mtls;         /* plaintext to a pod that requires mTLS */
+	__u64 tc_drop_no_proxy;     /* of those, no listener to steer to (zmeshd down): fail closed */
+	__u64 tc_drop_assign;       /* of those, bpf_sk_assign refused: dropped */
+};
+
+#endif

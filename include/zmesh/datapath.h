@@ -1,0 +1,169 @@
+// Datapath: the kernel side of zmesh behind a typed API. Callers speak of workloads,
+// destinations, deny rules and counters; no file descriptor, map or link leaves this module.
+//
+// BpfDatapath loads the programs in bpf/, pins maps and links under a pin root (one per
+// daemon), and attaches:
+//   cgroup/connect4, connect6, sockops  -> each enrolled pod's cgroup
+//   sockops                             -> the proxy's own cgroup (its side of the pairs)
+//   sk_msg                              -> zm_sockhash (when the short-cut is on)
+//   tc ingress (tcx, else clsact)       -> the uplinks and each enrolled pod's host veth
+// and adds `ip rule fwmark assign_mark lookup route_table` with a `local default dev lo`
+// route in that table, which delivers steered packets to zmeshd's sockets.
+// A new BpfDatapath on the same pin root adopts the pinned maps and links (updating the links
+// to the new programs) instead of attaching twice; redirection stays attached while no daemon
+// runs, so captured connects fail closed. BpfDatapath::cleanup removes all of it.
+// Not thread-safe: one owner (the daemon's control path) calls it.
+#pragma once
+
+#include <boost/asio/ip/address.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "zmesh_maps.h"
+
+namespace zmesh {
+
+using IpAddress = boost::asio::ip::address;
+using TcpEndpoint = boost::asio::ip::tcp::endpoint;
+
+// A pod enrolled on this node, as the kernel needs to know it.
+struct WorkloadAttachment {
+  std::string name;                   // for messages
+  std::filesystem::path cgroup;       // the pod's cgroup v2 directory
+  std::string host_veth;              // node side of the pod's veth; empty = none to hook
+  std::vector<IpAddress> ips;
+  bool mtls_strict = false;           // plaintext inbound is dropped instead of proxied
+};
+
+enum class DestinationKind : uint32_t { Workload = ZM_DEST_WORKLOAD, Service = ZM_DEST_SERVICE };
+
+// Drop packets from `source`/`source_prefix` to local pod `destination` on `port` (0 = any)
+// and `protocol` (IPPROTO_*), at TC, before any socket sees them.
+struct DenyRule {
+  uint32_t id = 0;
+  IpAddress source;
+  uint8_t source_prefix = 0;
+  IpAddress destination;
+  uint16_t port = 0;
+  uint8_t protocol = 6;
+  bool operator<(const DenyRule& other) const;
+};
+
+enum class TcMode { Auto, Tcx, Clsact };
+
+struct DatapathOptions {
+  static constexpr const char* kDefaultPinRoot = "/sys/fs/bpf/zmesh";
+  static constexpr uint16_t kOutboundPort = 15001;
+  static constexpr uint16_t kInboundPlainPort = 15006;
+  static constexpr uint16_t kInboundHbonePort = 15008;
+  static constexpr uint32_t kProxyMark = 0x539;    // ztunnel's mark for its own sockets
+  static constexpr uint32_t kAssignMark = 0x5a0;   // steered packets
+  static constexpr uint32_t kRouteTable = 0x5a0;   // their routing table
+  static constexpr uint32_t kRulePriority = 100;   // before the main table (32766)
+
+  std::filesystem::path pin_root = kDefaultPinRoot;
+  std::vector<std::string> uplinks;                // interfaces where other nodes' traffic arrives
+  boost::asio::ip::address_v4 outbound_ip4;        // the proxy address pods connect to
+  std::optional<boost::asio::ip::address_v6> outbound_ip6;
+  uint16_t outbound_port = kOutboundPort;
+  uint16_t inbound_plain_port = kInboundPlainPort;
+  uint16_t inbound_hbone_port = kInboundHbonePort;
+  uint32_t proxy_mark = kProxyMark;
+  uint32_t assign_mark = kAssignMark;
+  uint32_t route_table = kRouteTable;
+  // The same-node short-cut. Off by default: with a socket in the sockhash, a blocking read
+  // can return EAGAIN when woken by anything but data (docs/datapath.md).
+  bool sockmap = false;
+  TcMode tc_mode = TcMode::Auto;
+  std::filesystem::path proxy_cgroup;              // empty = this process's cgroup
+};
+
+using DatapathCounters = zm_counters;
+
+class Datapath {
+ public:
+  virtual ~Datapath() = default;
+  // Enrolling again (same cgroup) updates in place: no second attachment.
+  virtual void enroll(const WorkloadAttachment& workload) = 0;
+  virtual void unenroll(const WorkloadAttachment& workload) = 0;
+  virtual void add_destination(const IpAddress& ip, DestinationKind kind) = 0;
+  virtual void remove_destination(const IpAddress& ip) = 0;
+  // Replaces every deny rule: afterwards the kernel holds exactly `rules`.
+  virtual void set_deny_rules(const std::vector<DenyRule>& rules) = 0;
+  virtual DatapathCounters counters() const = 0;
+  // Where a connection accepted on the outbound listener was going, from the accepted
+  // socket's peer (the pod) and local (the listener) addresses; taken out of the map.
+  virtual std::optional<TcpEndpoint> original_destination(const TcpEndpoint& peer, const TcpEndpoint& local) = 0;
+};
+
+// Read-only access to a daemon's pinned maps, for tools and for a proxy in another process.
+class PinnedMaps {
+ public:
+  // Throws DatapathError when the pin root or a map is missing.
+  explicit PinnedMaps(const std::filesystem::path& pin_root);
+  ~PinnedMaps();
+  PinnedMaps(PinnedMaps&&) noexcept;
+  PinnedMaps& operator=(PinnedMaps&&) noexcept;
+
+  DatapathCounters counters() const;
+  std::optional<TcpEndpoint> take_original_destination(const TcpEndpoint& peer, const TcpEndpoint& local);
+  std::vector<IpAddress> destinations() const;
+  std::vector<IpAddress> workload_ips() const;
+  size_t deny_rule_count() const;
+
+  struct Fds;
+
+ private:
+  friend class BpfDatapath;
+  PinnedMaps() = default;
+  std::unique_ptr<Fds> fds_;
+};
+
+class BpfDatapath final : public Datapath {
+ public:
+  // Loads, pins and attaches (adopting what a previous daemon pinned). Throws DatapathError
+  // with what failed and why.
+  static std::unique_ptr<BpfDatapath> start(const DatapathOptions& options);
+  // Detaches and unpins everything under pin_root, removes the routing rule and any clsact
+  // filter of ours in this netns. Safe on a partial or empty root.
+  static void cleanup(const DatapathOptions& options);
+
+  ~BpfDatapath() override;
+
+  void enroll(const WorkloadAttachment& workload) override;
+  void unenroll(const WorkloadAttachment& workload) override;
+  void add_destination(const IpAddress& ip, DestinationKind kind) override;
+  void remove_destination(const IpAddress& ip) override;
+  void set_deny_rules(const std::vector<DenyRule>& rules) override;
+  DatapathCounters counters() const override;
+  std::optional<TcpEndpoint> original_destination(const TcpEndpoint& peer, const TcpEndpoint& local) override;
+
+  // Detaches adopted links, workloads and destinations that nothing claimed since start():
+  // what a previous daemon enrolled and this one no longer has. Call after the initial state
+  // is applied.
+  void prune_unclaimed();
+
+  // Runs one Ethernet frame through the loaded tc ingress program with BPF_PROG_TEST_RUN in
+  // the caller's netns and returns its verdict (0 pass, 2 drop). For the table-driven tests.
+  int test_run_tc_ingress(std::span<const uint8_t> frame);
+
+  // Names of the pinned links (for tests and zmeshctl): "cg_<id>_connect4", "tc_eth0", ...
+  std::vector<std::string> pinned_links() const;
+  TcMode tc_mode() const;
+
+  struct Impl;
+
+ private:
+  explicit BpfDatapath(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace zmesh

@@ -1,0 +1,551 @@
+// BpfDatapath and PinnedMaps (see include/zmesh/datapath.h).
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <net/if.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <stdexcept>
+
+// The skeletons name the shared structs; they need their definitions first.
+#include "zmesh_maps.h"
+// clang-format off
+#include "connect.skel.h"
+#include "sockops.skel.h"
+#include "tc_ingress.skel.h"
+// clang-format on
+#include "fd.h"
+#include "keys.h"
+#include "libbpf_log.h"
+#include "netlink.h"
+#include "zmesh/datapath.h"
+#include "zmesh/datapath_error.h"
+#include "zmesh/kernel.h"
+
+namespace zmesh {
+namespace fs = std::filesystem;
+using datapath::UniqueFd;
+
+namespace {
+
+constexpr auto kTcxIngress = static_cast<bpf_attach_type>(46);  // BPF_TCX_INGRESS; libbpf 1.1 predates it
+constexpr uint32_t kTcHandle = 0x5a0;                           // our clsact filter: handle and priority
+constexpr uint32_t kTcPriority = 1;
+
+// Each skeleton type's generated functions, so that one template loads them all.
+template <typename S>
+struct Skeleton;
+#define ZM_SKELETON(name)                                                                         \
+  template <>                                                                                     \
+  struct Skeleton<name##_bpf> {                                                                   \
+    static constexpr const char* kName = #name;                                                   \
+    static name##_bpf* open(const bpf_object_open_opts* opts) { return name##_bpf__open_opts(opts); } \
+    static int load(name##_bpf* skel) { return name##_bpf__load(skel); }                          \
+    static void destroy(name##_bpf* skel) { name##_bpf__destroy(skel); }                          \
+  };
+ZM_SKELETON(connect)
+ZM_SKELETON(sockops)
+ZM_SKELETON(tc_ingress)
+
+template <typename S>
+struct DestroySkeleton {
+  void operator()(S* skel) const { Skeleton<S>::destroy(skel); }
+};
+template <typename S>
+using SkeletonPtr = std::unique_ptr<S, DestroySkeleton<S>>;
+
+template <typename S>
+SkeletonPtr<S> load_skeleton(const fs::path& pin_root, const zm_config& config) {
+  const std::string root = pin_root.string();
+  LIBBPF_OPTS(bpf_object_open_opts, opts, .pin_root_path = root.c_str());
+  SkeletonPtr<S> skel(Skeleton<S>::open(&opts));
+  if (!skel) throw DatapathError(std::string("open BPF object ") + Skeleton<S>::kName, errno);
+  std::memcpy(const_cast<void*>(static_cast<const volatile void*>(&skel->rodata->zm_cfg)), &config, sizeof config);
+  if (int err = Skeleton<S>::load(skel.get()))
+    throw DatapathError(std::string("load BPF object ") + Skeleton<S>::kName + " (maps pinned under " + root + ")",
+                        -err);
+  return skel;
+}
+
+struct DestroyLink {
+  void operator()(bpf_link* link) const { bpf_link__destroy(link); }
+};
+using LinkPtr = std::unique_ptr<bpf_link, DestroyLink>;
+
+// Detaches a link from its hook for good (not just closing our fd) and removes its pin.
+void detach_and_unpin(bpf_link* link, const fs::path& pin) {
+  bpf_link__detach(link);
+  std::error_code ec;
+  fs::remove(pin, ec);
+}
+
+bool on_filesystem(const fs::path& path, long magic) {
+  struct statfs st{};
+  return statfs(path.c_str(), &st) == 0 && st.f_type == magic;
+}
+
+// Creates the pin root (and links/) after checking it lies on bpffs.
+void make_pin_root(const fs::path& root) {
+  fs::path existing = root;
+  while (!existing.empty() && !fs::exists(existing)) existing = existing.parent_path();
+  if (!on_filesystem(existing, BPF_FS_MAGIC))
+    throw DatapathError("pin root " + root.string() + " is not on bpffs (" + existing.string() +
+                            " is not): mount -t bpf bpf /sys/fs/bpf",
+                        ENOTSUP);
+  std::error_code ec;
+  fs::create_directories(root / "links", ec);
+  if (ec) throw DatapathError("create pin root " + root.string(), ec.value());
+}
+
+// This process's cgroup v2 directory, from /proc/self/cgroup ("0::/path").
+fs::path own_cgroup() {
+  const auto mount = find_mount("cgroup2");
+  if (!mount) throw DatapathError("find this process's cgroup: cgroup v2 is not mounted", ENOENT);
+  std::ifstream in("/proc/self/cgroup");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("0::", 0) == 0) return *mount / fs::path(line.substr(3)).relative_path();
+  throw DatapathError("find this process's cgroup: no cgroup v2 line in /proc/self/cgroup", ENOENT);
+}
+
+struct Cgroup {
+  UniqueFd fd;
+  uint64_t id = 0;
+};
+
+Cgroup open_cgroup(const fs::path& path) {
+  UniqueFd fd(open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd) throw DatapathError("open cgroup " + path.string(), errno);
+  if (!on_filesystem(path, CGROUP2_SUPER_MAGIC)) {
+    const auto mount = find_mount("cgroup2");
+    throw DatapathError("cgroup " + path.string() + " is not a cgroup v2 directory (cgroup v2 is " +
+                            (mount ? "mounted at " + mount->string() : std::string("not mounted")) + ")",
+                        EINVAL);
+  }
+  struct stat st{};
+  fstat(fd.get(), &st);
+  return {std::move(fd), st.st_ino};
+}
+
+unsigned interface_index(const std::string& name) {
+  unsigned index = if_nametoindex(name.c_str());
+  if (index == 0) throw DatapathError("find interface " + name + " in this netns", errno ? errno : ENODEV);
+  return index;
+}
+
+std::string bytes_of(const void* data, size_t size) { return {static_cast<const char*>(data), size}; }
+
+// Keys of a map, as raw bytes.
+std::vector<std::string> map_keys(int fd, size_t key_size) {
+  std::vector<std::string> keys;
+  std::string key(key_size, '\0'), next(key_size, '\0');
+  const void* cursor = nullptr;
+  while (bpf_map_get_next_key(fd, cursor, next.data()) == 0) {
+    keys.push_back(next);
+    key = next;
+    cursor = key.data();
+  }
+  return keys;
+}
+
+UniqueFd open_pinned_map(const fs::path& root, const char* name) {
+  const fs::path path = root / name;
+  UniqueFd fd(bpf_obj_get(path.c_str()));
+  if (!fd) throw DatapathError("open pinned map " + path.string() + " (is zmeshd running with this pin root?)", errno);
+  return fd;
+}
+
+void update(int fd, const void* key, const void* value, const char* map, const std::string& what, uint32_t capacity) {
+  if (bpf_map_update_elem(fd, key, value, BPF_ANY) == 0) return;
+  const int err = errno;
+  if (err == E2BIG || err == ENOSPC || err == ENOMEM)
+    throw DatapathError(what + ": map " + map + " is full (" + std::to_string(capacity) + " entries)", err);
+  throw DatapathError(what + " in map " + map, err);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// PinnedMaps
+
+struct PinnedMaps::Fds {
+  UniqueFd dests, workloads, orig, deny, counters;
+};
+
+PinnedMaps::PinnedMaps(const fs::path& pin_root) : fds_(std::make_unique<Fds>()) {
+  fds_->dests = open_pinned_map(pin_root, "zm_dests");
+  fds_->workloads = open_pinned_map(pin_root, "zm_workloads");
+  fds_->orig = open_pinned_map(pin_root, "zm_orig");
+  fds_->deny = open_pinned_map(pin_root, "zm_l4_deny");
+  fds_->counters = open_pinned_map(pin_root, "zm_counters");
+}
+PinnedMaps::~PinnedMaps() = default;
+PinnedMaps::PinnedMaps(PinnedMaps&&) noexcept = default;
+PinnedMaps& PinnedMaps::operator=(PinnedMaps&&) noexcept = default;
+
+DatapathCounters PinnedMaps::counters() const {
+  static_assert(sizeof(zm_counters) % sizeof(uint64_t) == 0);
+  constexpr size_t kFields = sizeof(zm_counters) / sizeof(uint64_t);
+  const int cpus = libbpf_num_possible_cpus();
+  if (cpus <= 0) throw DatapathError("count possible CPUs", -cpus);
+  std::vector<uint64_t> per_cpu(kFields * static_cast<size_t>(cpus));
+  const uint32_t key = 0;
+  if (bpf_map_lookup_elem(fds_->counters.get(), &key, per_cpu.data()) != 0)
+    throw DatapathError("read map zm_counters", errno);
+  uint64_t sum[kFields] = {};
+  for (int cpu = 0; cpu < cpus; ++cpu)
+    for (size_t i = 0; i < kFields; ++i) sum[i] += per_cpu[static_cast<size_t>(cpu) * kFields + i];
+  DatapathCounters out{};
+  std::memcpy(&out, sum, sizeof out);
+  return out;
+}
+
+std::optional<TcpEndpoint> PinnedMaps::take_original_destination(const TcpEndpoint& peer, const TcpEndpoint& local) {
+  const zm_tuple key = datapath::pod_tuple(peer, local);
+  zm_orig orig{};
+  if (bpf_map_lookup_elem(fds_->orig.get(), &key, &orig) != 0) return std::nullopt;
+  bpf_map_delete_elem(fds_->orig.get(), &key);
+  return datapath::endpoint(orig);
+}
+
+std::vector<IpAddress> PinnedMaps::destinations() const {
+  std::vector<IpAddress> out;
+  for (const auto& raw : map_keys(fds_->dests.get(), sizeof(zm_ip_key))) {
+    auto* key = reinterpret_cast<const zm_ip_key*>(raw.data());
+    out.push_back(datapath::from_zm_ip(key->addr, key->family));
+  }
+  return out;
+}
+
+std::vector<IpAddress> PinnedMaps::workload_ips() const {
+  std::vector<IpAddress> out;
+  for (const auto& raw : map_keys(fds_->workloads.get(), sizeof(zm_ip_key))) {
+    auto* key = reinterpret_cast<const zm_ip_key*>(raw.data());
+    out.push_back(datapath::from_zm_ip(key->addr, key->family));
+  }
+  return out;
+}
+
+size_t PinnedMaps::deny_rule_count() const { return map_keys(fds_->deny.get(), sizeof(zm_deny_key)).size(); }
+
+// ---------------------------------------------------------------------------------------------
+// BpfDatapath
+
+bool DenyRule::operator<(const DenyRule& other) const {
+  return std::tie(id, source, source_prefix, destination, port, protocol) <
+         std::tie(other.id, other.source, other.source_prefix, other.destination, other.port, other.protocol);
+}
+
+struct BpfDatapath::Impl {
+  DatapathOptions options;
+  TcMode tc_mode = TcMode::Tcx;
+  SkeletonPtr<connect_bpf> connect;
+  SkeletonPtr<sockops_bpf> sockops;
+  SkeletonPtr<tc_ingress_bpf> tc;
+  PinnedMaps maps;
+  std::map<std::string, LinkPtr> links;  // pin name (under links/) -> link
+  std::set<std::string> claimed_links, claimed_workloads, claimed_dests;
+
+  fs::path link_pin(const std::string& name) const { return options.pin_root / "links" / name; }
+
+  bpf_program* program_for(const std::string& link_name) const {
+    auto ends = [&](const char* suffix) {
+      const std::string s(suffix);
+      return link_name.size() > s.size() && link_name.compare(link_name.size() - s.size(), s.size(), s) == 0;
+    };
+    if (link_name.rfind("tc_", 0) == 0) return tc->progs.zm_tc_ingress;
+    if (ends("_connect4")) return connect->progs.zm_connect4;
+    if (ends("_connect6")) return connect->progs.zm_connect6;
+    if (ends("_sockops")) return sockops->progs.zm_sockops;
+    return nullptr;
+  }
+
+  // Takes over the links a previous daemon pinned, running this daemon's programs in them.
+  void adopt_links() {
+    for (const auto& entry : fs::directory_iterator(options.pin_root / "links")) {
+      const std::string name = entry.path().filename();
+      LinkPtr link(bpf_link__open(entry.path().c_str()));
+      bpf_program* prog = program_for(name);
+      if (!link || !prog || bpf_link__update_program(link.get(), prog) != 0) {
+        spdlog::warn("datapath: pinned link {} cannot be adopted (its hook is gone?); removing it", name);
+        if (link) detach_and_unpin(link.get(), entry.path());
+        else fs::remove(entry.path());
+        continue;
+      }
+      spdlog::debug("datapath: adopted pinned link {}", name);
+      links.emplace(name, std::move(link));
+    }
+  }
+
+  void keep_link(const std::string& name, LinkPtr link) {
+    if (int err = bpf_link__pin(link.get(), link_pin(name).c_str())) {
+      bpf_link__detach(link.get());
+      throw DatapathError("pin link " + link_pin(name).string(), -err);
+    }
+    links.emplace(name, std::move(link));
+  }
+
+  void attach_cgroup(const fs::path& cgroup_path, bpf_program* prog, const char* kind) {
+    Cgroup cgroup = open_cgroup(cgroup_path);
+    const std::string name = "cg_" + std::to_string(cgroup.id) + "_" + kind;
+    claimed_links.insert(name);
+    if (links.contains(name)) return;
+    LinkPtr link(bpf_program__attach_cgroup(prog, cgroup.fd.get()));
+    if (!link) throw DatapathError(std::string("attach ") + kind + " to cgroup " + cgroup_path.string(), errno);
+    keep_link(name, std::move(link));
+  }
+
+  void attach_tc(const std::string& ifname) {
+    const unsigned ifindex = interface_index(ifname);
+    const std::string name = "tc_" + ifname;
+    claimed_links.insert(name);
+    const int prog_fd = bpf_program__fd(tc->progs.zm_tc_ingress);
+    if (tc_mode == TcMode::Tcx) {
+      if (links.contains(name)) return;
+      UniqueFd link_fd(bpf_link_create(prog_fd, static_cast<int>(ifindex), kTcxIngress, nullptr));
+      if (link_fd) {
+        if (bpf_obj_pin(link_fd.get(), link_pin(name).c_str()) != 0)
+          throw DatapathError("pin tcx link " + link_pin(name).string(), errno);
+        links.emplace(name, LinkPtr(bpf_link__open(link_pin(name).c_str())));
+        return;
+      }
+      if (options.tc_mode == TcMode::Tcx || errno != EINVAL)
+        throw DatapathError("attach tc ingress (tcx) to " + ifname, errno);
+      spdlog::info("datapath: tcx is not available here; using clsact for tc ingress");
+      tc_mode = TcMode::Clsact;
+    }
+    LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = static_cast<int>(ifindex), .attach_point = BPF_TC_INGRESS);
+    if (int err = bpf_tc_hook_create(&hook); err && err != -EEXIST)
+      throw DatapathError("create clsact qdisc on " + ifname, -err);
+    LIBBPF_OPTS(bpf_tc_opts, opts, .prog_fd = prog_fd, .flags = BPF_TC_F_REPLACE, .handle = kTcHandle,
+                .priority = kTcPriority);
+    if (int err = bpf_tc_attach(&hook, &opts)) throw DatapathError("attach tc ingress (clsact) to " + ifname, -err);
+  }
+
+  void detach_link(const std::string& name) {
+    claimed_links.erase(name);
+    if (auto it = links.find(name); it != links.end()) {
+      detach_and_unpin(it->second.get(), link_pin(name));
+      links.erase(it);
+    }
+  }
+
+  void detach_tc(const std::string& ifname) {
+    detach_link("tc_" + ifname);
+    if (unsigned ifindex = if_nametoindex(ifname.c_str())) detach_clsact(static_cast<int>(ifindex));
+  }
+
+  static void detach_clsact(int ifindex) {
+    LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_INGRESS);
+    LIBBPF_OPTS(bpf_tc_opts, opts, .handle = kTcHandle, .priority = kTcPriority);
+    if (bpf_tc_query(&hook, &opts) == 0) {
+      LIBBPF_OPTS(bpf_tc_opts, detach, .handle = kTcHandle, .priority = kTcPriority);
+      bpf_tc_detach(&hook, &detach);
+    }
+  }
+
+  zm_config config() const {
+    zm_config c{};
+    auto v4 = options.outbound_ip4.to_bytes();
+    std::memcpy(&c.outbound_ip4.v4, v4.data(), v4.size());
+    if (options.outbound_ip6) {
+      auto v6 = options.outbound_ip6->to_bytes();
+      std::memcpy(c.outbound_ip6.v6, v6.data(), v6.size());
+    }
+    c.outbound_port = options.outbound_port;
+    c.inbound_hbone_port = options.inbound_hbone_port;
+    c.inbound_plain_port = options.inbound_plain_port;
+    c.proxy_mark = options.proxy_mark;
+    c.assign_mark = options.assign_mark;
+    c.sockmap_enabled = options.sockmap ? 1 : 0;
+    return c;
+  }
+
+  datapath::LocalDeliveryRoute route() const {
+    return {options.assign_mark, options.route_table, DatapathOptions::kRulePriority};
+  }
+};
+
+BpfDatapath::BpfDatapath(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+BpfDatapath::~BpfDatapath() = default;
+
+std::unique_ptr<BpfDatapath> BpfDatapath::start(const DatapathOptions& options) {
+  datapath::route_libbpf_log();
+  if (options.outbound_ip4.is_unspecified())
+    throw std::invalid_argument("datapath: outbound_ip4 (the proxy address pods connect to) is not set");
+  const KernelFacts facts = read_kernel_facts();
+  if (!facts.btf) throw DatapathError("load BPF programs: /sys/kernel/btf/vmlinux is missing (kernel without BTF)", ENOTSUP);
+  make_pin_root(options.pin_root);
+
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  impl->tc_mode = options.tc_mode == TcMode::Clsact || (options.tc_mode == TcMode::Auto && !facts.tcx)
+                      ? TcMode::Clsact
+                      : TcMode::Tcx;
+  const zm_config config = impl->config();
+  impl->connect = load_skeleton<connect_bpf>(options.pin_root, config);
+  impl->sockops = load_skeleton<sockops_bpf>(options.pin_root, config);
+  impl->tc = load_skeleton<tc_ingress_bpf>(options.pin_root, config);
+  impl->maps = PinnedMaps(options.pin_root);
+  impl->adopt_links();
+
+  if (options.sockmap &&
+      bpf_prog_attach(bpf_program__fd(impl->sockops->progs.zm_sk_msg), bpf_map__fd(impl->sockops->maps.zm_sockhash),
+                      BPF_SK_MSG_VERDICT, 0) != 0)
+    throw DatapathError("attach sk_msg to zm_sockhash", errno);
+  impl->attach_cgroup(options.proxy_cgroup.empty() ? own_cgroup() : options.proxy_cgroup,
+                      impl->sockops->progs.zm_sockops, "sockops");
+  for (const auto& uplink : options.uplinks) impl->attach_tc(uplink);
+  datapath::add_local_delivery(impl->route());
+  spdlog::info("datapath: programs loaded, maps and links pinned under {} (tc via {}, short-cut {})",
+               options.pin_root.string(), impl->tc_mode == TcMode::Tcx ? "tcx" : "clsact",
+               options.sockmap ? "on" : "off");
+  return std::unique_ptr<BpfDatapath>(new BpfDatapath(std::move(impl)));
+}
+
+void BpfDatapath::cleanup(const DatapathOptions& options) {
+  const fs::path& root = options.pin_root;
+  std::error_code ec;
+  if (fs::is_directory(root / "links", ec)) {
+    for (const auto& entry : fs::directory_iterator(root / "links")) {
+      if (LinkPtr link{bpf_link__open(entry.path().c_str())}) bpf_link__detach(link.get());
+      fs::remove(entry.path(), ec);
+    }
+  }
+  if (struct if_nameindex* interfaces = if_nameindex()) {
+    for (auto* i = interfaces; i->if_index != 0; ++i) Impl::detach_clsact(static_cast<int>(i->if_index));
+    if_freenameindex(interfaces);
+  }
+  datapath::remove_local_delivery({options.assign_mark, options.route_table, DatapathOptions::kRulePriority});
+  fs::remove_all(root, ec);
+  if (ec) throw DatapathError("remove pin root " + root.string(), ec.value());
+}
+
+TcMode BpfDatapath::tc_mode() const { return impl_->tc_mode; }
+
+void BpfDatapath::enroll(const WorkloadAttachment& workload) {
+  try {
+    Cgroup cgroup = open_cgroup(workload.cgroup);
+    zm_workload value{};
+    value.flags = workload.mtls_strict ? ZM_WL_MTLS_STRICT : 0;
+    value.ifindex = workload.host_veth.empty() ? 0 : interface_index(workload.host_veth);
+    value.cgroup_id = cgroup.id;
+    for (const auto& ip : workload.ips) {
+      const zm_ip_key key = datapath::ip_key(ip);
+      update(impl_->maps.fds_->workloads.get(), &key, &value, "zm_workloads",
+             "enroll " + workload.name + " (" + ip.to_string() + ")", 4096);
+      impl_->claimed_workloads.insert(bytes_of(&key, sizeof key));
+    }
+    impl_->attach_cgroup(workload.cgroup, impl_->connect->progs.zm_connect4, "connect4");
+    impl_->attach_cgroup(workload.cgroup, impl_->connect->progs.zm_connect6, "connect6");
+    impl_->attach_cgroup(workload.cgroup, impl_->sockops->progs.zm_sockops, "sockops");
+    if (!workload.host_veth.empty()) impl_->attach_tc(workload.host_veth);
+  } catch (...) {
+    // All or nothing: a half-enrolled pod would be captured one way and not the other.
+    try {
+      unenroll(workload);
+    } catch (const std::exception& e) {
+      spdlog::warn("datapath: rolling back enroll of {}: {}", workload.name, e.what());
+    }
+    throw;
+  }
+}
+
+void BpfDatapath::unenroll(const WorkloadAttachment& workload) {
+  for (const auto& ip : workload.ips) {
+    const zm_ip_key key = datapath::ip_key(ip);
+    bpf_map_delete_elem(impl_->maps.fds_->workloads.get(), &key);
+    impl_->claimed_workloads.erase(bytes_of(&key, sizeof key));
+  }
+  struct stat st{};
+  if (stat(workload.cgroup.c_str(), &st) == 0) {
+    for (const char* kind : {"connect4", "connect6", "sockops"})
+      impl_->detach_link("cg_" + std::to_string(st.st_ino) + "_" + kind);
+  }
+  if (!workload.host_veth.empty()) impl_->detach_tc(workload.host_veth);
+}
+
+void BpfDatapath::add_destination(const IpAddress& ip, DestinationKind kind) {
+  const zm_ip_key key = datapath::ip_key(ip);
+  const zm_dest value{static_cast<uint32_t>(kind)};
+  update(impl_->maps.fds_->dests.get(), &key, &value, "zm_dests", "add destination " + ip.to_string(), 65536);
+  impl_->claimed_dests.insert(bytes_of(&key, sizeof key));
+}
+
+void BpfDatapath::remove_destination(const IpAddress& ip) {
+  const zm_ip_key key = datapath::ip_key(ip);
+  bpf_map_delete_elem(impl_->maps.fds_->dests.get(), &key);
+  impl_->claimed_dests.erase(bytes_of(&key, sizeof key));
+}
+
+void BpfDatapath::set_deny_rules(const std::vector<DenyRule>& rules) {
+  std::map<std::string, zm_deny> wanted;
+  for (const auto& rule : rules) {
+    zm_deny_key key{};
+    const uint8_t family = datapath::to_zm_ip(rule.destination, key.dst);
+    if (datapath::to_zm_ip(rule.source, key.src) != family)
+      throw std::invalid_argument("deny rule " + std::to_string(rule.id) + ": source " + rule.source.to_string() +
+                                  " and destination " + rule.destination.to_string() + " differ in family");
+    const unsigned max_prefix = family == ZM_AF_INET ? 32 : 128;
+    if (rule.source_prefix > max_prefix)
+      throw std::invalid_argument("deny rule " + std::to_string(rule.id) + ": source prefix /" +
+                                  std::to_string(rule.source_prefix) + " is longer than the address");
+    // Canonical key: host bits of the source cleared.
+    auto* src = reinterpret_cast<uint8_t*>(&key.src);
+    for (unsigned bit = rule.source_prefix; bit < 128; ++bit) src[bit / 8] &= static_cast<uint8_t>(~(0x80u >> (bit % 8)));
+    key.family = family;
+    key.dport = htons(rule.port);
+    key.protocol = rule.protocol;
+    key.prefixlen = ZM_DENY_EXACT_BITS + rule.source_prefix;
+    wanted[bytes_of(&key, sizeof key)] = zm_deny{rule.id};
+  }
+  const int fd = impl_->maps.fds_->deny.get();
+  for (const auto& [key, value] : wanted)
+    update(fd, key.data(), &value, "zm_l4_deny", "add deny rule " + std::to_string(value.rule_id), 16384);
+  for (const auto& key : map_keys(fd, sizeof(zm_deny_key)))
+    if (!wanted.contains(key)) bpf_map_delete_elem(fd, key.data());
+}
+
+DatapathCounters BpfDatapath::counters() const { return impl_->maps.counters(); }
+
+std::optional<TcpEndpoint> BpfDatapath::original_destination(const TcpEndpoint& peer, const TcpEndpoint& local) {
+  return impl_->maps.take_original_destination(peer, local);
+}
+
+void BpfDatapath::prune_unclaimed() {
+  std::vector<std::string> stale;
+  for (const auto& [name, link] : impl_->links)
+    if (!impl_->claimed_links.contains(name)) stale.push_back(name);
+  for (const auto& name : stale) {
+    spdlog::info("datapath: removing link {} that nothing claims any more", name);
+    impl_->detach_link(name);
+  }
+  auto prune_map = [](int fd, const std::set<std::string>& claimed) {
+    for (const auto& key : map_keys(fd, sizeof(zm_ip_key)))
+      if (!claimed.contains(key)) bpf_map_delete_elem(fd, key.data());
+  };
+  prune_map(impl_->maps.fds_->workloads.get(), impl_->claimed_workloads);
+  prune_map(impl_->maps.fds_->dests.get(), impl_->claimed_dests);
+}
+
+int BpfDatapath::test_run_tc_ingress(std::span<const uint8_t> frame) {
+  LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = frame.data(), .data_size_in = static_cast<__u32>(frame.size()),
+              .repeat = 1);
+  if (bpf_prog_test_run_opts(bpf_program__fd(impl_->tc->progs.zm_tc_ingress), &opts) != 0)
+    throw DatapathError("BPF_PROG_TEST_RUN of zm_tc_ingress", errno);
+  return static_cast<int>(opts.retval);
+}
+
+std::vector<std::string> BpfDatapath::pinned_links() const {
+  std::vector<std::string> names;
+  for (const auto& [name, link] : impl_->links) names.push_back(name);
+  return names;
+}
+
+}  // namespace zmesh
