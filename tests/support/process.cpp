@@ -79,10 +79,10 @@ Result run(const std::vector<std::string>& argv, std::chrono::seconds limit) {
   return result;
 }
 
-Process::Process(const std::vector<std::string>& argv) {
+Process::Process(const std::vector<std::string>& argv, Stderr stderr_mode) {
   int out[2];
   if (pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
-  pid_ = spawn(argv, out[1], -1);
+  pid_ = spawn(argv, out[1], stderr_mode == Stderr::Merge ? out[1] : -1);
   close(out[1]);
   out_fd_ = out[0];
 }
@@ -112,6 +112,18 @@ std::optional<std::string> Process::read_line(std::chrono::milliseconds limit) {
     if (n <= 0) return std::nullopt;
     buffer_.append(buf, static_cast<size_t>(n));
   }
+}
+
+std::optional<std::string> Process::wait_for(const std::string& needle, std::string* seen,
+                                             std::chrono::milliseconds limit) {
+  const auto deadline = Clock::now() + limit;
+  while (Clock::now() < deadline) {
+    auto line = read_line(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()));
+    if (!line) return std::nullopt;
+    if (seen) *seen += *line + "\n";
+    if (line->find(needle) != std::string::npos) return line;
+  }
+  return std::nullopt;
 }
 
 int Process::wait(std::chrono::milliseconds limit) {

@@ -23,14 +23,19 @@ Result run(const std::vector<std::string>& argv, std::chrono::seconds limit = st
 
 class Process {
  public:
-  // Starts argv with stdout on a pipe; stderr goes to the test's stderr.
-  explicit Process(const std::vector<std::string>& argv);
+  enum class Stderr { Inherit, Merge };
+  // Starts argv with stdout on a pipe; stderr goes to the test's stderr, or into the same pipe.
+  explicit Process(const std::vector<std::string>& argv, Stderr stderr_mode = Stderr::Inherit);
   ~Process();
   Process(const Process&) = delete;
   Process& operator=(const Process&) = delete;
 
   // Next line of stdout without its newline; nullopt on EOF or when `limit` passes first.
   std::optional<std::string> read_line(std::chrono::milliseconds limit = std::chrono::seconds(10));
+  // Reads lines until one contains `needle` (returned); nullopt on EOF/timeout, with every line
+  // read so far in `seen`.
+  std::optional<std::string> wait_for(const std::string& needle, std::string* seen = nullptr,
+                                      std::chrono::milliseconds limit = std::chrono::seconds(20));
   // Waits for exit (killing it after `limit`); returns the exit code, 128 + signal if killed.
   int wait(std::chrono::milliseconds limit = std::chrono::seconds(30));
   void kill(int signal = 9);

@@ -41,6 +41,14 @@ zmesh::DatapathOptions datapath_options(Options& o) {
 }
 
 int serve(Options& o) {
+  // Signals first: from "ready" on, SIGTERM must find its handler.
+  boost::asio::io_context io;
+  boost::asio::signal_set signals(io, SIGINT, SIGTERM);
+  signals.async_wait([&](const boost::system::error_code&, int signal) {
+    spdlog::info("zmeshd: signal {}, stopping (redirection stays pinned; --cleanup removes it)", signal);
+    io.stop();
+  });
+
   const zmesh::SelfCheck check = zmesh::run_self_check();
   if (!check.ok()) {
     for (const auto& problem : check.problems) spdlog::error("kernel check: {}", problem);
@@ -53,13 +61,6 @@ int serve(Options& o) {
   datapath->prune_unclaimed();
   spdlog::info("zmeshd ready: node {}, {} workloads enrolled, {} links pinned under {}", o.node, enrolled,
                datapath->pinned_links().size(), o.datapath.pin_root.string());
-
-  boost::asio::io_context io;
-  boost::asio::signal_set signals(io, SIGINT, SIGTERM);
-  signals.async_wait([&](const boost::system::error_code&, int signal) {
-    spdlog::info("zmeshd: signal {}, stopping (redirection stays pinned; --cleanup removes it)", signal);
-    io.stop();
-  });
   io.run();
   return 0;
 }
