@@ -118,9 +118,60 @@ TEST_F(DatapathTest, CapturesMeshConnectsAndRecoversTheOriginalDestination) {
     const std::string gateway = node1().at(v6 ? "gateway6" : "gateway");
     EXPECT_EQ(seen.at("local"), v6 ? "[" + gateway + "]:15001" : gateway + ":15001");
   }
+  // A dual-stack socket connecting to an IPv4-mapped address goes through connect6 only.
+  auto sent = send("app1-n1", "::ffff:" + pod_ip("app1-n2"), 8081);
+  ASSERT_EQ(sent.exit_code, 0) << sent.err;
+  EXPECT_EQ(standin_saw().at("orig"), pod_ip("app1-n2") + ":8081");
   const auto c = counters();
-  EXPECT_EQ(c.connect_redirected, 2u);
-  EXPECT_EQ(c.sockops_orig_moved, 2u);
+  EXPECT_EQ(c.connect_redirected, 3u);
+  EXPECT_EQ(c.sockops_orig_moved, 3u);
+}
+
+TEST_F(DatapathTest, StockBpftoolShowsTheMapsWithFieldNames) {
+  start_zmeshd(config());
+  struct Case {
+    const char* map;
+    std::vector<std::string> fields;
+  } cases[] = {
+      {"zm_workloads", {"\"family\": 4", "\"cgroup_id\"", "\"ifindex\""}},
+      {"zm_dests", {"\"kind\": 1"}},
+      {"zm_counters", {"\"connect_redirected\"", "\"tc_to_hbone\"", "\"shortcut_bytes\""}},
+  };
+  for (const auto& c : cases) {
+    auto dump = run({"bpftool", "map", "dump", "pinned", pin_root() + "/" + c.map});
+    ASSERT_EQ(dump.exit_code, 0) << dump.err;
+    for (const auto& field : c.fields) EXPECT_NE(dump.out.find(field), std::string::npos) << c.map << ": " << field;
+  }
+  // zmeshctl decodes the same maps.
+  auto shown = run({bin_path("zmeshctl"), "maps", "--bpf-root", pin_root()});
+  ASSERT_EQ(shown.exit_code, 0) << shown.err;
+  auto maps = nlohmann::json::parse(shown.out);
+  EXPECT_EQ(maps.at("workloads").size(), 4u) << "two pods on node1, each IPv4 and IPv6";
+  EXPECT_EQ(maps.at("destinations").size(), 8u) << "every pod IP of the lab";
+  EXPECT_TRUE(maps.at("counters").contains("tc_drop_deny"));
+  auto missing = run({bin_path("zmeshctl"), "maps", "--bpf-root", "/sys/fs/bpf/zmesh-nonexistent"});
+  EXPECT_NE(missing.exit_code, 0);
+  EXPECT_NE(missing.err.find("is zmeshd running with this pin root?"), std::string::npos) << missing.err;
+}
+
+TEST_F(DatapathTest, ClsactFallbackSteersAndCleansUpLikeTcx) {
+  start_standin();
+  auto argv = zmeshd_argv(config());
+  argv.push_back("--tc-mode");
+  argv.push_back("clsact");
+  zmeshd_ = std::make_unique<Process>(argv, Process::Stderr::Merge);
+  std::string log;
+  ASSERT_TRUE(zmeshd_->wait_for("zmeshd ready", &log)) << log;
+  EXPECT_NE(log.find("tc via clsact"), std::string::npos) << log;
+  auto filters = run(lab_->exec("node1", {"tc", "filter", "show", "dev", "eth0", "ingress"}));
+  EXPECT_NE(filters.out.find("zm_tc_ingress"), std::string::npos) << filters.out;
+  auto sent = send("node2", pod_ip("app2-n1"), 15008);
+  ASSERT_EQ(sent.exit_code, 0) << sent.err;
+  EXPECT_EQ(standin_saw().at("local"), pod_ip("app2-n1") + ":15008");
+  stop_zmeshd();
+  ASSERT_EQ(run(lab_->exec("node1", {bin_path("zmeshd"), "--cleanup", "--bpf-root", pin_root()})).exit_code, 0);
+  filters = run(lab_->exec("node1", {"tc", "filter", "show", "dev", "eth0", "ingress"}));
+  EXPECT_EQ(filters.out.find("zm_tc_ingress"), std::string::npos) << filters.out;
 }
 
 TEST_F(DatapathTest, NonMeshDestinationsAndTheNodesOwnConnectsPassUntouched) {

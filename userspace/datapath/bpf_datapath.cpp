@@ -410,6 +410,7 @@ std::unique_ptr<BpfDatapath> BpfDatapath::start(const DatapathOptions& options) 
 }
 
 void BpfDatapath::cleanup(const DatapathOptions& options) {
+  datapath::route_libbpf_log();
   const fs::path& root = options.pin_root;
   std::error_code ec;
   if (fs::is_directory(root / "links", ec)) {

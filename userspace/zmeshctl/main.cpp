@@ -1,13 +1,17 @@
-// zmeshctl, the operator's CLI. At this stage: its version, and `zmeshctl lab ...`, which
-// runs scripts/lab (the mesh of namespaces on this machine) from the source tree or install.
+// zmeshctl, the operator's CLI. At this stage: `zmeshctl maps` (the kernel maps of a daemon,
+// decoded) and `zmeshctl lab ...`, which runs scripts/lab (the mesh of namespaces on this
+// machine) from the source tree or install.
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <iostream>
 #include <vector>
+
+#include "zmesh/datapath.h"
 
 namespace {
 
@@ -22,17 +26,57 @@ std::filesystem::path lab_script() {
   return ZMESH_SOURCE_DIR "/scripts/lab";
 }
 
+// The counters, named as in bpf/zmesh_maps.h.
+nlohmann::json counters_json(const zmesh::DatapathCounters& c) {
+  return {{"connect_redirected", c.connect_redirected}, {"connect_passed", c.connect_passed},
+          {"connect_orig_full", c.connect_orig_full},   {"sockops_orig_moved", c.sockops_orig_moved},
+          {"sockhash_added", c.sockhash_added},         {"sockhash_add_failed", c.sockhash_add_failed},
+          {"shortcut_msgs", c.shortcut_msgs},           {"shortcut_bytes", c.shortcut_bytes},
+          {"shortcut_passed", c.shortcut_passed},       {"tc_to_hbone", c.tc_to_hbone},
+          {"tc_to_plaintext", c.tc_to_plaintext},       {"tc_followed", c.tc_followed},
+          {"tc_passed", c.tc_passed},                   {"tc_drop_deny", c.tc_drop_deny},
+          {"tc_drop_mtls", c.tc_drop_mtls},             {"tc_drop_no_proxy", c.tc_drop_no_proxy},
+          {"tc_drop_assign", c.tc_drop_assign}};
+}
+
+int show_maps(const std::string& pin_root) {
+  zmesh::PinnedMaps maps(pin_root);
+  auto strings = [](const std::vector<zmesh::IpAddress>& ips) {
+    std::vector<std::string> out;
+    for (const auto& ip : ips) out.push_back(ip.to_string());
+    return out;
+  };
+  nlohmann::json out = {{"pinRoot", pin_root},
+                        {"counters", counters_json(maps.counters())},
+                        {"workloads", strings(maps.workload_ips())},
+                        {"destinations", strings(maps.destinations())},
+                        {"denyRules", maps.deny_rule_count()}};
+  std::cout << out.dump(2) << '\n';
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"zmeshctl: inspect and drive zmesh"};
   app.set_version_flag("--version", std::string("zmeshctl ") + ZMESH_VERSION);
   app.require_subcommand(1);
+  std::string pin_root = zmesh::DatapathOptions::kDefaultPinRoot;
+  auto* maps = app.add_subcommand("maps", "the kernel maps of a zmeshd, decoded, as JSON");
+  maps->add_option("--bpf-root", pin_root, "the daemon's pin root")->capture_default_str();
   auto* lab = app.add_subcommand("lab", "the lab mesh of namespaces: up, down, exec, show, list, gc");
   lab->prefix_command();  // everything after `lab` goes to the script untouched
   lab->set_help_flag();   // and so does --help: the script documents itself
   CLI11_PARSE(app, argc, argv);
 
+  if (maps->parsed()) {
+    try {
+      return show_maps(pin_root);
+    } catch (const std::exception& e) {
+      std::cerr << "zmeshctl: " << e.what() << '\n';
+      return 1;
+    }
+  }
   if (lab->parsed()) {
     const auto script = lab_script();
     std::vector<std::string> args{script.string()};

@@ -1,0 +1,73 @@
+// The mesh config parser: good files load; every bad value is named with its JSON path.
+#include <gtest/gtest.h>
+
+#include "zmesh/config.h"
+
+namespace zmesh {
+namespace {
+
+TEST(Config, LoadsWorkloadsAndServices) {
+  auto config = parse_config(R"({
+    "workloads": [{"name": "app1", "namespace": "shop", "serviceAccount": "app1-sa", "node": "node1",
+                   "workloadIps": ["10.244.1.2", "fd00:244:1::2"], "protocol": "HBONE", "mtlsMode": "STRICT",
+                   "cgroup": "/sys/fs/cgroup/pod1", "hostVeth": "vpod1"},
+                  {"name": "db", "namespace": "shop", "node": "node2"}],
+    "services": [{"name": "app", "namespace": "shop", "hostname": "app.shop.svc.cluster.local",
+                  "vips": ["10.96.0.10"]}]
+  })");
+  ASSERT_EQ(config.workloads.size(), 2u);
+  const auto& app = config.workloads[0];
+  EXPECT_EQ(app.uid, "shop/app1");
+  EXPECT_EQ(app.service_account, "app1-sa");
+  EXPECT_EQ(app.ips.size(), 2u);
+  EXPECT_TRUE(app.ips[1].is_v6());
+  EXPECT_TRUE(app.mtls_strict);
+  EXPECT_EQ(app.host_veth, "vpod1");
+  EXPECT_EQ(config.workloads[1].service_account, "default");
+  EXPECT_FALSE(config.workloads[1].mtls_strict);
+  ASSERT_EQ(config.services.size(), 1u);
+  EXPECT_EQ(config.services[0].vips[0].to_string(), "10.96.0.10");
+}
+
+TEST(Config, EachMistakeIsNamedWithItsPath) {
+  struct Case {
+    const char* json;
+    const char* message;
+  } cases[] = {
+      {"{", "not valid JSON"},
+      {"[]", "(top level): expected an object"},
+      {R"({"workload": []})", "(top level).workload: unknown field"},
+      {R"({"workloads": {}})", "workloads: expected a list"},
+      {R"({"workloads": [{"namespace": "a", "node": "n"}]})", "workloads[0].name: missing"},
+      {R"({"workloads": [{"name": 5, "namespace": "a", "node": "n"}]})", "workloads[0].name: expected a string"},
+      {R"({"workloads": [{"name": "a", "namespace": "a", "node": "n", "workloadIps": ["10.0.0.1", "10.0.0.300"]}]})",
+       "workloads[0].workloadIps[1]: '10.0.0.300' is not an IP address"},
+      {R"({"workloads": [{"name": "a", "namespace": "a", "node": "n", "workloadIps": "10.0.0.1"}]})",
+       "workloads[0].workloadIps: expected a list of IP addresses"},
+      {R"({"workloads": [{"name": "a", "namespace": "a", "node": "n", "mtlsMode": "strict"}]})",
+       "workloads[0].mtlsMode: expected \"STRICT\" or \"PERMISSIVE\", got \"strict\""},
+      {R"({"workloads": [{"name": "a", "namespace": "a", "node": "n", "protocol": "UDP"}]})",
+       "workloads[0].protocol: expected \"HBONE\" or \"TCP\""},
+      {R"({"services": [{"name": "s", "namespace": "a", "vips": ["x"]}]})", "services[0].vips[0]: 'x' is not an IP"},
+  };
+  for (const auto& c : cases) {
+    try {
+      parse_config(c.json);
+      ADD_FAILURE() << "accepted: " << c.json;
+    } catch (const ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find(c.message), std::string::npos) << "got: " << e.what();
+    }
+  }
+}
+
+TEST(Config, FileErrorsNameTheFile) {
+  try {
+    load_config("/nonexistent/zmesh.json");
+    FAIL();
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("/nonexistent/zmesh.json: cannot read"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace zmesh
