@@ -21,6 +21,7 @@
 #include "netns.h"
 #include "scratch.h"
 #include "zmesh/datapath.h"
+#include "zmesh/datapath_error.h"
 #include "zmesh/packet.h"
 
 namespace zmesh {
@@ -172,6 +173,20 @@ TEST_F(TcIngressTest, BadDenyRulesAreRejectedWithTheReason) {
   EXPECT_THROW(datapath_->set_deny_rules({{8, make_address("10.0.0.0"), 33, make_address("10.244.1.2"), 0, 6}}),
                std::invalid_argument);
   EXPECT_EQ(PinnedMaps(pins_.path()).deny_rule_count(), 2u) << "a rejected set must leave the old rules in place";
+}
+
+TEST_F(TcIngressTest, AFullDestinationMapIsAClearErrorAndKeepsWhatIsThere) {
+  // Fill zm_dests (65536) with 10.200.x.y addresses, then one more.
+  uint32_t added = 0;
+  try {
+    for (uint32_t i = 0; i < 70000; ++i, ++added)
+      datapath_->add_destination(boost::asio::ip::address_v4(0x0ac80000u + i), DestinationKind::Workload);
+    FAIL() << "70000 destinations fit in a 65536-entry map";
+  } catch (const DatapathError& e) {
+    EXPECT_NE(std::string(e.what()).find("map zm_dests is full (65536 entries)"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(added, 65536u);
+  EXPECT_EQ(PinnedMaps(pins_.path()).destinations().size(), 65536u) << "nothing already there was lost";
 }
 
 }  // namespace
