@@ -19,7 +19,7 @@ struct WorkloadConfig {
   std::string service_account;
   std::string node;
   std::vector<boost::asio::ip::address> ips;
-  bool mtls_strict = false;  // "mtlsMode": "STRICT" | "PERMISSIVE" (default)
+  bool mtls_strict = true;  // "mtlsMode": "STRICT" (default) | "PERMISSIVE" (plaintext inbound allowed)
   // Where the workload lives on its node; in Kubernetes the CNI plugin tells (issue 8).
   std::string cgroup;
   std::string host_veth;

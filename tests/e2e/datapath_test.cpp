@@ -2,7 +2,7 @@
 // config; zm-standin listens where the proxy will (15001, transparent 15008/15006) and echoes;
 // pods send real bytes with zm-echo, which checks every byte that comes back.
 //
-//   app1-n1, app2-n1 ── node1 [zmeshd, zm-standin] ── fabric ── node2 ── app1-n2, app2-n2
+//   app1-n1, app2-n1 ── node1 [zmeshd --proxy off, zm-standin] ── fabric ── node2 ── app1-n2, app2-n2
 //   (enrolled on node1)                                              (no zmeshd: plain pods)
 #include <bpf/bpf.h>
 #include <fcntl.h>
@@ -58,7 +58,7 @@ class DatapathTest : public ::testing::Test {
   std::vector<std::string> zmeshd_argv(const std::string& config_path, const std::string& sockmap = "off") {
     return lab_->exec("node1", {bin_path("zmeshd"), "--config", config_path, "--node", "node1", "--outbound-ip",
                                 node1().at("gateway"), "--outbound-ip6", node1().at("gateway6"), "--uplink", "eth0",
-                                "--bpf-root", pin_root(), "--sockmap", sockmap});
+                                "--bpf-root", pin_root(), "--sockmap", sockmap, "--proxy", "off"});
   }
 
   void start_zmeshd(const std::string& config_path, const std::string& sockmap = "off") {
@@ -223,7 +223,7 @@ TEST_F(DatapathTest, InboundIsSteeredToTheTransparentListenersOrDroppedForStrict
   start_standin();
   start_zmeshd(config([](nlohmann::json& mesh) {
     for (auto& w : mesh["workloads"])
-      if (w["name"] == "app2-n1") w["mtlsMode"] = "STRICT";
+      if (w["name"] == "app1-n1") w["mtlsMode"] = "PERMISSIVE";  // app2-n1 keeps the default, STRICT
   }));
   // From node2 (another node; not a pod, so nothing captures it there).
   auto sent = send("node2", pod_ip("app1-n1"), 15008);

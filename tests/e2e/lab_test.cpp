@@ -166,7 +166,7 @@ TEST_F(LabTest, UpRejectsBadInputAndLeavesNothing) {
     EXPECT_NE(result.err.find(c.message), std::string::npos) << result.err;
   }
   Lab existing({.nodes = 1, .pods = 1});
-  auto twice = run_lab({"up", "--name", existing.name()});
+  auto twice = run_lab({"up", "--name", existing.name(), "--no-mesh"});
   EXPECT_NE(twice.exit_code, 0);
   EXPECT_NE(twice.err.find("already exists"), std::string::npos) << twice.err;
   // The refused second `up` must not have touched the first lab.
@@ -178,7 +178,7 @@ TEST_F(LabTest, GcTakesDownLabsWhoseOwnerExited) {
   const pid_t dead = gone.pid();
   gone.wait();
   const std::string name = Lab::unique_name();
-  auto up = run_lab({"up", "--name", name, "--nodes", "1", "--pods", "1", "--owner", std::to_string(dead)});
+  auto up = run_lab({"up", "--name", name, "--nodes", "1", "--pods", "1", "--owner", std::to_string(dead), "--no-mesh"});
   ASSERT_EQ(up.exit_code, 0) << up.err;
   Lab alive({.nodes = 1, .pods = 0});  // owned by this live process: gc must keep it
   auto gc = run_lab({"gc"});

@@ -22,8 +22,15 @@ std::string Lab::unique_name() {
 }
 
 Lab::Lab(LabOptions options) : name_(unique_name()) {
-  auto up = run_lab({"up", "--name", name_, "--nodes", std::to_string(options.nodes), "--pods",
-                 std::to_string(options.pods), "--owner", std::to_string(getpid())});
+  std::vector<std::string> args{"up",     "--name", name_, "--nodes", std::to_string(options.nodes), "--pods",
+                                std::to_string(options.pods), "--owner", std::to_string(getpid()), "--bin",
+                                ZMESH_BIN_DIR};
+  if (!options.mesh) args.push_back("--no-mesh");
+  for (const auto& arg : options.zmeshd_args) {
+    args.push_back("--zmeshd-arg");
+    args.push_back(arg);
+  }
+  auto up = run_lab(args);
   if (up.exit_code != 0) throw std::runtime_error("lab up " + name_ + " failed: " + up.err);
   up_ = true;
   topology_ = nlohmann::json::parse(up.out);

@@ -19,6 +19,8 @@ std::string bin_path(const std::string& name);          // <build>/bin/name
 struct LabOptions {
   int nodes = 2;
   int pods = 2;
+  bool mesh = false;                      // start zmeshd on every node (lab up's default)
+  std::vector<std::string> zmeshd_args{};  // more arguments for each zmeshd
 };
 
 class Lab {

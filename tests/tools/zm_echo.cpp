@@ -1,6 +1,7 @@
 // zm-echo: the TCP peer of the end-to-end tests and the demo. It sends a known byte pattern
 // and checks every byte that comes back, so a test can tell that traffic arrived whole.
-//   zm-echo serve --port P [--connections N]   echo N connections (dual-stack), then exit
+//   zm-echo serve --port P [--connections N] [--after-eof]
+//                                              echo N concurrent connections (dual-stack), exit
 //   zm-echo send --to ADDR --port P --bytes N  send N bytes, read the echo, verify it
 // Each prints one JSON line per connection: local and peer address, bytes, and for send
 // whether the echo matched. send exits 1 on any mismatch or error, 2 when the connect times
@@ -18,6 +19,8 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <mutex>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -62,7 +65,46 @@ void set_timeout(int fd, int seconds) {
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 }
 
-int serve(uint16_t port, int connections) {
+std::mutex out_mutex;
+
+// One connection: echo as bytes arrive, or (after_eof) read to EOF first and then send it all
+// back, which shows that a half-close crossed the mesh and the reply still came through.
+void serve_one(int conn, bool after_eof) {
+  set_timeout(conn, 30);
+  auto [local, peer] = endpoints(conn);
+  uint64_t bytes = 0;
+  std::string error;
+  std::vector<char> kept;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = read(conn, buf, sizeof buf);
+    if (n < 0) error = std::strerror(errno);
+    if (n <= 0) break;
+    bytes += static_cast<uint64_t>(n);
+    if (after_eof) {
+      kept.insert(kept.end(), buf, buf + n);
+      continue;
+    }
+    for (ssize_t off = 0; off < n;) {
+      ssize_t w = write(conn, buf + off, static_cast<size_t>(n - off));
+      if (w <= 0) break;
+      off += w;
+    }
+  }
+  for (size_t off = 0; after_eof && error.empty() && off < kept.size();) {
+    ssize_t w = write(conn, kept.data() + off, kept.size() - off);
+    if (w <= 0) break;
+    off += static_cast<size_t>(w);
+  }
+  std::lock_guard lock(out_mutex);
+  std::printf("{\"local\":\"%s\",\"peer\":\"%s\",\"bytes\":%llu,\"error\":\"%s\"}\n", local.c_str(), peer.c_str(),
+              static_cast<unsigned long long>(bytes), error.c_str());
+  std::fflush(stdout);
+  close(conn);
+}
+
+// Serves `connections` connections concurrently (a thread each), then exits.
+int serve(uint16_t port, int connections, bool after_eof) {
   int fd = socket(AF_INET6, SOCK_STREAM, 0);
   if (fd < 0) fail("socket");
   int off = 0, on = 1;
@@ -73,38 +115,23 @@ int serve(uint16_t port, int connections) {
   addr.sin6_port = htons(port);
   addr.sin6_addr = in6addr_any;
   if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) fail("bind port " + std::to_string(port));
-  if (listen(fd, 128) != 0) fail("listen");
+  if (listen(fd, 1024) != 0) fail("listen");
   std::printf("{\"listening\":%u}\n", port);
   std::fflush(stdout);
+  std::vector<std::thread> workers;
   for (int i = 0; i < connections; ++i) {
     int conn = accept(fd, nullptr, nullptr);
     if (conn < 0) fail("accept");
-    set_timeout(conn, 30);
-    auto [local, peer] = endpoints(conn);
-    uint64_t bytes = 0;
-    char buf[65536];
-    for (;;) {
-      ssize_t n = read(conn, buf, sizeof buf);
-      if (n <= 0) break;
-      for (ssize_t off_w = 0; off_w < n;) {
-        ssize_t w = write(conn, buf + off_w, static_cast<size_t>(n - off_w));
-        if (w <= 0) fail("write echo");
-        off_w += w;
-      }
-      bytes += static_cast<uint64_t>(n);
-    }
-    std::printf("{\"local\":\"%s\",\"peer\":\"%s\",\"bytes\":%llu}\n", local.c_str(), peer.c_str(),
-                static_cast<unsigned long long>(bytes));
-    std::fflush(stdout);
-    close(conn);
+    workers.emplace_back(serve_one, conn, after_eof);
   }
+  for (auto& w : workers) w.join();
   close(fd);
   return 0;
 }
 
 // One thread, non-blocking, poll(): how proxies and servers drive a socket, and immune to
 // wake-ups that are not data (see docs/datapath.md on the sockmap short-cut).
-int send_and_verify(const std::string& to, uint16_t port, uint64_t total, int connect_timeout_ms) {
+int send_and_verify(const std::string& to, uint16_t port, uint64_t total, int connect_timeout_ms, int pause_ms) {
   addrinfo hints{}, *res = nullptr;
   hints.ai_socktype = SOCK_STREAM;
   hints.ai_flags = AI_NUMERICHOST;
@@ -147,6 +174,7 @@ int send_and_verify(const std::string& to, uint16_t port, uint64_t total, int co
       ssize_t w = n ? write(fd, out.data(), n) : 0;
       if (w < 0 && errno != EAGAIN) fail("write");
       if (w > 0) sent += static_cast<uint64_t>(w);
+      if (w > 0 && pause_ms > 0) usleep(static_cast<useconds_t>(pause_ms) * 1000);
       if (sent == total) {
         shutdown(fd, SHUT_WR);
         write_closed = true;
@@ -180,14 +208,19 @@ int main(int argc, char** argv) {
   std::string to;
   uint64_t bytes = 1 << 20;
   int connect_timeout_ms = 10000;
+  int pause_ms = 0;
+  bool after_eof = false;
   auto* serve_cmd = app.add_subcommand("serve", "echo connections");
   serve_cmd->add_option("--port", port);
   serve_cmd->add_option("--connections", connections)->check(CLI::PositiveNumber);
+  serve_cmd->add_flag("--after-eof", after_eof, "reply with everything only after the client half-closed");
   auto* send_cmd = app.add_subcommand("send", "send a pattern and verify the echo");
   send_cmd->add_option("--to", to)->required();
   send_cmd->add_option("--port", port);
   send_cmd->add_option("--bytes", bytes);
   send_cmd->add_option("--connect-timeout-ms", connect_timeout_ms, "exit 2 when the connect does not finish in time");
+  send_cmd->add_option("--pause-ms", pause_ms, "pause after each write (a slow, long-lived client)");
   CLI11_PARSE(app, argc, argv);
-  return serve_cmd->parsed() ? serve(port, connections) : send_and_verify(to, port, bytes, connect_timeout_ms);
+  return serve_cmd->parsed() ? serve(port, connections, after_eof)
+                             : send_and_verify(to, port, bytes, connect_timeout_ms, pause_ms);
 }

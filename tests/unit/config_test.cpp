@@ -24,7 +24,7 @@ TEST(Config, LoadsWorkloadsAndServices) {
   EXPECT_TRUE(app.mtls_strict);
   EXPECT_EQ(app.host_veth, "vpod1");
   EXPECT_EQ(config.workloads[1].service_account, "default");
-  EXPECT_FALSE(config.workloads[1].mtls_strict);
+  EXPECT_TRUE(config.workloads[1].mtls_strict) << "mTLS is required unless a workload says PERMISSIVE";
   ASSERT_EQ(config.services.size(), 1u);
   EXPECT_EQ(config.services[0].vips[0].to_string(), "10.96.0.10");
 }

@@ -67,7 +67,7 @@ WorkloadConfig workload(const json& j, const std::string& path) {
   const std::string mtls = string_field(j, path, "mtlsMode", false);
   if (!mtls.empty() && mtls != "STRICT" && mtls != "PERMISSIVE")
     fail(path + ".mtlsMode", "expected \"STRICT\" or \"PERMISSIVE\", got \"" + mtls + "\"");
-  w.mtls_strict = mtls == "STRICT";
+  w.mtls_strict = mtls != "PERMISSIVE";
   w.cgroup = string_field(j, path, "cgroup", false);
   w.host_veth = string_field(j, path, "hostVeth", false);
   return w;

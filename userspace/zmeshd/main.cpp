@@ -6,6 +6,8 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <csignal>
@@ -13,8 +15,12 @@
 
 #include "enrollment.h"
 #include "self_check.h"
+#include "zmesh/certificates.h"
 #include "zmesh/config.h"
 #include "zmesh/datapath.h"
+#include "zmesh/identity.h"
+#include "zmesh/mesh.h"
+#include "zmesh/proxy.h"
 
 namespace {
 
@@ -28,7 +34,13 @@ struct Options {
   std::string outbound_ip6;
   std::string sockmap = "off";
   std::string tc_mode = "auto";
+  std::string proxy = "on";
+  std::string trust_domain = "cluster.local";
+  std::string ca_dir;
+  int64_t cert_ttl_s = 24 * 3600;
+  int64_t drain_timeout_ms = 10000;
   zmesh::DatapathOptions datapath;
+  zmesh::ProxyOptions proxy_options;
 };
 
 zmesh::DatapathOptions datapath_options(Options& o) {
@@ -44,9 +56,12 @@ int serve(Options& o) {
   // Signals first: from "ready" on, SIGTERM must find its handler.
   boost::asio::io_context io;
   boost::asio::signal_set signals(io, SIGINT, SIGTERM);
+  std::unique_ptr<zmesh::Proxy> proxy;
   signals.async_wait([&](const boost::system::error_code&, int signal) {
-    spdlog::info("zmeshd: signal {}, stopping (redirection stays pinned; --cleanup removes it)", signal);
-    io.stop();
+    spdlog::info("zmeshd: signal {}, draining for up to {} ms (redirection stays pinned; --cleanup removes it)",
+                 signal, o.drain_timeout_ms);
+    if (!proxy) return io.stop();
+    proxy->drain(std::chrono::milliseconds(o.drain_timeout_ms), [&] { io.stop(); });
   });
 
   const zmesh::SelfCheck check = zmesh::run_self_check();
@@ -56,12 +71,35 @@ int serve(Options& o) {
   }
   zmesh::MeshConfig config;
   if (!o.config_path.empty()) config = zmesh::load_config(o.config_path);
+  const zmesh::Mesh mesh(config, o.trust_domain, o.node);
+  const bool with_proxy = o.proxy == "on";
+  std::unique_ptr<zmesh::Certificates> certificates;
+  if (with_proxy) {
+    if (o.ca_dir.empty()) throw zmesh::ConfigError("--ca-dir is required with the proxy on (the mesh's CA)");
+    certificates = std::make_unique<zmesh::Certificates>(
+        zmesh::CertificateAuthority::load_or_create(o.ca_dir, o.trust_domain), std::chrono::seconds(o.cert_ttl_s));
+    for (const auto* workload : mesh.local_workloads()) certificates->ensure(workload->identity);
+  }
   auto datapath = zmesh::BpfDatapath::start(datapath_options(o));
   const size_t enrolled = zmesh::apply_config(*datapath, config, o.node);
   datapath->prune_unclaimed();
-  spdlog::info("zmeshd ready: node {}, {} workloads enrolled, {} links pinned under {}", o.node, enrolled,
-               datapath->pinned_links().size(), o.datapath.pin_root.string());
+  if (with_proxy) {
+    zmesh::ProxyOptions proxy_options = o.proxy_options;
+    proxy_options.outbound_addresses = {boost::asio::ip::make_address(o.outbound_ip4)};
+    if (!o.outbound_ip6.empty()) proxy_options.outbound_addresses.push_back(boost::asio::ip::make_address(o.outbound_ip6));
+    proxy = std::make_unique<zmesh::Proxy>(zmesh::ProxyInputs{io, *datapath, mesh, *certificates, proxy_options});
+    proxy->start();
+    boost::asio::co_spawn(io, certificates->renew_forever(), boost::asio::detached);
+  }
+  spdlog::info("zmeshd ready: node {}, {} workloads enrolled, {} links pinned under {}, proxy {}", o.node, enrolled,
+               datapath->pinned_links().size(), o.datapath.pin_root.string(), o.proxy);
   io.run();
+  if (proxy) {
+    const auto& s = proxy->stats();
+    spdlog::info("zmeshd: stopped; served {} outbound, {} HBONE, {} plaintext connections; {} TLS handshakes out, {} in",
+                 s.outbound_accepted, s.inbound_hbone_accepted, s.inbound_plain_accepted, s.client_handshakes,
+                 s.server_handshakes);
+  }
   return 0;
 }
 
@@ -89,7 +127,22 @@ int main(int argc, char** argv) {
   app.add_option("--tc-mode", o.tc_mode, "how tc ingress attaches")
       ->check(CLI::IsMember({"auto", "tcx", "clsact"}))
       ->capture_default_str();
+  app.add_option("--proxy", o.proxy, "the node proxy (15001/15006/15008); off = kernel datapath only")
+      ->check(CLI::IsMember({"on", "off"}))
+      ->capture_default_str();
+  app.add_option("--trust-domain", o.trust_domain, "SPIFFE trust domain of the mesh")->capture_default_str();
+  app.add_option("--ca-dir", o.ca_dir, "the built-in CA: root-cert.pem and root-key.pem, created when missing");
+  app.add_option("--cert-ttl", o.cert_ttl_s, "lifetime of workload certificates, seconds (renewed at half life)")
+      ->check(CLI::Range(int64_t{2}, int64_t{365 * 24 * 3600}))
+      ->capture_default_str();
+  app.add_option("--drain-timeout-ms", o.drain_timeout_ms, "on SIGTERM, how long open connections may finish")
+      ->capture_default_str();
+  int64_t pool_idle_ms = o.proxy_options.pool_idle_timeout.count();
+  app.add_option("--pool-idle-timeout-ms", pool_idle_ms, "close pooled HBONE connections idle this long")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  o.proxy_options.pool_idle_timeout = std::chrono::milliseconds(pool_idle_ms);
   // The log goes to stderr; stdout carries only what a command prints for scripts (--check).
   spdlog::set_default_logger(spdlog::stderr_color_mt("zmeshd"));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");

@@ -1,0 +1,155 @@
+// HBONE's HTTP/2 layer on nghttp2 (no hand-written framing): one Connection per TLS connection,
+// many Streams per Connection, each Stream an HTTP/2 CONNECT tunnel carrying one TCP
+// connection's bytes. Flow control is real backpressure: a Stream's received bytes are
+// acknowledged to the peer (WINDOW_UPDATE) only once the caller has written them on, and
+// Stream::write waits while too much is queued.
+//
+// Threading: a Connection and its Streams live on one executor (strand or single-threaded
+// io_context); every member is called from coroutines on that executor.
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/stream.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+struct nghttp2_session;
+
+namespace zmesh::http2 {
+
+namespace asio = boost::asio;
+using TlsStream = asio::ssl::stream<asio::ip::tcp::socket>;
+using error_code = boost::system::error_code;
+
+// Wakes one coroutine waiting on one executor; a notify with nobody waiting is remembered.
+class Signal {
+ public:
+  explicit Signal(const asio::any_io_executor& executor);
+  asio::awaitable<void> wait();
+  void notify();
+
+ private:
+  asio::steady_timer timer_;
+  bool pending_ = false;
+};
+
+struct Settings {
+  static constexpr uint32_t kStreamWindow = 4 << 20;       // per stream: 4 MiB in flight
+  static constexpr uint32_t kConnectionWindow = 16 << 20;  // per connection
+  static constexpr uint32_t kMaxConcurrentStreams = 1000;
+  static constexpr size_t kSendBuffer = 256 << 10;         // queued per stream before write() waits
+  static constexpr size_t kMaxHeaderList = 16 << 10;       // larger request headers are refused
+};
+
+class Connection;
+
+// One CONNECT tunnel. Shared by its Connection (until the stream closes) and its relay.
+class Stream {
+ public:
+  // Reads into `buf`: {ok, n > 0} data, {ok, 0} the peer half-closed (END_STREAM), or an error
+  // when the stream was reset or the connection failed.
+  asio::awaitable<std::pair<error_code, size_t>> read_some(asio::mutable_buffer buf);
+  // Tells the peer `n` read bytes were delivered: opens the flow-control window for more.
+  void consumed(size_t n);
+  // Queues bytes for the peer; waits while the queue is over Settings::kSendBuffer.
+  asio::awaitable<error_code> write(asio::const_buffer buf);
+  // Half-close: END_STREAM once the queued bytes are sent.
+  void close_write();
+  // Abort both directions (RST_STREAM).
+  void reset(uint32_t http2_error);
+  // Server: answers this stream's request (see Connection::respond).
+  void respond(int status, bool tunnel);
+
+  int32_t id() const { return id_; }
+  int status() const { return status_; }          // client: the response's :status
+  const std::string& authority() const { return authority_; }  // server: the request's :authority
+  const std::string& method() const { return method_; }        // server: the request's :method
+  bool closed() const { return closed_; }
+  uint32_t reset_code() const { return reset_code_; }  // when closed: 0 = clean
+
+ private:
+  friend class Connection;
+  Stream(std::weak_ptr<Connection> connection, const asio::any_io_executor& executor);
+
+  std::weak_ptr<Connection> connection_;
+  int32_t id_ = -1;
+  int status_ = 0;
+  std::string method_, authority_;
+  bool bad_header_ = false;
+  // received, not yet read
+  std::deque<std::vector<uint8_t>> inbox_;
+  size_t inbox_offset_ = 0;
+  bool remote_closed_ = false;
+  // queued to send
+  std::deque<uint8_t> outbox_;
+  bool local_closed_ = false;
+  bool deferred_ = false;
+  bool closed_ = false;
+  uint32_t reset_code_ = 0;
+  Signal readable_, writable_, headers_;
+};
+
+// One HTTP/2 connection over TLS, client or server side.
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  enum class Role { Client, Server };
+  // Server: a request arrived. The handler must not block: it co_spawns its work and answers
+  // with respond().
+  using RequestHandler = std::function<void(std::shared_ptr<Stream>)>;
+
+  static std::shared_ptr<Connection> make(TlsStream tls, Role role, RequestHandler on_request = {});
+  ~Connection();
+
+  // Starts the read and write loops. `on_close` runs once when the connection ends.
+  void start(std::function<void()> on_close = {});
+
+  // Client: sends CONNECT `authority` with extra headers; returns once the response headers
+  // arrived (stream->status()) or throws system_error when the stream or connection failed.
+  using Headers = std::vector<std::pair<std::string, std::string>>;
+  asio::awaitable<std::shared_ptr<Stream>> open(const std::string& authority, const Headers& headers);
+  // Server: answers a request. With `tunnel` the stream stays open for data; otherwise it ends.
+  void respond(Stream& stream, int status, bool tunnel);
+
+  // Sends GOAWAY; open streams finish, new ones are refused.
+  void drain();
+  // Closes the connection now; every stream fails.
+  void close();
+
+  bool usable() const;  // open, not draining, below the peer's stream limit
+  size_t active_streams() const { return streams_.size(); }
+  std::chrono::steady_clock::time_point idle_since() const { return idle_since_; }
+  TlsStream& tls() { return tls_; }
+
+ private:
+  friend class Stream;
+  struct Callbacks;
+  Connection(TlsStream tls, Role role, RequestHandler on_request);
+  asio::awaitable<void> read_loop();
+  asio::awaitable<void> write_loop();
+  void wake_writer() { want_write_.notify(); }
+  void finish(const char* why);
+  void stream_closed(Stream& stream, uint32_t http2_error);
+
+  TlsStream tls_;
+  Role role_;
+  RequestHandler on_request_;
+  std::function<void()> on_close_;
+  nghttp2_session* session_ = nullptr;
+  std::map<int32_t, std::shared_ptr<Stream>> streams_;
+  Signal want_write_;
+  bool closed_ = false;
+  bool draining_ = false;
+  int loops_running_ = 0;
+  std::chrono::steady_clock::time_point idle_since_ = std::chrono::steady_clock::now();
+};
+
+}  // namespace zmesh::http2

@@ -1,0 +1,37 @@
+// The mesh as this node sees it: one immutable snapshot of the config's workloads with their
+// SPIFFE identities, looked up by IP. Every lookup on the connection path reads it.
+#pragma once
+
+#include <boost/asio/ip/address.hpp>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "zmesh/config.h"
+#include "zmesh/identity.h"
+
+namespace zmesh {
+
+struct Workload {
+  WorkloadConfig config;
+  SpiffeId identity;
+  bool local = false;  // enrolled on this node
+};
+
+class Mesh {
+ public:
+  Mesh(const MeshConfig& config, const std::string& trust_domain, const std::string& node);
+
+  // The workload that owns `ip` (IPv4-mapped IPv6 is looked up as IPv4), or nullptr.
+  const Workload* by_ip(const boost::asio::ip::address& ip) const;
+  std::vector<const Workload*> local_workloads() const;
+  const std::string& node() const { return node_; }
+  const std::string& trust_domain() const { return trust_domain_; }
+
+ private:
+  std::string node_, trust_domain_;
+  std::vector<Workload> workloads_;
+  std::map<boost::asio::ip::address, size_t> by_ip_;
+};
+
+}  // namespace zmesh

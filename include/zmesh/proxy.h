@@ -1,0 +1,75 @@
+// The node proxy: the listeners that carry captured connections through the mesh.
+//   outbound  :15001 on the pods' gateway addresses: recover the original destination, find the
+//             destination workload, carry the bytes in an HBONE stream to its node (pooled
+//             mTLS connections), or straight to it when it is on this node
+//   inbound   :15008 (transparent): HBONE server; verifies the client's SPIFFE identity,
+//             answers CONNECT 200 once the local pod accepted, else 400/401/503
+//   plaintext :15006 (transparent): non-mesh clients, delivered only to PERMISSIVE pods
+// Every listener is bound in the constructor, so a taken port fails start-up. One coroutine per
+// connection on one executor; every wait a peer controls has a deadline.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "zmesh/certificates.h"
+#include "zmesh/datapath.h"
+#include "zmesh/mesh.h"
+
+namespace zmesh {
+
+struct ProxyOptions {
+  std::vector<boost::asio::ip::address> outbound_addresses;  // where pods' captured connects land
+  uint16_t outbound_port = DatapathOptions::kOutboundPort;
+  uint16_t inbound_hbone_port = DatapathOptions::kInboundHbonePort;
+  uint16_t inbound_plain_port = DatapathOptions::kInboundPlainPort;
+  uint32_t proxy_mark = DatapathOptions::kProxyMark;
+  std::chrono::milliseconds connect_timeout{5000};
+  std::chrono::milliseconds handshake_timeout{10000};
+  std::chrono::milliseconds pool_idle_timeout{60000};  // pooled HBONE connections with no stream
+};
+
+// What the proxy has done, for logs, tests and (later) metrics.
+struct ProxyStats {
+  uint64_t outbound_accepted = 0;
+  uint64_t inbound_hbone_accepted = 0;
+  uint64_t inbound_plain_accepted = 0;
+  uint64_t client_handshakes = 0;  // HBONE connections this node opened
+  uint64_t server_handshakes = 0;  // HBONE connections other nodes opened to this one
+  uint64_t handshake_failures = 0;
+  uint64_t streams_opened = 0;
+  uint64_t refused = 0;            // connections refused (no identity, unknown destination, ...)
+  uint64_t active = 0;             // connections being served now
+};
+
+// Everything the proxy needs, handed down from the composition root.
+struct ProxyInputs {
+  boost::asio::io_context& io;
+  Datapath& datapath;
+  const Mesh& mesh;
+  Certificates& certificates;
+  ProxyOptions options;
+};
+
+class Proxy {
+ public:
+  explicit Proxy(ProxyInputs inputs);  // binds every listener; throws with the address and cause
+  ~Proxy();
+
+  void start();
+  // Stops accepting, lets open connections finish up to `deadline`, then closes the rest and
+  // calls `done`.
+  void drain(std::chrono::milliseconds deadline, std::function<void()> done);
+  const ProxyStats& stats() const;
+
+  struct Impl;
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace zmesh

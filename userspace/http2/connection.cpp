@@ -1,0 +1,405 @@
+// HBONE's HTTP/2 on nghttp2 (see include/zmesh/http2.h). nghttp2 does every byte of framing;
+// this file moves bytes between it, the TLS stream and the Streams, on one executor.
+#include <nghttp2/nghttp2.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <array>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+
+#include "zmesh/http2.h"
+
+namespace zmesh::http2 {
+namespace {
+
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+nghttp2_nv header(const std::string& name, const std::string& value) {
+  return {reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
+          reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), name.size(), value.size(),
+          NGHTTP2_NV_FLAG_NONE};
+}
+
+// Whether the awaiting coroutine was cancelled (by a parallel group or a caller).
+asio::awaitable<bool> cancelled() {
+  auto state = co_await asio::this_coro::cancellation_state;
+  co_return state.cancelled() != asio::cancellation_type::none;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Signal
+
+Signal::Signal(const asio::any_io_executor& executor) : timer_(executor, asio::steady_timer::time_point::max()) {}
+
+asio::awaitable<void> Signal::wait() {
+  if (!pending_) co_await timer_.async_wait(use_tuple);
+  pending_ = false;
+}
+
+void Signal::notify() {
+  pending_ = true;
+  timer_.cancel();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stream
+
+Stream::Stream(std::weak_ptr<Connection> connection, const asio::any_io_executor& executor)
+    : connection_(std::move(connection)), readable_(executor), writable_(executor), headers_(executor) {}
+
+asio::awaitable<std::pair<error_code, size_t>> Stream::read_some(asio::mutable_buffer buf) {
+  for (;;) {
+    if (!inbox_.empty()) {
+      auto& front = inbox_.front();
+      const size_t n = std::min(buf.size(), front.size() - inbox_offset_);
+      std::copy_n(front.data() + inbox_offset_, n, static_cast<uint8_t*>(buf.data()));
+      inbox_offset_ += n;
+      if (inbox_offset_ == front.size()) {
+        inbox_.pop_front();
+        inbox_offset_ = 0;
+      }
+      co_return std::pair{error_code{}, n};
+    }
+    if (reset_code_ != 0 || (closed_ && !remote_closed_)) co_return std::pair{asio::error::connection_reset, size_t{0}};
+    if (remote_closed_) co_return std::pair{error_code{}, size_t{0}};
+    co_await readable_.wait();
+    if (co_await cancelled()) co_return std::pair{asio::error::operation_aborted, size_t{0}};
+  }
+}
+
+void Stream::consumed(size_t n) {
+  auto connection = connection_.lock();
+  if (!connection || connection->closed_) return;
+  // A closed stream's window is gone, but the connection's must still be given back.
+  if (closed_) nghttp2_session_consume_connection(connection->session_, n);
+  else nghttp2_session_consume(connection->session_, id_, n);
+  connection->wake_writer();
+}
+
+asio::awaitable<error_code> Stream::write(asio::const_buffer buf) {
+  auto connection = connection_.lock();
+  if (!connection || closed_ || local_closed_) co_return asio::error::broken_pipe;
+  const auto* bytes = static_cast<const uint8_t*>(buf.data());
+  outbox_.insert(outbox_.end(), bytes, bytes + buf.size());
+  if (deferred_) {
+    deferred_ = false;
+    nghttp2_session_resume_data(connection->session_, id_);
+  }
+  connection->wake_writer();
+  while (outbox_.size() > Settings::kSendBuffer && !closed_) {
+    co_await writable_.wait();
+    if (co_await cancelled()) co_return asio::error::operation_aborted;
+  }
+  co_return closed_ && reset_code_ ? asio::error::connection_reset : error_code{};
+}
+
+void Stream::close_write() {
+  auto connection = connection_.lock();
+  if (!connection || closed_ || local_closed_) return;
+  local_closed_ = true;
+  if (deferred_) {
+    deferred_ = false;
+    nghttp2_session_resume_data(connection->session_, id_);
+  }
+  connection->wake_writer();
+}
+
+void Stream::reset(uint32_t http2_error) {
+  auto connection = connection_.lock();
+  if (!connection || connection->closed_ || closed_) return;
+  nghttp2_submit_rst_stream(connection->session_, NGHTTP2_FLAG_NONE, id_, http2_error);
+  connection->wake_writer();
+}
+
+void Stream::respond(int status, bool tunnel) {
+  if (auto connection = connection_.lock()) connection->respond(*this, status, tunnel);
+}
+
+// ---------------------------------------------------------------------------------------------
+// nghttp2 callbacks: user_data is the Connection.
+
+struct Connection::Callbacks {
+  static Connection& self(void* user_data) { return *static_cast<Connection*>(user_data); }
+
+  static std::shared_ptr<Stream> find(Connection& c, int32_t id) {
+    auto it = c.streams_.find(id);
+    return it == c.streams_.end() ? nullptr : it->second;
+  }
+
+  static int on_begin_headers(nghttp2_session*, const nghttp2_frame* frame, void* user_data) {
+    Connection& c = self(user_data);
+    if (c.role_ == Role::Server && frame->hd.type == NGHTTP2_HEADERS &&
+        frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
+      auto stream = std::shared_ptr<Stream>(new Stream(c.weak_from_this(), c.tls_.get_executor()));
+      stream->id_ = frame->hd.stream_id;
+      c.streams_[stream->id_] = stream;
+    }
+    return 0;
+  }
+
+  static int on_header(nghttp2_session*, const nghttp2_frame* frame, const uint8_t* name, size_t namelen,
+                       const uint8_t* value, size_t valuelen, uint8_t, void* user_data) {
+    auto stream = find(self(user_data), frame->hd.stream_id);
+    if (!stream) return 0;
+    const std::string_view n(reinterpret_cast<const char*>(name), namelen);
+    const std::string_view v(reinterpret_cast<const char*>(value), valuelen);
+    if (n == ":method") stream->method_ = v;
+    else if (n == ":authority") stream->authority_ = v;
+    else if (n == ":status") stream->status_ = std::atoi(std::string(v).c_str());
+    return 0;
+  }
+
+  static int on_frame_recv(nghttp2_session*, const nghttp2_frame* frame, void* user_data) {
+    Connection& c = self(user_data);
+    auto stream = find(c, frame->hd.stream_id);
+    if (!stream) return 0;
+    if (frame->hd.type == NGHTTP2_HEADERS) {
+      if (c.role_ == Role::Server && frame->headers.cat == NGHTTP2_HCAT_REQUEST && c.on_request_)
+        c.on_request_(stream);
+      if (c.role_ == Role::Client) stream->headers_.notify();
+    }
+    if ((frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) &&
+        (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+      stream->remote_closed_ = true;
+      stream->readable_.notify();
+    }
+    return 0;
+  }
+
+  static int on_data_chunk(nghttp2_session* session, uint8_t, int32_t id, const uint8_t* data, size_t len,
+                           void* user_data) {
+    auto stream = find(self(user_data), id);
+    if (!stream) {
+      nghttp2_session_consume_connection(session, len);
+      return 0;
+    }
+    stream->inbox_.emplace_back(data, data + len);
+    stream->readable_.notify();
+    return 0;
+  }
+
+  static int on_stream_close(nghttp2_session*, int32_t id, uint32_t http2_error, void* user_data) {
+    Connection& c = self(user_data);
+    if (auto stream = find(c, id)) c.stream_closed(*stream, http2_error);
+    return 0;
+  }
+
+  // Data source of a stream: its outbox. Deferred while empty; END_STREAM after close_write().
+  static ssize_t read_data(nghttp2_session*, int32_t, uint8_t* buf, size_t length, uint32_t* flags,
+                           nghttp2_data_source* source, void*) {
+    auto* stream = static_cast<Stream*>(source->ptr);
+    if (stream->outbox_.empty() && !stream->local_closed_) {
+      stream->deferred_ = true;
+      return NGHTTP2_ERR_DEFERRED;
+    }
+    const size_t n = std::min(length, stream->outbox_.size());
+    std::copy_n(stream->outbox_.begin(), n, buf);
+    stream->outbox_.erase(stream->outbox_.begin(), stream->outbox_.begin() + static_cast<ptrdiff_t>(n));
+    if (stream->outbox_.empty() && stream->local_closed_) *flags |= NGHTTP2_DATA_FLAG_EOF;
+    stream->writable_.notify();
+    return static_cast<ssize_t>(n);
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Connection
+
+std::shared_ptr<Connection> Connection::make(TlsStream tls, Role role, RequestHandler on_request) {
+  return std::shared_ptr<Connection>(new Connection(std::move(tls), role, std::move(on_request)));
+}
+
+Connection::Connection(TlsStream tls, Role role, RequestHandler on_request)
+    : tls_(std::move(tls)), role_(role), on_request_(std::move(on_request)), want_write_(tls_.get_executor()) {
+  nghttp2_session_callbacks* callbacks = nullptr;
+  nghttp2_session_callbacks_new(&callbacks);
+  nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks, Callbacks::on_begin_headers);
+  nghttp2_session_callbacks_set_on_header_callback(callbacks, Callbacks::on_header);
+  nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, Callbacks::on_frame_recv);
+  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, Callbacks::on_data_chunk);
+  nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, Callbacks::on_stream_close);
+  nghttp2_option* option = nullptr;
+  nghttp2_option_new(&option);
+  // Windows open only as the relay delivers bytes (Stream::consumed): backpressure end to end.
+  nghttp2_option_set_no_auto_window_update(option, 1);
+  nghttp2_option_set_max_outbound_ack(option, 1000);  // a SETTINGS/PING flood ends the connection
+  if (role == Role::Server) nghttp2_session_server_new2(&session_, callbacks, this, option);
+  else nghttp2_session_client_new2(&session_, callbacks, this, option);
+  nghttp2_option_del(option);
+  nghttp2_session_callbacks_del(callbacks);
+
+  const nghttp2_settings_entry settings[] = {
+      {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, Settings::kMaxConcurrentStreams},
+      {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, Settings::kStreamWindow},
+      {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, static_cast<uint32_t>(Settings::kMaxHeaderList)},
+  };
+  nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, settings, std::size(settings));
+  nghttp2_session_set_local_window_size(session_, NGHTTP2_FLAG_NONE, 0, Settings::kConnectionWindow);
+}
+
+Connection::~Connection() { nghttp2_session_del(session_); }
+
+void Connection::start(std::function<void()> on_close) {
+  on_close_ = std::move(on_close);
+  auto self = shared_from_this();
+  loops_running_ = 2;
+  asio::co_spawn(tls_.get_executor(), [self]() { return self->read_loop(); }, asio::detached);
+  asio::co_spawn(tls_.get_executor(), [self]() { return self->write_loop(); }, asio::detached);
+}
+
+asio::awaitable<void> Connection::read_loop() {
+  auto self = shared_from_this();
+  std::array<uint8_t, 64 << 10> buf;
+  while (!closed_) {
+    auto [ec, n] = co_await tls_.async_read_some(asio::buffer(buf), use_tuple);
+    if (ec) {
+      finish(ec == asio::error::eof || ec == asio::ssl::error::stream_truncated ? "peer closed" : "read failed");
+      break;
+    }
+    const ssize_t rv = nghttp2_session_mem_recv(session_, buf.data(), n);
+    if (rv < 0) {
+      spdlog::debug("http2: bad input from peer: {}", nghttp2_strerror(static_cast<int>(rv)));
+      draining_ = true;  // nghttp2 queued a GOAWAY; the writer sends it and ends the connection
+    }
+    wake_writer();
+  }
+  --loops_running_;
+}
+
+asio::awaitable<void> Connection::write_loop() {
+  auto self = shared_from_this();
+  std::vector<uint8_t> batch;
+  while (!closed_) {
+    batch.clear();
+    for (;;) {
+      const uint8_t* data = nullptr;
+      const ssize_t n = nghttp2_session_mem_send(session_, &data);
+      if (n < 0) {
+        finish("nghttp2 send failed");
+        break;
+      }
+      if (n == 0) break;
+      batch.insert(batch.end(), data, data + n);
+      if (batch.size() >= (64 << 10)) break;
+    }
+    if (closed_) break;
+    if (!batch.empty()) {
+      auto [ec, written] = co_await asio::async_write(tls_, asio::buffer(batch), use_tuple);
+      if (ec) finish("write failed");
+      continue;
+    }
+    if (!nghttp2_session_want_read(session_) && !nghttp2_session_want_write(session_)) {
+      finish("session ended");
+      break;
+    }
+    co_await want_write_.wait();
+  }
+  --loops_running_;
+}
+
+void Connection::stream_closed(Stream& stream, uint32_t http2_error) {
+  stream.closed_ = true;
+  stream.reset_code_ = http2_error;
+  // Bytes received and never to be read: give the connection window back.
+  size_t unread = 0;
+  if (http2_error != 0) {
+    for (const auto& chunk : stream.inbox_) unread += chunk.size();
+    unread -= stream.inbox_offset_;
+    stream.inbox_.clear();
+    stream.inbox_offset_ = 0;
+    if (unread) nghttp2_session_consume_connection(session_, unread);
+  }
+  stream.readable_.notify();
+  stream.writable_.notify();
+  stream.headers_.notify();
+  streams_.erase(stream.id_);
+  if (streams_.empty()) idle_since_ = std::chrono::steady_clock::now();
+}
+
+void Connection::finish(const char* why) {
+  if (closed_) return;
+  closed_ = true;
+  spdlog::debug("http2: connection closed ({}), {} streams failed", why, streams_.size());
+  auto streams = std::move(streams_);
+  streams_.clear();
+  for (auto& [id, stream] : streams) {
+    stream->closed_ = true;
+    if (!stream->reset_code_) stream->reset_code_ = NGHTTP2_CANCEL;
+    stream->readable_.notify();
+    stream->writable_.notify();
+    stream->headers_.notify();
+  }
+  error_code ignored;
+  tls_.lowest_layer().close(ignored);
+  want_write_.notify();
+  if (on_close_) std::exchange(on_close_, nullptr)();
+}
+
+asio::awaitable<std::shared_ptr<Stream>> Connection::open(const std::string& authority, const Headers& headers) {
+  auto self = shared_from_this();
+  if (!usable()) throw boost::system::system_error(asio::error::not_connected, "http2 connection is not usable");
+  auto stream = std::shared_ptr<Stream>(new Stream(weak_from_this(), tls_.get_executor()));
+  const std::string method_name = ":method", method = "CONNECT", authority_name = ":authority";
+  std::vector<nghttp2_nv> nva{header(method_name, method), header(authority_name, authority)};
+  for (const auto& [name, value] : headers) nva.push_back(header(name, value));
+  nghttp2_data_provider provider{};
+  provider.source.ptr = stream.get();
+  provider.read_callback = Callbacks::read_data;
+  const int32_t id = nghttp2_submit_request(session_, nullptr, nva.data(), nva.size(), &provider, nullptr);
+  if (id < 0) throw boost::system::system_error(asio::error::no_buffer_space, nghttp2_strerror(id));
+  stream->id_ = id;
+  stream->authority_ = authority;
+  streams_[id] = stream;
+  wake_writer();
+  while (stream->status_ == 0 && !stream->closed_) {
+    co_await stream->headers_.wait();
+    if (co_await cancelled()) {
+      stream->reset(NGHTTP2_CANCEL);
+      throw boost::system::system_error(asio::error::operation_aborted);
+    }
+  }
+  if (stream->status_ == 0)
+    throw boost::system::system_error(asio::error::connection_reset, "HBONE stream closed before a response");
+  co_return stream;
+}
+
+void Connection::respond(Stream& stream, int status, bool tunnel) {
+  if (closed_ || stream.closed_) return;
+  const std::string name = ":status", code = std::to_string(status);
+  nghttp2_nv nva[] = {header(name, code)};
+  if (tunnel) {
+    nghttp2_data_provider provider{};
+    provider.source.ptr = &stream;
+    provider.read_callback = Callbacks::read_data;
+    nghttp2_submit_response(session_, stream.id_, nva, 1, &provider);
+  } else {
+    nghttp2_submit_response(session_, stream.id_, nva, 1, nullptr);
+    nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, stream.id_, NGHTTP2_NO_ERROR);
+  }
+  wake_writer();
+}
+
+void Connection::drain() {
+  if (closed_ || draining_) return;
+  draining_ = true;
+  nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(session_),
+                        NGHTTP2_NO_ERROR, nullptr, 0);
+  wake_writer();
+}
+
+void Connection::close() { finish("closed locally"); }
+
+bool Connection::usable() const {
+  return !closed_ && !draining_ &&
+         streams_.size() < std::min<uint32_t>(Settings::kMaxConcurrentStreams,
+                                              nghttp2_session_get_remote_settings(
+                                                  session_, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS));
+}
+
+}  // namespace zmesh::http2

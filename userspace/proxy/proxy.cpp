@@ -1,0 +1,597 @@
+// The node proxy (see include/zmesh/proxy.h): listeners, the three connection handlers, the
+// HBONE connection pool and the relays.
+#include "zmesh/proxy.h"
+
+#include <linux/netfilter_ipv6.h>
+#include <netinet/in.h>
+#include <nghttp2/nghttp2.h>
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/ip/v6_only.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <map>
+#include <set>
+
+#include "zmesh/http2.h"
+
+namespace zmesh {
+namespace {
+
+namespace asio = boost::asio;
+using asio::awaitable;
+using asio::ip::tcp;
+using namespace asio::experimental::awaitable_operators;
+using error_code = boost::system::error_code;
+using system_error = boost::system::system_error;
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+std::string text(const tcp::endpoint& ep) {
+  auto ip = ep.address();
+  if (ip.is_v6() && ip.to_v6().is_v4_mapped()) ip = asio::ip::make_address_v4(asio::ip::v4_mapped, ip.to_v6());
+  return ip.is_v6() ? "[" + ip.to_string() + "]:" + std::to_string(ep.port())
+                    : ip.to_string() + ":" + std::to_string(ep.port());
+}
+
+tcp::endpoint unmapped(const tcp::endpoint& ep) {
+  auto ip = ep.address();
+  if (ip.is_v6() && ip.to_v6().is_v4_mapped()) ip = asio::ip::make_address_v4(asio::ip::v4_mapped, ip.to_v6());
+  return {ip, ep.port()};
+}
+
+// "10.1.2.3:80" or "[fd00::1]:80"; nullopt when malformed.
+std::optional<tcp::endpoint> parse_authority(const std::string& authority) {
+  std::string host;
+  std::string port;
+  if (!authority.empty() && authority[0] == '[') {
+    auto close = authority.find("]:");
+    if (close == std::string::npos) return std::nullopt;
+    host = authority.substr(1, close - 1);
+    port = authority.substr(close + 2);
+  } else {
+    auto colon = authority.rfind(':');
+    if (colon == std::string::npos || authority.find(':') != colon) return std::nullopt;
+    host = authority.substr(0, colon);
+    port = authority.substr(colon + 1);
+  }
+  error_code ec;
+  auto ip = asio::ip::make_address(host, ec);
+  if (ec || port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos)
+    return std::nullopt;
+  const int n = std::stoi(port);
+  if (n <= 0 || n > 65535) return std::nullopt;
+  return tcp::endpoint(ip, static_cast<uint16_t>(n));
+}
+
+// Closes with RST, so the peer application learns the connection failed (not a clean end).
+void abort_socket(tcp::socket& socket) {
+  error_code ignored;
+  socket.set_option(asio::socket_base::linger(true, 0), ignored);
+  socket.close(ignored);
+}
+
+// NB for every co_await in this module: no temporary with a destructor inside a co_await
+// expression (GCC 12 may destroy it twice); name such values first.
+
+template <typename Op>
+awaitable<void> with_deadline(Op op, std::chrono::milliseconds limit, std::string what) {
+  asio::steady_timer timer(co_await asio::this_coro::executor, limit);
+  auto result = co_await (std::move(op) || timer.async_wait(asio::use_awaitable));
+  if (result.index() == 1) throw system_error(asio::error::timed_out, what);
+}
+
+// A connect from the node (zmeshd's mark, so no capture hook ever takes it).
+awaitable<tcp::socket> connect(const tcp::endpoint& target, uint32_t mark, std::chrono::milliseconds limit) {
+  tcp::socket socket(co_await asio::this_coro::executor);
+  socket.open(target.protocol());
+  setsockopt(socket.native_handle(), SOL_SOCKET, SO_MARK, &mark, sizeof mark);
+  const std::string what = "connect to " + text(target) + " timed out";
+  co_await with_deadline(socket.async_connect(target, asio::use_awaitable), limit, what);
+  co_return socket;
+}
+
+// Bytes one way until EOF (then half-close the other side); throws on an error.
+awaitable<void> pipe(tcp::socket& from, tcp::socket& to, uint64_t& count) {
+  std::vector<uint8_t> buf(64 << 10);
+  for (;;) {
+    auto [ec, n] = co_await from.async_read_some(asio::buffer(buf), use_tuple);
+    if (ec == asio::error::eof) {
+      error_code ignored;
+      to.shutdown(tcp::socket::shutdown_send, ignored);
+      co_return;
+    }
+    if (ec) throw system_error(ec);
+    auto [wec, written] = co_await asio::async_write(to, asio::buffer(buf.data(), n), use_tuple);
+    if (wec) throw system_error(wec);
+    count += n;
+  }
+}
+
+struct RelayResult {
+  uint64_t sent = 0;      // from the local socket to the other side
+  uint64_t received = 0;  // to the local socket
+  std::string error;      // empty when both directions ended cleanly
+};
+
+awaitable<RelayResult> relay(tcp::socket& a, tcp::socket& b) {
+  RelayResult result;
+  try {
+    co_await (pipe(a, b, result.sent) && pipe(b, a, result.received));
+  } catch (const system_error& e) {
+    result.error = e.code().message();
+    abort_socket(a);
+    abort_socket(b);
+  }
+  co_return result;
+}
+
+// TCP socket <-> HBONE stream, both directions; half-close and resets carried across.
+awaitable<RelayResult> relay(tcp::socket& socket, const std::shared_ptr<http2::Stream>& stream) {
+  RelayResult result;
+  auto to_stream = [&]() -> awaitable<void> {
+    std::vector<uint8_t> buf(64 << 10);
+    for (;;) {
+      auto [ec, n] = co_await socket.async_read_some(asio::buffer(buf), use_tuple);
+      if (ec == asio::error::eof) {
+        stream->close_write();
+        co_return;
+      }
+      if (ec) throw system_error(ec);
+      if (auto werr = co_await stream->write(asio::buffer(buf.data(), n))) throw system_error(werr);
+      result.sent += n;
+    }
+  };
+  auto to_socket = [&]() -> awaitable<void> {
+    std::vector<uint8_t> buf(64 << 10);
+    for (;;) {
+      auto [ec, n] = co_await stream->read_some(asio::buffer(buf));
+      if (ec) throw system_error(ec);
+      if (n == 0) {
+        error_code ignored;
+        socket.shutdown(tcp::socket::shutdown_send, ignored);
+        co_return;
+      }
+      auto [wec, written] = co_await asio::async_write(socket, asio::buffer(buf.data(), n), use_tuple);
+      if (wec) throw system_error(wec);
+      stream->consumed(n);
+      result.received += n;
+    }
+  };
+  try {
+    co_await (to_stream() && to_socket());
+  } catch (const system_error& e) {
+    result.error = e.code().message();
+    // RFC 9113 8.5: a TCP error on a CONNECT tunnel is CONNECT_ERROR; the peer resets its side.
+    stream->reset(NGHTTP2_CONNECT_ERROR);
+    abort_socket(socket);
+  }
+  co_return result;
+}
+
+tcp::acceptor listen(asio::io_context& io, const tcp::endpoint& at, bool transparent) {
+  tcp::acceptor acceptor(io);
+  auto fail = [&](const error_code& ec, const char* step) {
+    throw system_error(ec, std::string(step) + " " + text(at) +
+                               (ec == asio::error::address_in_use ? " (is another zmeshd running here?)" : ""));
+  };
+  error_code ec;
+  acceptor.open(at.protocol(), ec);
+  if (ec) fail(ec, "open listener");
+  acceptor.set_option(tcp::acceptor::reuse_address(true));
+  if (at.protocol() == tcp::v6()) acceptor.set_option(asio::ip::v6_only(false));
+  if (transparent) {
+    int on = 1;
+    // Accept connections for the pods' addresses, which the tc program assigned to us.
+    if (setsockopt(acceptor.native_handle(), SOL_IP, IP_TRANSPARENT, &on, sizeof on) != 0 ||
+        setsockopt(acceptor.native_handle(), SOL_IPV6, IPV6_TRANSPARENT, &on, sizeof on) != 0)
+      fail(error_code(errno, boost::system::system_category()), "set IP_TRANSPARENT on");
+  }
+  acceptor.bind(at, ec);
+  if (ec) fail(ec, "bind");
+  acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) fail(ec, "listen on");
+  return acceptor;
+}
+
+// Wakes every waiter at once (a Signal wakes one).
+class Latch {
+ public:
+  explicit Latch(const asio::any_io_executor& ex) : timer_(ex, asio::steady_timer::time_point::max()) {}
+  awaitable<void> wait() {
+    if (!open_) co_await timer_.async_wait(use_tuple);
+  }
+  void open() {
+    open_ = true;
+    timer_.cancel();
+  }
+
+ private:
+  asio::steady_timer timer_;
+  bool open_ = false;
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+
+struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
+  struct PoolKey {
+    SpiffeId source, destination;
+    std::string node;
+    auto operator<=>(const PoolKey&) const = default;
+  };
+  struct Pending {
+    explicit Pending(const asio::any_io_executor& ex) : done(ex) {}
+    Latch done;
+  };
+
+  asio::io_context& io;
+  Datapath& datapath;
+  const Mesh& mesh;
+  Certificates& certs;
+  ProxyOptions options;
+  std::vector<tcp::acceptor> outbound, hbone, plain;
+  ProxyStats stats;
+  uint64_t next_id = 1;
+  std::map<PoolKey, std::vector<std::shared_ptr<http2::Connection>>> pool;
+  std::map<PoolKey, std::shared_ptr<Pending>> connecting;
+  std::set<std::shared_ptr<http2::Connection>> served;  // HBONE connections other nodes opened
+  bool draining = false;
+  std::unique_ptr<Latch> idle;  // opened when the last active connection ends while draining
+
+  Impl(ProxyInputs& in)
+      : io(in.io), datapath(in.datapath), mesh(in.mesh), certs(in.certificates), options(in.options) {}
+
+  // Counts a connection as active for its lifetime (drain waits for these).
+  struct Active {
+    Impl& impl;
+    explicit Active(Impl& i) : impl(i) { ++impl.stats.active; }
+    ~Active() {
+      if (--impl.stats.active == 0 && impl.idle) impl.idle->open();
+    }
+  };
+
+  awaitable<void> accept_loop(tcp::acceptor& acceptor, awaitable<void> (Impl::*handler)(tcp::socket, uint64_t)) {
+    auto self = shared_from_this();
+    auto backoff = std::chrono::milliseconds(10);
+    asio::steady_timer timer(io);
+    while (acceptor.is_open()) {
+      auto [ec, socket] = co_await acceptor.async_accept(use_tuple);
+      if (ec == asio::error::operation_aborted || !acceptor.is_open()) break;
+      if (ec) {
+        // EMFILE and friends: back off instead of spinning on the same error.
+        spdlog::warn("proxy: accept on {} failed: {}; retrying in {} ms", text(acceptor.local_endpoint()),
+                     ec.message(), backoff.count());
+        timer.expires_after(backoff);
+        co_await timer.async_wait(use_tuple);
+        backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
+        continue;
+      }
+      backoff = std::chrono::milliseconds(10);
+      const uint64_t id = next_id++;
+      asio::co_spawn(
+          io,
+          [self, handler, id, s = std::move(socket)]() mutable -> awaitable<void> {
+            Active active(*self);
+            try {
+              co_await ((*self).*handler)(std::move(s), id);
+            } catch (const std::exception& e) {
+              spdlog::warn("[c{}] {}", id, e.what());
+            }
+          },
+          asio::detached);
+    }
+  }
+
+  // --- outbound -------------------------------------------------------------------------------
+
+  awaitable<void> outbound_connection(tcp::socket client, uint64_t id) {
+    ++stats.outbound_accepted;
+    error_code ec;
+    const tcp::endpoint peer = unmapped(client.remote_endpoint(ec)), local = unmapped(client.local_endpoint(ec));
+    if (ec) co_return;
+    const auto orig = datapath.original_destination(peer, local);
+    if (!orig) {
+      ++stats.refused;
+      spdlog::warn("[c{}] outbound from {}: no original destination recorded (a connect zmesh did not capture?)",
+                   id, text(peer));
+      abort_socket(client);
+      co_return;
+    }
+    const Workload* src = mesh.by_ip(peer.address());
+    const Workload* dst = mesh.by_ip(orig->address());
+    if (!src || !src->local) {
+      ++stats.refused;
+      spdlog::warn("[c{}] outbound {} -> {}: the source is not a workload of this node", id, text(peer), text(*orig));
+      abort_socket(client);
+      co_return;
+    }
+    if (!dst) {
+      ++stats.refused;
+      spdlog::warn("[c{}] outbound {} -> {}: unknown destination, refused", id, text(peer), text(*orig));
+      abort_socket(client);
+      co_return;
+    }
+    RelayResult result;
+    if (dst->local) {
+      tcp::socket upstream(io);
+      try {
+        upstream = co_await connect(*orig, options.proxy_mark, options.connect_timeout);
+      } catch (const system_error& e) {
+        spdlog::warn("[c{}] {} -> {} (same node): {}", id, text(peer), text(*orig), e.what());
+        abort_socket(client);
+        co_return;
+      }
+      result = co_await relay(client, upstream);
+    } else {
+      std::shared_ptr<http2::Stream> stream;
+      const PoolKey key{src->identity, dst->identity, dst->config.node};
+      const tcp::endpoint hbone_target(orig->address(), options.inbound_hbone_port);
+      const std::string authority = text(*orig);
+      try {
+        stream = co_await open_stream(key, hbone_target, authority);
+      } catch (const std::exception& e) {
+        spdlog::warn("[c{}] {} -> {}: HBONE to node {} failed: {}", id, text(peer), text(*orig), dst->config.node,
+                     e.what());
+        abort_socket(client);
+        co_return;
+      }
+      if (stream->status() != 200) {
+        spdlog::warn("[c{}] {} -> {}: node {} answered {}", id, text(peer), text(*orig), dst->config.node,
+                     stream->status());
+        abort_socket(client);
+        co_return;
+      }
+      result = co_await relay(client, stream);
+    }
+    spdlog::info("[c{}] outbound {} ({}) -> {} ({}): sent {} received {}{}{}", id, text(peer), src->identity.uri(),
+                 text(*orig), dst->identity.uri(), result.sent, result.received,
+                 result.error.empty() ? "" : ", error: ", result.error);
+  }
+
+  awaitable<std::shared_ptr<http2::Stream>> open_stream(const PoolKey& key, const tcp::endpoint& target,
+                                                       const std::string& authority) {
+    for (;;) {
+      auto& conns = pool[key];
+      std::erase_if(conns, [](const auto& c) { return !c->usable() && c->active_streams() == 0; });
+      std::shared_ptr<http2::Connection> best;
+      for (const auto& c : conns)
+        if (c->usable() && (!best || c->active_streams() < best->active_streams())) best = c;
+      if (best) {
+        ++stats.streams_opened;
+        const http2::Connection::Headers no_headers;
+        co_return co_await best->open(authority, no_headers);
+      }
+      if (auto it = connecting.find(key); it != connecting.end()) {
+        auto pending = it->second;  // another coroutine is connecting for this key: share it
+        co_await pending->done.wait();
+        continue;
+      }
+      auto pending = std::make_shared<Pending>(io.get_executor());
+      connecting[key] = pending;
+      try {
+        auto connection = co_await connect_hbone(key, target);
+        pool[key].push_back(connection);
+      } catch (...) {
+        connecting.erase(key);
+        pending->done.open();
+        throw;
+      }
+      connecting.erase(key);
+      pending->done.open();
+    }
+  }
+
+  awaitable<std::shared_ptr<http2::Connection>> connect_hbone(const PoolKey& key, const tcp::endpoint& target) {
+    auto socket = co_await connect(target, options.proxy_mark, options.connect_timeout);
+    http2::TlsStream tls(std::move(socket), *certs.client_context(key.source));
+    const std::string what = "TLS handshake with " + text(target) + " timed out";
+    try {
+      co_await with_deadline(tls.async_handshake(asio::ssl::stream_base::client, asio::use_awaitable),
+                             options.handshake_timeout, what);
+    } catch (const system_error& e) {
+      ++stats.handshake_failures;
+      throw system_error(e.code(), "TLS handshake with " + text(target) + ": " + e.code().message());
+    }
+    const auto peer = verified_peer_identity(tls.native_handle());
+    if (const auto* why = std::get_if<std::string>(&peer)) {
+      ++stats.handshake_failures;
+      throw IdentityError("server " + text(target) + " rejected: " + *why);
+    }
+    if (std::get<SpiffeId>(peer) != key.destination) {
+      ++stats.handshake_failures;
+      throw IdentityError("server " + text(target) + " is " + std::get<SpiffeId>(peer).uri() + ", expected " +
+                          key.destination.uri());
+    }
+    ++stats.client_handshakes;
+    auto connection = http2::Connection::make(std::move(tls), http2::Connection::Role::Client);
+    connection->start();
+    spdlog::info("hbone: connected to {} as {} (server {}, node {})", text(target), key.source.uri(),
+                 key.destination.uri(), key.node);
+    co_return connection;
+  }
+
+  awaitable<void> reap_idle_pool() {
+    auto self = shared_from_this();
+    asio::steady_timer timer(io);
+    while (!draining) {
+      timer.expires_after(std::min(options.pool_idle_timeout / 2, std::chrono::milliseconds(1000)));
+      co_await timer.async_wait(use_tuple);
+      const auto now = std::chrono::steady_clock::now();
+      for (auto& [key, conns] : pool) {
+        std::erase_if(conns, [&](const std::shared_ptr<http2::Connection>& c) {
+          if (c->active_streams() == 0 && now - c->idle_since() >= options.pool_idle_timeout) {
+            spdlog::info("hbone: closing idle connection to node {} ({} -> {})", key.node, key.source.uri(),
+                         key.destination.uri());
+            c->drain();
+            return true;
+          }
+          return !c->usable() && c->active_streams() == 0;
+        });
+      }
+    }
+  }
+
+  // --- inbound HBONE --------------------------------------------------------------------------
+
+  awaitable<void> hbone_connection(tcp::socket socket, uint64_t id) {
+    ++stats.inbound_hbone_accepted;
+    error_code ec;
+    const tcp::endpoint peer = unmapped(socket.remote_endpoint(ec)), local = unmapped(socket.local_endpoint(ec));
+    if (ec) co_return;
+    const Workload* target = mesh.by_ip(local.address());
+    if (!target || !target->local) {
+      ++stats.refused;
+      spdlog::warn("[c{}] HBONE from {} to {}: not a workload of this node, refused", id, text(peer), text(local));
+      abort_socket(socket);
+      co_return;
+    }
+    http2::TlsStream tls(std::move(socket), *certs.server_context(target->identity));
+    const std::string what = "handshake timed out";
+    try {
+      co_await with_deadline(tls.async_handshake(asio::ssl::stream_base::server, asio::use_awaitable),
+                             options.handshake_timeout, what);
+    } catch (const system_error& e) {
+      ++stats.handshake_failures;
+      spdlog::warn("[c{}] HBONE from {}: TLS handshake failed: {}", id, text(peer), e.code().message());
+      co_return;
+    }
+    const auto client = verified_peer_identity(tls.native_handle());
+    if (const auto* why = std::get_if<std::string>(&client)) {
+      ++stats.handshake_failures;
+      spdlog::warn("[c{}] HBONE from {} refused: client certificate: {}", id, text(peer), *why);
+      co_return;
+    }
+    ++stats.server_handshakes;
+    const SpiffeId client_id = std::get<SpiffeId>(client), server_id = target->identity;
+    std::weak_ptr<Impl> weak = weak_from_this();
+    auto connection = http2::Connection::make(
+        std::move(tls), http2::Connection::Role::Server,
+        [weak, id, peer, client_id, server_id](std::shared_ptr<http2::Stream> stream) {
+          if (auto impl = weak.lock())
+            asio::co_spawn(impl->io, impl->hbone_request(std::move(stream), id, peer, client_id, server_id),
+                           asio::detached);
+        });
+    served.insert(connection);
+    connection->start([weak, connection]() mutable {
+      if (auto impl = weak.lock()) impl->served.erase(connection);
+      connection.reset();
+    });
+  }
+
+  awaitable<void> hbone_request(std::shared_ptr<http2::Stream> stream, uint64_t conn_id, tcp::endpoint peer,
+                                SpiffeId client, SpiffeId server) {
+    auto self = shared_from_this();
+    Active active(*this);
+    const std::string tag = "[c" + std::to_string(conn_id) + "/s" + std::to_string(stream->id()) + "]";
+    auto refuse = [&](int status, const std::string& why) {
+      ++stats.refused;
+      spdlog::warn("{} HBONE {} from {} ({}) -> {}: {}", tag, status, text(peer), client.uri(), stream->authority(),
+                   why);
+      stream->respond(status, false);
+    };
+    if (stream->method() != "CONNECT") co_return refuse(400, "method " + stream->method() + " is not CONNECT");
+    const auto target = parse_authority(stream->authority());
+    if (!target) co_return refuse(400, "malformed :authority (want ip:port)");
+    const Workload* workload = mesh.by_ip(target->address());
+    if (!workload || !workload->local) co_return refuse(400, "the authority is not a pod on this node");
+    if (workload->identity != server) co_return refuse(400, "the pod is " + workload->identity.uri() +
+                                                                ", not the identity this connection presented");
+    tcp::socket upstream(io);
+    try {
+      upstream = co_await connect(unmapped(*target), options.proxy_mark, options.connect_timeout);
+    } catch (const system_error& e) {
+      co_return refuse(503, e.code() == asio::error::timed_out ? std::string(e.what()) : e.code().message());
+    }
+    stream->respond(200, true);
+    const auto result = co_await relay(upstream, stream);
+    spdlog::info("{} inbound {} ({}) -> {} ({}): sent {} received {}{}{}", tag, text(peer), client.uri(),
+                 text(*target), server.uri(), result.received, result.sent, result.error.empty() ? "" : ", error: ",
+                 result.error);
+  }
+
+  // --- inbound plaintext ----------------------------------------------------------------------
+
+  awaitable<void> plain_connection(tcp::socket client, uint64_t id) {
+    ++stats.inbound_plain_accepted;
+    error_code ec;
+    const tcp::endpoint peer = unmapped(client.remote_endpoint(ec)), local = unmapped(client.local_endpoint(ec));
+    if (ec) co_return;
+    const Workload* target = mesh.by_ip(local.address());
+    if (!target || !target->local || target->config.mtls_strict) {
+      ++stats.refused;
+      spdlog::warn("[c{}] plaintext {} -> {} refused: {}", id, text(peer), text(local),
+                   target && target->local ? "the workload requires mTLS" : "not a workload of this node");
+      abort_socket(client);
+      co_return;
+    }
+    tcp::socket upstream(io);
+    try {
+      upstream = co_await connect(local, options.proxy_mark, options.connect_timeout);
+    } catch (const system_error& e) {
+      spdlog::warn("[c{}] plaintext {} -> {}: {}", id, text(peer), text(local), e.what());
+      abort_socket(client);
+      co_return;
+    }
+    const auto result = co_await relay(client, upstream);
+    spdlog::info("[c{}] plaintext {} -> {} ({}): sent {} received {}{}{}", id, text(peer), text(local),
+                 target->identity.uri(), result.sent, result.received, result.error.empty() ? "" : ", error: ",
+                 result.error);
+  }
+};
+
+Proxy::Proxy(ProxyInputs inputs) : impl_(std::make_shared<Impl>(inputs)) {
+  auto& o = impl_->options;
+  for (const auto& ip : o.outbound_addresses)
+    impl_->outbound.push_back(listen(impl_->io, {ip, o.outbound_port}, false));
+  impl_->hbone.push_back(listen(impl_->io, {asio::ip::address_v6::any(), o.inbound_hbone_port}, true));
+  impl_->plain.push_back(listen(impl_->io, {asio::ip::address_v6::any(), o.inbound_plain_port}, true));
+}
+
+Proxy::~Proxy() = default;
+
+void Proxy::start() {
+  auto& impl = *impl_;
+  for (auto& a : impl.outbound)
+    asio::co_spawn(impl.io, impl.accept_loop(a, &Impl::outbound_connection), asio::detached);
+  for (auto& a : impl.hbone) asio::co_spawn(impl.io, impl.accept_loop(a, &Impl::hbone_connection), asio::detached);
+  for (auto& a : impl.plain) asio::co_spawn(impl.io, impl.accept_loop(a, &Impl::plain_connection), asio::detached);
+  asio::co_spawn(impl.io, impl.reap_idle_pool(), asio::detached);
+}
+
+void Proxy::drain(std::chrono::milliseconds deadline, std::function<void()> done) {
+  auto impl = impl_;
+  impl->draining = true;
+  error_code ignored;
+  for (auto* list : {&impl->outbound, &impl->hbone, &impl->plain})
+    for (auto& a : *list) a.close(ignored);
+  for (auto& connection : impl->served) connection->drain();
+  for (auto& [key, conns] : impl->pool)
+    for (auto& c : conns) c->drain();
+  impl->idle = std::make_unique<Latch>(impl->io.get_executor());
+  if (impl->stats.active == 0) impl->idle->open();
+  asio::co_spawn(
+      impl->io,
+      [impl, deadline, done]() -> awaitable<void> {
+        asio::steady_timer timer(impl->io, deadline);
+        co_await (impl->idle->wait() || timer.async_wait(use_tuple));
+        if (impl->stats.active)
+          spdlog::warn("proxy: drain deadline passed with {} connections open; closing them", impl->stats.active);
+        auto served = impl->served;
+        for (auto& c : served) c->close();
+        for (auto& [key, conns] : impl->pool)
+          for (auto& c : conns) c->close();
+        done();
+      },
+      asio::detached);
+}
+
+const ProxyStats& Proxy::stats() const { return impl_->stats; }
+
+}  // namespace zmesh
