@@ -84,7 +84,7 @@ class Stream {
   int32_t id_ = -1;
   int status_ = 0;
   std::string method_, authority_;
-  bool bad_header_ = false;
+  bool reset_after_response_ = false;  // a refusal: RST once the response HEADERS are out
   // received, not yet read
   std::deque<std::vector<uint8_t>> inbox_;
   size_t inbox_offset_ = 0;

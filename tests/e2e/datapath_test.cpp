@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "echo.h"
 #include "lab.h"
 #include "netns.h"
 #include "zmesh/datapath.h"
@@ -84,16 +85,10 @@ class DatapathTest : public ::testing::Test {
   }
 
   Result send(const std::string& from, const std::string& to, int port, int bytes = 1 << 20, int connect_ms = 10000) {
-    return run(lab_->exec(from, {bin_path("zm-echo"), "send", "--to", to, "--port", std::to_string(port), "--bytes",
-                                 std::to_string(bytes), "--connect-timeout-ms", std::to_string(connect_ms)}));
+    return echo_send(*lab_, from, to, port, bytes, {"--connect-timeout-ms", std::to_string(connect_ms)});
   }
 
-  // An echo server in `where` (a pod or node) on `port`, for connections that must arrive directly.
-  std::unique_ptr<Process> server(const std::string& where, int port) {
-    auto p = std::make_unique<Process>(lab_->exec(where, {bin_path("zm-echo"), "serve", "--port", std::to_string(port)}));
-    EXPECT_TRUE(p->wait_for("listening"));
-    return p;
-  }
+  std::unique_ptr<Process> server(const std::string& where, int port) { return echo_server(*lab_, where, port); }
 
   zm_counters counters() const { return PinnedMaps(pin_root()).counters(); }
 

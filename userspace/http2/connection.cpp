@@ -173,6 +173,15 @@ struct Connection::Callbacks {
     return 0;
   }
 
+  // A refusal's RST_STREAM must follow its response: queued together, nghttp2 would send the
+  // RST first and drop the HEADERS.
+  static int on_frame_send(nghttp2_session* session, const nghttp2_frame* frame, void* user_data) {
+    auto stream = find(self(user_data), frame->hd.stream_id);
+    if (stream && frame->hd.type == NGHTTP2_HEADERS && stream->reset_after_response_)
+      nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_NO_ERROR);
+    return 0;
+  }
+
   static int on_data_chunk(nghttp2_session* session, uint8_t, int32_t id, const uint8_t* data, size_t len,
                            void* user_data) {
     auto stream = find(self(user_data), id);
@@ -223,6 +232,7 @@ Connection::Connection(TlsStream tls, Role role, RequestHandler on_request)
   nghttp2_session_callbacks_set_on_header_callback(callbacks, Callbacks::on_header);
   nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, Callbacks::on_frame_recv);
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, Callbacks::on_data_chunk);
+  nghttp2_session_callbacks_set_on_frame_send_callback(callbacks, Callbacks::on_frame_send);
   nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, Callbacks::on_stream_close);
   nghttp2_option* option = nullptr;
   nghttp2_option_new(&option);
@@ -379,8 +389,8 @@ void Connection::respond(Stream& stream, int status, bool tunnel) {
     provider.read_callback = Callbacks::read_data;
     nghttp2_submit_response(session_, stream.id_, nva, 1, &provider);
   } else {
+    stream.reset_after_response_ = true;
     nghttp2_submit_response(session_, stream.id_, nva, 1, nullptr);
-    nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, stream.id_, NGHTTP2_NO_ERROR);
   }
   wake_writer();
 }

@@ -79,11 +79,22 @@ void abort_socket(tcp::socket& socket) {
 // NB for every co_await in this module: no temporary with a destructor inside a co_await
 // expression (GCC 12 may destroy it twice); name such values first.
 
+// Runs op with a deadline. Asio's `||` ends when one side *succeeds*, so a failing op would
+// otherwise wait out the timer: op's outcome is turned into a value first.
 template <typename Op>
 awaitable<void> with_deadline(Op op, std::chrono::milliseconds limit, std::string what) {
+  auto outcome = [](Op o) -> awaitable<std::exception_ptr> {
+    try {
+      co_await std::move(o);
+    } catch (...) {
+      co_return std::current_exception();
+    }
+    co_return nullptr;
+  };
   asio::steady_timer timer(co_await asio::this_coro::executor, limit);
-  auto result = co_await (std::move(op) || timer.async_wait(asio::use_awaitable));
+  auto result = co_await (outcome(std::move(op)) || timer.async_wait(asio::use_awaitable));
   if (result.index() == 1) throw system_error(asio::error::timed_out, what);
+  if (auto failure = std::get<0>(result)) std::rethrow_exception(failure);
 }
 
 // A connect from the node (zmeshd's mark, so no capture hook ever takes it).
@@ -197,6 +208,15 @@ tcp::acceptor listen(asio::io_context& io, const tcp::endpoint& at, bool transpa
   acceptor.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) fail(ec, "listen on");
   return acceptor;
+}
+
+// After a failed handshake: why the peer's certificate was rejected, if it was (", client
+// certificate: certificate has expired"); empty otherwise.
+std::string verification_failure(SSL* ssl) {
+  if (SSL_get_verify_result(ssl) == X509_V_OK) return {};
+  const auto peer = verified_peer_identity(ssl);
+  const auto* why = std::get_if<std::string>(&peer);
+  return why ? " (peer certificate: " + *why + ")" : std::string();
 }
 
 // Wakes every waiter at once (a Signal wakes one).
@@ -397,7 +417,8 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
                              options.handshake_timeout, what);
     } catch (const system_error& e) {
       ++stats.handshake_failures;
-      throw system_error(e.code(), "TLS handshake with " + text(target) + ": " + e.code().message());
+      throw system_error(e.code(), "TLS handshake with " + text(target) + ": " + e.code().message() +
+                                       verification_failure(tls.native_handle()));
     }
     const auto peer = verified_peer_identity(tls.native_handle());
     if (const auto* why = std::get_if<std::string>(&peer)) {
@@ -459,7 +480,8 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
                              options.handshake_timeout, what);
     } catch (const system_error& e) {
       ++stats.handshake_failures;
-      spdlog::warn("[c{}] HBONE from {}: TLS handshake failed: {}", id, text(peer), e.code().message());
+      spdlog::warn("[c{}] HBONE from {}: TLS handshake failed: {}{}", id, text(peer), e.code().message(),
+                   verification_failure(tls.native_handle()));
       co_return;
     }
     const auto client = verified_peer_identity(tls.native_handle());
