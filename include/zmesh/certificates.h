@@ -1,13 +1,17 @@
 // Certificates: the node's workload certificates and the TLS contexts made from them, one per
-// local identity. Issued by the built-in CA when an identity first appears; renewed at half
-// life by a coroutine on the daemon's executor. A renewal swaps the contexts: new connections
-// use the new certificate, open ones keep theirs (an SSL holds its own reference).
-// Single executor; not thread-safe.
+// local identity. They come from a source: the built-in CA (issued when an identity first
+// appears) or an external CA's files (<dir>/<namespace>/<serviceAccount>/{cert-chain,key}.pem,
+// written there by whoever runs that CA). Past half life a coroutine asks the source again: the
+// CA issues a new certificate; the files are re-read, and used once they hold a new one.
+// A renewal swaps the contexts: new connections use the new certificate, open ones keep theirs
+// (an SSL holds its own reference). Single executor; not thread-safe.
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <chrono>
+#include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 
@@ -17,7 +21,14 @@ namespace zmesh {
 
 class Certificates {
  public:
-  Certificates(CertificateAuthority ca, std::chrono::seconds workload_lifetime);
+  using Source = std::function<Certificate(const SpiffeId&)>;
+  Certificates(Source source, TrustBundle bundle, std::string source_name);
+
+  // The built-in CA; `extra_roots` are trusted besides its root (CA rotation).
+  static Certificates from_ca(CertificateAuthority ca, std::chrono::seconds workload_lifetime,
+                              const TrustBundle& extra_roots = {});
+  // An external CA's files under `dir`, trusting `bundle`.
+  static Certificates from_files(const std::filesystem::path& dir, TrustBundle bundle);
 
   // Issues a certificate for `id` unless it has one. Throws IdentityError.
   void ensure(const SpiffeId& id);
@@ -38,9 +49,9 @@ class Certificates {
   void issue(const SpiffeId& id);
   const Entry& entry(const SpiffeId& id) const;
 
-  CertificateAuthority ca_;
+  Source source_;
   TrustBundle bundle_;
-  std::chrono::seconds lifetime_;
+  std::string source_name_;
   std::map<SpiffeId, Entry> entries_;
   uint64_t renewals_ = 0;
 };

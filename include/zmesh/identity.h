@@ -104,6 +104,11 @@ class CertificateAuthority {
   PkeyPtr key_;
 };
 
+// A workload certificate from an external CA: `chain_file` holds the leaf then any
+// intermediates, `key_file` its private key. Throws IdentityError naming the file and the cause
+// (unreadable, no certificate, key does not match).
+Certificate load_certificate(const std::filesystem::path& chain_file, const std::filesystem::path& key_file);
+
 // PEM text of a certificate or a private key (PKCS#8), for files and tools.
 std::string to_pem(const X509Ptr& cert);
 std::string to_pem(const PkeyPtr& key);

@@ -37,8 +37,36 @@ class ProxyTest : public ::testing::Test {
   void SetUp() override {
     if (geteuid() != 0) GTEST_SKIP() << "the lab needs root";
   }
-  void up(std::vector<std::string> zmeshd_args = {}) {
-    lab_ = std::make_unique<Lab>(LabOptions{.nodes = 2, .pods = 2, .mesh = true, .zmeshd_args = zmeshd_args});
+  void up(std::vector<std::string> zmeshd_args = {}, std::vector<std::string> permissive = {}) {
+    lab_ = std::make_unique<Lab>(
+        LabOptions{.nodes = 2, .pods = 2, .mesh = true, .zmeshd_args = zmeshd_args, .permissive = permissive});
+  }
+  pid_t zmeshd_pid(const std::string& node) const { return lab_->node(node).at("zmeshd").at("pid").get<pid_t>(); }
+  std::string pin_root(const std::string& node) const { return lab_->node(node).at("bpfRoot"); }
+  // Waits (bounded) for `needle` in a node's log.
+  bool log_shows(const std::string& node, const std::string& needle) const {
+    for (int i = 0; i < 100; ++i) {
+      if (log(node).find(needle) != std::string::npos) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return false;
+  }
+  static void stop(pid_t pid) {
+    kill(pid, SIGTERM);
+    for (int i = 0; i < 100 && kill(pid, 0) == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  // argv of a zmeshd for `node` as lab up starts it, with `extra` (and --config, if given, replacing the lab's).
+  std::vector<std::string> zmeshd_argv(const std::string& node, std::vector<std::string> extra) const {
+    const std::string k = node.substr(4);
+    std::vector<std::string> command{bin_path("zmeshd"),  "--node",        node,      "--outbound-ip",
+                                     "10.244." + k + ".1", "--outbound-ip6", "fd00:244:" + k + "::1", "--uplink",
+                                     "eth0",              "--bpf-root",    pin_root(node)};
+    if (std::find(extra.begin(), extra.end(), "--config") == extra.end()) {
+      command.push_back("--config");
+      command.push_back(lab_->topology().at("meshConfig"));
+    }
+    command.insert(command.end(), extra.begin(), extra.end());
+    return lab_->exec(node, command);
   }
   std::string ip(const std::string& pod, const char* family = "ip") const { return lab_->pod(pod).at(family); }
   std::string log(const std::string& node) const {
@@ -231,6 +259,114 @@ TEST_F(ProxyTest, SigtermDrainsOpenConnectionsThenExits) {
   // With zmeshd gone, new connections fail closed: refused, never sent around the mesh.
   auto after = echo_send(*lab_, "app1-n1", ip("app1-n2"), 8080, 1000, {"--connect-timeout-ms", "2000"});
   EXPECT_NE(after.exit_code, 0);
+}
+
+TEST_F(ProxyTest, PlaintextFromOutsideTheMeshReachesOnlyPermissivePods) {
+  up({}, {"app1-n2"});
+  auto permissive = echo_server(*lab_, "app1-n2", 8080);
+  auto strict = echo_server(*lab_, "app2-n2", 8080);
+  // node1 itself is no mesh workload: its connects are plain TCP, arriving on node2's 15006.
+  expect_whole(echo_send(*lab_, "node1", ip("app1-n2"), 8080, 1 << 20), 1 << 20);
+  EXPECT_TRUE(log_shows("node2", "plaintext 10.100.0.1")) << log("node2");
+  auto refused = echo_send(*lab_, "node1", ip("app2-n2"), 8080, 1000, {"--connect-timeout-ms", "1500"});
+  EXPECT_EQ(refused.exit_code, 2) << "plaintext to a STRICT pod is dropped: " << refused.out << refused.err;
+}
+
+TEST_F(ProxyTest, AResetCrossesTheMesh) {
+  up();
+  auto server = echo_server(*lab_, "app1-n2", 8080);
+  // 64 MiB cannot all sit in buffers on the way: the client is still sending when it aborts.
+  auto sent = echo_send(*lab_, "app1-n1", ip("app1-n2"), 8080, 64 << 20, {"--abort-after", "1"});
+  ASSERT_EQ(sent.exit_code, 0) << sent.err;
+  auto line = server->read_line(std::chrono::seconds(15));
+  ASSERT_TRUE(line.has_value());
+  EXPECT_NE(nlohmann::json::parse(*line).at("error"), "") << "the server saw an end, not a reset: " << *line;
+}
+
+TEST_F(ProxyTest, IdlePooledConnectionsAreClosed) {
+  up({"--pool-idle-timeout-ms", "500"});
+  auto server = echo_server(*lab_, "app1-n2", 8080);
+  expect_whole(echo_send(*lab_, "app1-n1", ip("app1-n2"), 8080, 65536), 65536);
+  EXPECT_TRUE(log_shows("node1", "closing idle connection to node node2")) << log("node1");
+}
+
+TEST_F(ProxyTest, ClosedConnectionsLeaveNoFileDescriptorsBehind) {
+  up();
+  constexpr int kConnections = 30;
+  auto server = echo_server(*lab_, "app1-n2", 8080, {"--connections", std::to_string(kConnections + 1)});
+  auto fds = [&] {
+    size_t n = 0;
+    for ([[maybe_unused]] const auto& entry : fs::directory_iterator("/proc/" + std::to_string(zmeshd_pid("node1")) + "/fd"))
+      ++n;
+    return n;
+  };
+  expect_whole(echo_send(*lab_, "app1-n1", ip("app1-n2"), 8080, 1000), 1000);  // the pooled connection is open now
+  const size_t before = fds();
+  for (int i = 0; i < kConnections; ++i) ASSERT_EQ(echo_send(*lab_, "app1-n1", ip("app1-n2"), 8080, 1000).exit_code, 0);
+  EXPECT_EQ(fds(), before) << "zmeshd's descriptors grew with closed connections";
+}
+
+TEST_F(ProxyTest, AServerWithTheWrongIdentityIsRefused) {
+  up();
+  auto server = echo_server(*lab_, "app1-n2", 8080);
+  // node2 now believes app1-n2 runs as "impostor"; node1 still expects app1.
+  std::ifstream in(lab_->topology().at("meshConfig").get<std::string>());
+  auto mesh = nlohmann::json::parse(in);
+  for (auto& w : mesh["workloads"])
+    if (w["name"] == "app1-n2") w["serviceAccount"] = "impostor";
+  const std::string changed = lab_->topology().at("stateDir").get<std::string>() + "/impostor.json";
+  std::ofstream(changed) << mesh.dump();
+  stop(zmeshd_pid("node2"));
+  Process node2(zmeshd_argv("node2", {"--config", changed, "--ca-dir", lab_ca_dir()}), Process::Stderr::Merge);
+  ASSERT_TRUE(node2.wait_for("zmeshd ready"));
+  auto sent = echo_send(*lab_, "app1-n1", ip("app1-n2"), 8080, 1000);
+  EXPECT_NE(sent.exit_code, 0);
+  EXPECT_TRUE(log_shows("node1", "is spiffe://cluster.local/ns/default/sa/impostor, expected "
+                                 "spiffe://cluster.local/ns/default/sa/app1"))
+      << log("node1");
+}
+
+TEST_F(ProxyTest, SameNodeTrafficTakesTheShortCutOnBothHops) {
+  up({"--sockmap", "on"});
+  auto server = echo_server(*lab_, "app1-n1", 8081);
+  constexpr int kBytes = 4 << 20;
+  expect_whole(echo_send(*lab_, "app2-n1", ip("app1-n1"), 8081, kBytes), kBytes);
+  auto maps = run({bin_path("zmeshctl"), "maps", "--bpf-root", pin_root("node1")});
+  ASSERT_EQ(maps.exit_code, 0) << maps.err;
+  const auto counters = nlohmann::json::parse(maps.out).at("counters");
+  // client pod <-> proxy and proxy <-> server pod: four sockets in the sockhash.
+  EXPECT_GE(counters.at("sockhash_added").get<uint64_t>(), 4u) << counters.dump();
+  EXPECT_GE(counters.at("shortcut_bytes").get<uint64_t>(), static_cast<uint64_t>(kBytes)) << counters.dump();
+}
+
+TEST_F(ProxyTest, AnExternalCaWithTwoRootsInTheTrustBundle) {
+  // CA rotation: node1's workloads have certificates from root A, node2's from root B; both
+  // nodes trust A and B. The certificates come from files (an external CA), not the built-in CA.
+  lab_ = std::make_unique<Lab>(LabOptions{.nodes = 2, .pods = 2});
+  const std::string dir = lab_->topology().at("stateDir");
+  for (const std::string root : {"A", "B"})
+    ASSERT_EQ(run({bin_path("zmeshctl"), "ca", "init", "--dir", dir + "/ca-" + root}).exit_code, 0);
+  std::ofstream(dir + "/bundle.pem") << read_file(dir + "/ca-A/root-cert.pem") << read_file(dir + "/ca-B/root-cert.pem");
+  for (const auto& [node, root] : {std::pair{"node1", "A"}, std::pair{"node2", "B"}})
+    for (const std::string sa : {"app1", "app2"}) {
+      const std::string out = dir + "/certs-" + node + "/default/" + sa;
+      fs::create_directories(out);
+      ASSERT_EQ(run({bin_path("zmeshctl"), "ca", "issue", "--dir", dir + "/ca-" + root, "--id",
+                     "spiffe://cluster.local/ns/default/sa/" + sa, "--cert", out + "/cert-chain.pem", "--key",
+                     out + "/key.pem"})
+                    .exit_code,
+                0);
+    }
+  std::vector<std::unique_ptr<Process>> daemons;
+  for (const std::string node : {"node1", "node2"}) {
+    daemons.push_back(std::make_unique<Process>(
+        zmeshd_argv(node, {"--cert-dir", dir + "/certs-" + node, "--trust-bundle", dir + "/bundle.pem"}),
+        Process::Stderr::Merge));
+    std::string seen;
+    ASSERT_TRUE(daemons.back()->wait_for("zmeshd ready", &seen)) << seen;
+  }
+  auto server = echo_server(*lab_, "app1-n2", 8080);
+  expect_whole(echo_send(*lab_, "app1-n1", ip("app1-n2"), 8080, 1 << 20), 1 << 20);
 }
 
 }  // namespace

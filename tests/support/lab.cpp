@@ -26,6 +26,10 @@ Lab::Lab(LabOptions options) : name_(unique_name()) {
                                 std::to_string(options.pods), "--owner", std::to_string(getpid()), "--bin",
                                 ZMESH_BIN_DIR};
   if (!options.mesh) args.push_back("--no-mesh");
+  for (const auto& pod : options.permissive) {
+    args.push_back("--permissive");
+    args.push_back(pod);
+  }
   for (const auto& arg : options.zmeshd_args) {
     args.push_back("--zmeshd-arg");
     args.push_back(arg);

@@ -21,6 +21,7 @@ struct LabOptions {
   int pods = 2;
   bool mesh = false;                      // start zmeshd on every node (lab up's default)
   std::vector<std::string> zmeshd_args{};  // more arguments for each zmeshd
+  std::vector<std::string> permissive{};   // pods that accept plaintext (others: STRICT)
 };
 
 class Lab {

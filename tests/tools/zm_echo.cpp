@@ -131,7 +131,8 @@ int serve(uint16_t port, int connections, bool after_eof) {
 
 // One thread, non-blocking, poll(): how proxies and servers drive a socket, and immune to
 // wake-ups that are not data (see docs/datapath.md on the sockmap short-cut).
-int send_and_verify(const std::string& to, uint16_t port, uint64_t total, int connect_timeout_ms, int pause_ms) {
+int send_and_verify(const std::string& to, uint16_t port, uint64_t total, int connect_timeout_ms, int pause_ms,
+                    uint64_t abort_after) {
   addrinfo hints{}, *res = nullptr;
   hints.ai_socktype = SOCK_STREAM;
   hints.ai_flags = AI_NUMERICHOST;
@@ -175,6 +176,7 @@ int send_and_verify(const std::string& to, uint16_t port, uint64_t total, int co
       if (w < 0 && errno != EAGAIN) fail("write");
       if (w > 0) sent += static_cast<uint64_t>(w);
       if (w > 0 && pause_ms > 0) usleep(static_cast<useconds_t>(pause_ms) * 1000);
+
       if (sent == total) {
         shutdown(fd, SHUT_WR);
         write_closed = true;
@@ -188,6 +190,16 @@ int send_and_verify(const std::string& to, uint16_t port, uint64_t total, int co
       for (ssize_t i = 0; i < n; ++i)
         match = match && in[static_cast<size_t>(i)] == pattern(received + static_cast<uint64_t>(i));
       received += static_cast<uint64_t>(n);
+      if (abort_after && received >= abort_after) {
+        // Abortive close (RST) once the echo proved the path works end to end: the far end must
+        // see a reset, not an end.
+        linger hard{1, 0};
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &hard, sizeof hard);
+        close(fd);
+        std::printf("{\"local\":\"%s\",\"received\":%llu,\"aborted\":true}\n", local.c_str(),
+                    static_cast<unsigned long long>(received));
+        return 0;
+      }
     }
   }
   close(fd);
@@ -209,6 +221,7 @@ int main(int argc, char** argv) {
   uint64_t bytes = 1 << 20;
   int connect_timeout_ms = 10000;
   int pause_ms = 0;
+  uint64_t abort_after = 0;
   bool after_eof = false;
   auto* serve_cmd = app.add_subcommand("serve", "echo connections");
   serve_cmd->add_option("--port", port);
@@ -220,7 +233,8 @@ int main(int argc, char** argv) {
   send_cmd->add_option("--bytes", bytes);
   send_cmd->add_option("--connect-timeout-ms", connect_timeout_ms, "exit 2 when the connect does not finish in time");
   send_cmd->add_option("--pause-ms", pause_ms, "pause after each write (a slow, long-lived client)");
+  send_cmd->add_option("--abort-after", abort_after, "reset the connection (RST) once this many bytes came back");
   CLI11_PARSE(app, argc, argv);
   return serve_cmd->parsed() ? serve(port, connections, after_eof)
-                             : send_and_verify(to, port, bytes, connect_timeout_ms, pause_ms);
+                             : send_and_verify(to, port, bytes, connect_timeout_ms, pause_ms, abort_after);
 }

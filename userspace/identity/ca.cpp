@@ -148,6 +148,20 @@ TrustBundle TrustBundle::load(const std::filesystem::path& pem_file) {
   return TrustBundle(std::move(roots));
 }
 
+Certificate load_certificate(const std::filesystem::path& chain_file, const std::filesystem::path& key_file) {
+  // Every certificate in the chain file, leaf first (TrustBundle::load reads them all).
+  const auto certs = TrustBundle::load(chain_file).roots();
+  Certificate out;
+  out.cert = certs.front();
+  out.chain.assign(certs.begin() + 1, certs.end());
+  out.key = read_private_key(key_file);
+  if (X509_check_private_key(out.cert.get(), out.key.get()) != 1)
+    fail(key_file.string(), "the key does not match the certificate in " + chain_file.string());
+  out.not_before = to_time_point(X509_get0_notBefore(out.cert.get()));
+  out.not_after = to_time_point(X509_get0_notAfter(out.cert.get()));
+  return out;
+}
+
 TrustBundle TrustBundle::with(const TrustBundle& other) const {
   std::vector<X509Ptr> all;
   for (const auto* list : {&roots_, &other.roots_})

@@ -10,16 +10,36 @@
 
 namespace zmesh {
 
-Certificates::Certificates(CertificateAuthority ca, std::chrono::seconds workload_lifetime)
-    : ca_(std::move(ca)), bundle_(ca_.bundle()), lifetime_(workload_lifetime) {}
+Certificates::Certificates(Source source, TrustBundle bundle, std::string source_name)
+    : source_(std::move(source)), bundle_(std::move(bundle)), source_name_(std::move(source_name)) {}
+
+Certificates Certificates::from_ca(CertificateAuthority ca, std::chrono::seconds workload_lifetime,
+                                   const TrustBundle& extra_roots) {
+  TrustBundle bundle = ca.bundle().with(extra_roots);
+  auto shared = std::make_shared<CertificateAuthority>(std::move(ca));
+  return Certificates([shared, workload_lifetime](const SpiffeId& id) { return shared->issue(id, workload_lifetime); },
+                      std::move(bundle), "the built-in CA");
+}
+
+Certificates Certificates::from_files(const std::filesystem::path& dir, TrustBundle bundle) {
+  return Certificates(
+      [dir](const SpiffeId& id) {
+        const auto base = dir / id.namespace_ / id.service_account;
+        return load_certificate(base / "cert-chain.pem", base / "key.pem");
+      },
+      std::move(bundle), "files in " + dir.string());
+}
 
 void Certificates::issue(const SpiffeId& id) {
   Entry entry;
-  entry.cert = ca_.issue(id, lifetime_);
+  entry.cert = source_(id);
+  if (auto it = entries_.find(id); it != entries_.end() && it->second.cert.serial_hex() == entry.cert.serial_hex())
+    return;  // the source has nothing newer yet (an external CA's files not rotated)
   entry.server = make_server_context(entry.cert, bundle_);
   entry.client = make_client_context(entry.cert, bundle_);
-  spdlog::info("certificates: issued {} (serial {}, valid {} s)", id.uri(), entry.cert.serial_hex(),
-               lifetime_.count());
+  const auto valid = std::chrono::duration_cast<std::chrono::seconds>(entry.cert.not_after - entry.cert.not_before);
+  spdlog::info("certificates: issued {} from {} (serial {}, valid {} s)", id.uri(), source_name_,
+               entry.cert.serial_hex(), valid.count());
   entries_[id] = std::move(entry);
 }
 
@@ -49,8 +69,9 @@ boost::asio::awaitable<void> Certificates::renew_forever() {
       const auto half_life = entry.cert.not_before + (entry.cert.not_after - entry.cert.not_before) / 2;
       if (now < half_life) continue;
       try {
+        const auto before = entry.cert.serial_hex();
         issue(id);
-        ++renewals_;
+        if (entries_.at(id).cert.serial_hex() != before) ++renewals_;
       } catch (const std::exception& e) {
         // The old certificate stays in use until it expires; try again on the next tick.
         spdlog::error("certificates: renewing {} failed: {}", id.uri(), e.what());

@@ -124,6 +124,22 @@ awaitable<void> pipe(tcp::socket& from, tcp::socket& to, uint64_t& count) {
   }
 }
 
+// What ended a relay. `&&` throws multiple_exceptions when both directions failed: the first
+// one is the cause.
+std::string failure_text(const std::exception& e) {
+  if (const auto* both = dynamic_cast<const asio::multiple_exceptions*>(&e)) {
+    try {
+      std::rethrow_exception(both->first_exception());
+    } catch (const system_error& first) {
+      return first.code().message();
+    } catch (const std::exception& first) {
+      return first.what();
+    }
+  }
+  if (const auto* system = dynamic_cast<const system_error*>(&e)) return system->code().message();
+  return e.what();
+}
+
 struct RelayResult {
   uint64_t sent = 0;      // from the local socket to the other side
   uint64_t received = 0;  // to the local socket
@@ -134,8 +150,8 @@ awaitable<RelayResult> relay(tcp::socket& a, tcp::socket& b) {
   RelayResult result;
   try {
     co_await (pipe(a, b, result.sent) && pipe(b, a, result.received));
-  } catch (const system_error& e) {
-    result.error = e.code().message();
+  } catch (const std::exception& e) {
+    result.error = failure_text(e);
     abort_socket(a);
     abort_socket(b);
   }
@@ -176,8 +192,8 @@ awaitable<RelayResult> relay(tcp::socket& socket, const std::shared_ptr<http2::S
   };
   try {
     co_await (to_stream() && to_socket());
-  } catch (const system_error& e) {
-    result.error = e.code().message();
+  } catch (const std::exception& e) {
+    result.error = failure_text(e);
     // RFC 9113 8.5: a TCP error on a CONNECT tunnel is CONNECT_ERROR; the peer resets its side.
     stream->reset(NGHTTP2_CONNECT_ERROR);
     abort_socket(socket);

@@ -37,6 +37,8 @@ struct Options {
   std::string proxy = "on";
   std::string trust_domain = "cluster.local";
   std::string ca_dir;
+  std::string cert_dir;
+  std::string trust_bundle;
   int64_t cert_ttl_s = 24 * 3600;
   int64_t drain_timeout_ms = 10000;
   zmesh::DatapathOptions datapath;
@@ -75,9 +77,18 @@ int serve(Options& o) {
   const bool with_proxy = o.proxy == "on";
   std::unique_ptr<zmesh::Certificates> certificates;
   if (with_proxy) {
-    if (o.ca_dir.empty()) throw zmesh::ConfigError("--ca-dir is required with the proxy on (the mesh's CA)");
-    certificates = std::make_unique<zmesh::Certificates>(
-        zmesh::CertificateAuthority::load_or_create(o.ca_dir, o.trust_domain), std::chrono::seconds(o.cert_ttl_s));
+    const zmesh::TrustBundle extra_roots =
+        o.trust_bundle.empty() ? zmesh::TrustBundle() : zmesh::TrustBundle::load(o.trust_bundle);
+    if (!o.cert_dir.empty()) {
+      if (o.trust_bundle.empty()) throw zmesh::ConfigError("--cert-dir needs --trust-bundle (the external CA's roots)");
+      certificates = std::make_unique<zmesh::Certificates>(zmesh::Certificates::from_files(o.cert_dir, extra_roots));
+    } else if (!o.ca_dir.empty()) {
+      certificates = std::make_unique<zmesh::Certificates>(zmesh::Certificates::from_ca(
+          zmesh::CertificateAuthority::load_or_create(o.ca_dir, o.trust_domain), std::chrono::seconds(o.cert_ttl_s),
+          extra_roots));
+    } else {
+      throw zmesh::ConfigError("the proxy needs certificates: --ca-dir (built-in CA) or --cert-dir (external CA)");
+    }
     for (const auto* workload : mesh.local_workloads()) certificates->ensure(workload->identity);
   }
   auto datapath = zmesh::BpfDatapath::start(datapath_options(o));
@@ -132,6 +143,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--trust-domain", o.trust_domain, "SPIFFE trust domain of the mesh")->capture_default_str();
   app.add_option("--ca-dir", o.ca_dir, "the built-in CA: root-cert.pem and root-key.pem, created when missing");
+  app.add_option("--cert-dir", o.cert_dir,
+                 "external CA: workload certificates in DIR/<namespace>/<serviceAccount>/{cert-chain,key}.pem")
+      ->excludes("--ca-dir");
+  app.add_option("--trust-bundle", o.trust_bundle, "PEM file of trusted roots (required with --cert-dir; "
+                 "with --ca-dir, roots trusted besides the CA's own, for rotation)");
   app.add_option("--cert-ttl", o.cert_ttl_s, "lifetime of workload certificates, seconds (renewed at half life)")
       ->check(CLI::Range(int64_t{2}, int64_t{365 * 24 * 3600}))
       ->capture_default_str();
