@@ -15,6 +15,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cerrno>
+#include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -85,11 +86,12 @@ void serve_one(int conn, bool after_eof) {
       kept.insert(kept.end(), buf, buf + n);
       continue;
     }
-    for (ssize_t off = 0; off < n;) {
+    for (ssize_t off = 0; off < n && error.empty();) {
       ssize_t w = write(conn, buf + off, static_cast<size_t>(n - off));
-      if (w <= 0) break;
-      off += w;
+      if (w <= 0) error = std::strerror(errno);  // a reset shows here as often as on read
+      else off += w;
     }
+    if (!error.empty()) break;
   }
   for (size_t off = 0; after_eof && error.empty() && off < kept.size();) {
     ssize_t w = write(conn, kept.data() + off, kept.size() - off);
@@ -235,6 +237,7 @@ int main(int argc, char** argv) {
   send_cmd->add_option("--pause-ms", pause_ms, "pause after each write (a slow, long-lived client)");
   send_cmd->add_option("--abort-after", abort_after, "reset the connection (RST) once this many bytes came back");
   CLI11_PARSE(app, argc, argv);
+  std::signal(SIGPIPE, SIG_IGN);  // a write to a reset connection is reported, not fatal
   return serve_cmd->parsed() ? serve(port, connections, after_eof)
                              : send_and_verify(to, port, bytes, connect_timeout_ms, pause_ms, abort_after);
 }

@@ -4,12 +4,15 @@
 
 #include <linux/netfilter_ipv6.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <nghttp2/nghttp2.h>
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/deferred.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/parallel_group.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/ip/v6_only.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -107,13 +110,58 @@ awaitable<tcp::socket> connect(const tcp::endpoint& target, uint32_t mark, std::
   co_return socket;
 }
 
+// A read of 0 means FIN or, when the other direction already consumed the socket's one-shot
+// ECONNRESET, a reset. While our side has not sent its FIN, the state tells them apart:
+// CLOSE_WAIT after a FIN, CLOSE after a reset. (After our FIN, CLOSE is the normal end.)
+bool reset_by_peer(tcp::socket& socket, bool our_fin_sent) {
+  if (our_fin_sent) return false;
+  tcp_info info{};
+  socklen_t len = sizeof info;
+  return getsockopt(socket.native_handle(), IPPROTO_TCP, TCP_INFO, &info, &len) == 0 && info.tcpi_state == TCP_CLOSE;
+}
+
+// Completes when `socket` has a pending error (a reset), however both relay directions are
+// blocked elsewhere (on the stream's window, on the other socket). A hang-up without an error
+// is a clean close, which the directions see themselves: the watch then waits to be cancelled.
+awaitable<void> watch_for_reset(tcp::socket& socket) {
+  for (;;) {
+    auto [ec] = co_await socket.async_wait(tcp::socket::wait_error, use_tuple);
+    if (ec) co_return;  // cancelled: the relay ended
+    int err = 0;
+    socklen_t len = sizeof err;
+    getsockopt(socket.native_handle(), SOL_SOCKET, SO_ERROR, &err, &len);
+    if (err) throw system_error(error_code(err, boost::system::system_category()));
+    asio::steady_timer forever(socket.get_executor(), asio::steady_timer::time_point::max());
+    co_await forever.async_wait(use_tuple);
+    co_return;
+  }
+}
+
+// Runs `work` until it ends, or until `socket` shows an error, whichever comes first; the
+// other is cancelled. (Asio's || would wait for a *successful* side, && for both.)
+awaitable<void> until_reset(awaitable<void> work, tcp::socket& socket) {
+  auto ex = co_await asio::this_coro::executor;
+  auto [order, work_error, watch_error] =
+      co_await asio::experimental::make_parallel_group(asio::co_spawn(ex, std::move(work), asio::deferred),
+                                                       asio::co_spawn(ex, watch_for_reset(socket), asio::deferred))
+          .async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
+  if (auto failure = order[0] == 0 ? work_error : watch_error) std::rethrow_exception(failure);
+}
+
 // Bytes one way until EOF (then half-close the other side); throws on an error.
-awaitable<void> pipe(tcp::socket& from, tcp::socket& to, uint64_t& count) {
+// `fin_sent` records, per socket, whether our FIN went out on it.
+struct FinSent {
+  bool a = false, b = false;
+};
+
+awaitable<void> pipe(tcp::socket& from, tcp::socket& to, uint64_t& count, const bool& from_fin_sent, bool& to_fin_sent) {
   std::vector<uint8_t> buf(64 << 10);
   for (;;) {
     auto [ec, n] = co_await from.async_read_some(asio::buffer(buf), use_tuple);
+    if (ec == asio::error::eof && reset_by_peer(from, from_fin_sent)) ec = asio::error::connection_reset;
     if (ec == asio::error::eof) {
       error_code ignored;
+      to_fin_sent = true;
       to.shutdown(tcp::socket::shutdown_send, ignored);
       co_return;
     }
@@ -149,7 +197,9 @@ struct RelayResult {
 awaitable<RelayResult> relay(tcp::socket& a, tcp::socket& b) {
   RelayResult result;
   try {
-    co_await (pipe(a, b, result.sent) && pipe(b, a, result.received));
+    FinSent fin;
+    co_await until_reset(
+        until_reset(pipe(a, b, result.sent, fin.a, fin.b) && pipe(b, a, result.received, fin.b, fin.a), a), b);
   } catch (const std::exception& e) {
     result.error = failure_text(e);
     abort_socket(a);
@@ -161,10 +211,12 @@ awaitable<RelayResult> relay(tcp::socket& a, tcp::socket& b) {
 // TCP socket <-> HBONE stream, both directions; half-close and resets carried across.
 awaitable<RelayResult> relay(tcp::socket& socket, const std::shared_ptr<http2::Stream>& stream) {
   RelayResult result;
+  bool fin_sent = false;  // on `socket`
   auto to_stream = [&]() -> awaitable<void> {
     std::vector<uint8_t> buf(64 << 10);
     for (;;) {
       auto [ec, n] = co_await socket.async_read_some(asio::buffer(buf), use_tuple);
+      if (ec == asio::error::eof && reset_by_peer(socket, fin_sent)) ec = asio::error::connection_reset;
       if (ec == asio::error::eof) {
         stream->close_write();
         co_return;
@@ -181,6 +233,7 @@ awaitable<RelayResult> relay(tcp::socket& socket, const std::shared_ptr<http2::S
       if (ec) throw system_error(ec);
       if (n == 0) {
         error_code ignored;
+        fin_sent = true;
         socket.shutdown(tcp::socket::shutdown_send, ignored);
         co_return;
       }
@@ -191,7 +244,7 @@ awaitable<RelayResult> relay(tcp::socket& socket, const std::shared_ptr<http2::S
     }
   };
   try {
-    co_await (to_stream() && to_socket());
+    co_await until_reset(to_stream() && to_socket(), socket);
   } catch (const std::exception& e) {
     result.error = failure_text(e);
     // RFC 9113 8.5: a TCP error on a CONNECT tunnel is CONNECT_ERROR; the peer resets its side.
