@@ -42,26 +42,35 @@ static __always_inline int zm_remember_orig(struct bpf_sock_addr *ctx, const str
 	return 0;
 }
 
+enum zm_connect_action { ZM_PASS, ZM_REDIRECT, ZM_REFUSE };
+
+/* What to do with this connect (and its count). A capture whose original destination cannot
+ * be stored is refused: the proxy could not serve it, and it must not bypass the mesh. */
+static __always_inline enum zm_connect_action zm_decide(struct bpf_sock_addr *ctx, const struct zm_ip_key *dst)
+{
+	if (!zm_capture(ctx, dst)) {
+		zm_count(connect_passed);
+		return ZM_PASS;
+	}
+	if (zm_remember_orig(ctx, dst)) {
+		zm_count(connect_orig_full);
+		return ZM_REFUSE;
+	}
+	zm_count(connect_redirected);
+	ctx->user_port = bpf_htons(zm_cfg.outbound_port);
+	return ZM_REDIRECT;
+}
+
 /* cgroup/connect4, outbound: capture a connect to a mesh IPv4 destination. */
 SEC("cgroup/connect4")
 int zm_connect4(struct bpf_sock_addr *ctx)
 {
 	struct zm_ip_key dst = { .family = ZM_AF_INET, .addr.v4 = ctx->user_ip4 };
+	enum zm_connect_action action = zm_decide(ctx, &dst);
 
-	if (!zm_capture(ctx, &dst)) {
-		zm_count(connect_passed);
-		return ZM_CONNECT_PROCEED;
-	}
-	if (zm_remember_orig(ctx, &dst)) {
-		/* Without the original destination the proxy could not serve the connection:
-		 * refuse it rather than let it bypass the mesh. */
-		zm_count(connect_orig_full);
-		return 0;
-	}
-	ctx->user_ip4 = zm_cfg.outbound_ip4.v4;
-	ctx->user_port = bpf_htons(zm_cfg.outbound_port);
-	zm_count(connect_redirected);
-	return ZM_CONNECT_PROCEED;
+	if (action == ZM_REDIRECT)
+		ctx->user_ip4 = zm_cfg.outbound_ip4.v4;
+	return action == ZM_REFUSE ? 0 : ZM_CONNECT_PROCEED;
 }
 
 /* cgroup/connect6, outbound: the same for IPv6, and for IPv4-mapped addresses on
@@ -71,16 +80,12 @@ int zm_connect6(struct bpf_sock_addr *ctx)
 {
 	struct zm_ip_key dst = {};
 	__u32 ip6[4] = { ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3] };
+	enum zm_connect_action action;
 
 	dst.family = zm_ip_from_sock(AF_INET6, 0, ip6, &dst.addr);
-	if (!zm_capture(ctx, &dst)) {
-		zm_count(connect_passed);
-		return ZM_CONNECT_PROCEED;
-	}
-	if (zm_remember_orig(ctx, &dst)) {
-		zm_count(connect_orig_full);
-		return 0;
-	}
+	action = zm_decide(ctx, &dst);
+	if (action != ZM_REDIRECT)
+		return action == ZM_REFUSE ? 0 : ZM_CONNECT_PROCEED;
 	if (dst.family == ZM_AF_INET) {
 		ctx->user_ip6[0] = 0;
 		ctx->user_ip6[1] = 0;
@@ -92,7 +97,5 @@ int zm_connect6(struct bpf_sock_addr *ctx)
 		ctx->user_ip6[2] = zm_cfg.outbound_ip6.v6[2];
 		ctx->user_ip6[3] = zm_cfg.outbound_ip6.v6[3];
 	}
-	ctx->user_port = bpf_htons(zm_cfg.outbound_port);
-	zm_count(connect_redirected);
 	return ZM_CONNECT_PROCEED;
 }

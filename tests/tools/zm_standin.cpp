@@ -15,6 +15,7 @@
 #include <string>
 #include <thread>
 
+#include "zmesh/address.h"
 #include "zmesh/datapath.h"
 
 namespace {
@@ -47,16 +48,10 @@ zmesh::TcpEndpoint endpoint_of(int fd, bool peer) {
   if (peer) getpeername(fd, ep.data(), &len);
   else getsockname(fd, ep.data(), &len);
   ep.resize(len);
-  // Dual-stack sockets report IPv4 peers as ::ffff:a.b.c.d; print them as IPv4.
-  if (ep.address().is_v6() && ep.address().to_v6().is_v4_mapped())
-    ep.address(boost::asio::ip::make_address_v4(boost::asio::ip::v4_mapped, ep.address().to_v6()));
-  return ep;
+  return zmesh::unmapped(ep);  // dual-stack sockets report IPv4 peers as ::ffff:a.b.c.d
 }
 
-std::string text(const zmesh::TcpEndpoint& ep) {
-  return ep.address().is_v6() ? "[" + ep.address().to_string() + "]:" + std::to_string(ep.port())
-                              : ep.address().to_string() + ":" + std::to_string(ep.port());
-}
+std::string text(const zmesh::TcpEndpoint& ep) { return zmesh::to_string(ep); }
 
 void serve(int listener, const char* name, const std::string& bpf_root) {
   for (;;) {

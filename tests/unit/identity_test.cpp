@@ -18,6 +18,7 @@
 #include <functional>
 #include <thread>
 
+#include "openssl_util.h"
 #include "zmesh/identity.h"
 
 namespace zmesh {
@@ -26,13 +27,7 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::system_clock;
 
-template <auto Free>
-struct Deleter {
-  template <typename T>
-  void operator()(T* p) const {
-    Free(p);
-  }
-};
+using identity_detail::Deleter;
 using SslPtr = std::unique_ptr<SSL, Deleter<SSL_free>>;
 using SslCtxPtr = std::unique_ptr<SSL_CTX, Deleter<SSL_CTX_free>>;
 using StorePtr = std::unique_ptr<X509_STORE, Deleter<X509_STORE_free>>;

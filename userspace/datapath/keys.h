@@ -7,15 +7,10 @@
 #include <cstring>
 #include <optional>
 
+#include "zmesh/address.h"
 #include "zmesh/datapath.h"
 
 namespace zmesh::datapath {
-
-inline IpAddress unmapped(const IpAddress& ip) {
-  if (ip.is_v6() && ip.to_v6().is_v4_mapped())
-    return boost::asio::ip::make_address_v4(boost::asio::ip::v4_mapped, ip.to_v6());
-  return ip;
-}
 
 // Writes ip into `out`; returns its family (ZM_AF_INET/ZM_AF_INET6).
 inline uint8_t to_zm_ip(const IpAddress& any, zm_ip& out) {

@@ -22,6 +22,7 @@
 #include <map>
 #include <set>
 
+#include "zmesh/address.h"
 #include "zmesh/http2.h"
 
 namespace zmesh {
@@ -35,17 +36,14 @@ using error_code = boost::system::error_code;
 using system_error = boost::system::system_error;
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
-std::string text(const tcp::endpoint& ep) {
-  auto ip = ep.address();
-  if (ip.is_v6() && ip.to_v6().is_v4_mapped()) ip = asio::ip::make_address_v4(asio::ip::v4_mapped, ip.to_v6());
-  return ip.is_v6() ? "[" + ip.to_string() + "]:" + std::to_string(ep.port())
-                    : ip.to_string() + ":" + std::to_string(ep.port());
-}
+std::string text(const tcp::endpoint& ep) { return to_string(ep); }
 
-tcp::endpoint unmapped(const tcp::endpoint& ep) {
-  auto ip = ep.address();
-  if (ip.is_v6() && ip.to_v6().is_v4_mapped()) ip = asio::ip::make_address_v4(asio::ip::v4_mapped, ip.to_v6());
-  return {ip, ep.port()};
+// An accepted socket's peer and local address (unmapped); nullopt when it is already gone.
+std::optional<std::pair<tcp::endpoint, tcp::endpoint>> ends_of(const tcp::socket& socket) {
+  error_code ec1, ec2;
+  auto peer = socket.remote_endpoint(ec1), local = socket.local_endpoint(ec2);
+  if (ec1 || ec2) return std::nullopt;
+  return std::pair{unmapped(peer), unmapped(local)};
 }
 
 // "10.1.2.3:80" or "[fd00::1]:80"; nullopt when malformed.
@@ -382,9 +380,9 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
 
   awaitable<void> outbound_connection(tcp::socket client, uint64_t id) {
     ++stats.outbound_accepted;
-    error_code ec;
-    const tcp::endpoint peer = unmapped(client.remote_endpoint(ec)), local = unmapped(client.local_endpoint(ec));
-    if (ec) co_return;
+    const auto ends = ends_of(client);
+    if (!ends) co_return;  // reset before we got to it: nothing to carry
+    const auto& [peer, local] = *ends;
     const auto orig = datapath.original_destination(peer, local);
     if (!orig) {
       ++stats.refused;
@@ -532,9 +530,9 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
 
   awaitable<void> hbone_connection(tcp::socket socket, uint64_t id) {
     ++stats.inbound_hbone_accepted;
-    error_code ec;
-    const tcp::endpoint peer = unmapped(socket.remote_endpoint(ec)), local = unmapped(socket.local_endpoint(ec));
-    if (ec) co_return;
+    const auto ends = ends_of(socket);
+    if (!ends) co_return;  // reset before we got to it: nothing to carry
+    const auto& [peer, local] = *ends;
     const Workload* target = mesh.by_ip(local.address());
     if (!target || !target->local) {
       ++stats.refused;
@@ -611,9 +609,9 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
 
   awaitable<void> plain_connection(tcp::socket client, uint64_t id) {
     ++stats.inbound_plain_accepted;
-    error_code ec;
-    const tcp::endpoint peer = unmapped(client.remote_endpoint(ec)), local = unmapped(client.local_endpoint(ec));
-    if (ec) co_return;
+    const auto ends = ends_of(client);
+    if (!ends) co_return;  // reset before we got to it: nothing to carry
+    const auto& [peer, local] = *ends;
     const Workload* target = mesh.by_ip(local.address());
     if (!target || !target->local || target->config.mtls_strict) {
       ++stats.refused;

@@ -1,17 +1,9 @@
 // The mesh snapshot (see include/zmesh/mesh.h).
 #include "zmesh/mesh.h"
 
+#include "zmesh/address.h"
+
 namespace zmesh {
-namespace {
-
-boost::asio::ip::address unmapped(const boost::asio::ip::address& ip) {
-  if (ip.is_v6() && ip.to_v6().is_v4_mapped())
-    return boost::asio::ip::make_address_v4(boost::asio::ip::v4_mapped, ip.to_v6());
-  return ip;
-}
-
-}  // namespace
-
 Mesh::Mesh(const MeshConfig& config, const std::string& trust_domain, const std::string& node)
     : node_(node), trust_domain_(trust_domain) {
   workloads_.reserve(config.workloads.size());
