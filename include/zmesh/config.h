@@ -5,6 +5,7 @@
 #pragma once
 
 #include <boost/asio/ip/address.hpp>
+#include <cstdint>
 #include <filesystem>
 #include <stdexcept>
 #include <string>
@@ -32,9 +33,41 @@ struct ServiceConfig {
   std::vector<boost::asio::ip::address> vips;
 };
 
+// A CIDR ("10.244.0.0/16"; a bare address is a /32 or /128).
+struct IpBlock {
+  boost::asio::ip::address address;
+  uint8_t prefix = 0;
+  bool contains(const boost::asio::ip::address& ip) const;
+};
+
+// Istio AuthorizationPolicy at L4. A rule matches when one of its `from` sources and one of its
+// `to` operations match (an empty list matches anything); inside a source or an operation,
+// every field given must match. Principals are "<trust-domain>/ns/<ns>/sa/<sa>" as in Istio,
+// with "*" matching anything and "prefix*" / "*suffix" matching so.
+struct PolicySource {
+  std::vector<std::string> principals, not_principals, namespaces, not_namespaces;
+  std::vector<IpBlock> ip_blocks, not_ip_blocks;
+};
+struct PolicyOperation {
+  std::vector<uint16_t> ports, not_ports;
+};
+struct PolicyRule {
+  std::vector<PolicySource> from;
+  std::vector<PolicyOperation> to;
+};
+struct AuthorizationPolicy {
+  enum class Action { Allow, Deny };
+  std::string name;
+  std::string namespace_;
+  Action action = Action::Allow;
+  std::vector<std::string> selector;  // workload names in the namespace; empty = all of them
+  std::vector<PolicyRule> rules;      // ALLOW with no rules allows nothing; DENY with none denies nothing
+};
+
 struct MeshConfig {
   std::vector<WorkloadConfig> workloads;
   std::vector<ServiceConfig> services;
+  std::vector<AuthorizationPolicy> policies;
 };
 
 class ConfigError : public std::runtime_error {

@@ -73,6 +73,7 @@ class Stream {
   int status() const { return status_; }          // client: the response's :status
   const std::string& authority() const { return authority_; }  // server: the request's :authority
   const std::string& method() const { return method_; }        // server: the request's :method
+  const std::string& forwarded() const { return forwarded_; }  // server: the request's forwarded header
   bool closed() const { return closed_; }
   uint32_t reset_code() const { return reset_code_; }  // when closed: 0 = clean
 
@@ -83,7 +84,7 @@ class Stream {
   std::weak_ptr<Connection> connection_;
   int32_t id_ = -1;
   int status_ = 0;
-  std::string method_, authority_;
+  std::string method_, authority_, forwarded_;
   bool reset_after_response_ = false;  // a refusal: RST once the response HEADERS are out
   // received, not yet read
   std::deque<std::vector<uint8_t>> inbox_;

@@ -3,7 +3,7 @@
 //             destination workload, carry the bytes in an HBONE stream to its node (pooled
 //             mTLS connections), or straight to it when it is on this node
 //   inbound   :15008 (transparent): HBONE server; verifies the client's SPIFFE identity,
-//             answers CONNECT 200 once the local pod accepted, else 400/401/503
+//             authorizes, answers CONNECT 200 once the local pod accepted, else 400/401/503
 //   plaintext :15006 (transparent): non-mesh clients, delivered only to PERMISSIVE pods
 // Every listener is bound in the constructor, so a taken port fails start-up. One coroutine per
 // connection on one executor; every wait a peer controls has a deadline.
@@ -19,6 +19,7 @@
 #include "zmesh/certificates.h"
 #include "zmesh/datapath.h"
 #include "zmesh/mesh.h"
+#include "zmesh/policy.h"
 
 namespace zmesh {
 
@@ -43,6 +44,7 @@ struct ProxyStats {
   uint64_t handshake_failures = 0;
   uint64_t streams_opened = 0;
   uint64_t refused = 0;            // connections refused (no identity, unknown destination, ...)
+  uint64_t denied = 0;             // of those, by authorization policy
   uint64_t active = 0;             // connections being served now
 };
 
@@ -52,6 +54,7 @@ struct ProxyInputs {
   Datapath& datapath;
   const Mesh& mesh;
   Certificates& certificates;
+  const Authorizer& authorizer;
   ProxyOptions options;
 };
 

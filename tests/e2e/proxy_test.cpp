@@ -369,5 +369,33 @@ TEST_F(ProxyTest, AnExternalCaWithTwoRootsInTheTrustBundle) {
   expect_whole(echo_send(*lab_, "app1-n1", ip("app1-n2"), 8080, 1 << 20), 1 << 20);
 }
 
+TEST_F(ProxyTest, AuthorizationPoliciesDecideOnTheDestinationNode) {
+  lab_ = std::make_unique<Lab>(LabOptions{.nodes = 2, .pods = 2, .mesh = true, .policies = R"([
+    {"name": "deny-app2", "namespace": "default", "action": "DENY", "selector": {"workloads": ["app1-n2"]},
+     "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/default/sa/app2"]}}],
+                "to": [{"operation": {"ports": [8080]}}]}]},
+    {"name": "only-app1", "namespace": "default", "action": "ALLOW", "selector": {"workloads": ["app2-n2"]},
+     "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/default/sa/app1"]}}]}]},
+    {"name": "not-that-pod", "namespace": "default", "action": "DENY", "selector": {"workloads": ["app1-n2"]},
+     "rules": [{"from": [{"source": {"ipBlocks": ["10.244.1.2/32"]}}], "to": [{"operation": {"ports": [8082]}}]}]}
+  ])"});
+  auto on_app1 = echo_server(*lab_, "app1-n2", 8080, {"--connections", "2"});
+  auto on_app1_8082 = echo_server(*lab_, "app1-n2", 8082);
+  auto on_app2 = echo_server(*lab_, "app2-n2", 8080);
+  expect_whole(echo_send(*lab_, "app1-n1", ip("app1-n2"), 8080, 65536), 65536);
+  EXPECT_NE(echo_send(*lab_, "app2-n1", ip("app1-n2"), 8080, 1000).exit_code, 0) << "DENY by principal";
+  EXPECT_TRUE(log_shows("node2", "HBONE 401")) << log("node2");
+  EXPECT_TRUE(log_shows("node2", "denied by DENY policy default/deny-app2")) << log("node2");
+  EXPECT_NE(echo_send(*lab_, "app2-n1", ip("app2-n2"), 8080, 1000).exit_code, 0) << "no ALLOW matched";
+  EXPECT_TRUE(log_shows("node2", "no ALLOW policy matched")) << log("node2");
+  expect_whole(echo_send(*lab_, "app1-n1", ip("app2-n2"), 8080, 65536), 65536);
+  // Same node: node2 decides for its own pods too.
+  EXPECT_NE(echo_send(*lab_, "app2-n2", ip("app1-n2"), 8080, 1000).exit_code, 0);
+  EXPECT_TRUE(log_shows("node2", "(same node): denied by DENY policy default/deny-app2")) << log("node2");
+  // Source addresses survive the trip (forwarded header): app1-n1's address is denied on 8082.
+  EXPECT_NE(echo_send(*lab_, "app1-n1", ip("app1-n2"), 8082, 1000).exit_code, 0);
+  EXPECT_TRUE(log_shows("node2", "denied by DENY policy default/not-that-pod")) << log("node2");
+}
+
 }  // namespace
 }  // namespace zmesh::test

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <fstream>
 #include <stdexcept>
 
 namespace zmesh::test {
@@ -26,6 +27,12 @@ Lab::Lab(LabOptions options) : name_(unique_name()) {
                                 std::to_string(options.pods), "--owner", std::to_string(getpid()), "--bin",
                                 ZMESH_BIN_DIR};
   if (!options.mesh) args.push_back("--no-mesh");
+  if (!options.policies.empty()) {
+    const std::string file = "/tmp/zmesh-policies-" + name_ + ".json";
+    std::ofstream(file) << options.policies;
+    args.push_back("--policies");
+    args.push_back(file);
+  }
   for (const auto& pod : options.permissive) {
     args.push_back("--permissive");
     args.push_back(pod);
@@ -35,6 +42,7 @@ Lab::Lab(LabOptions options) : name_(unique_name()) {
     args.push_back(arg);
   }
   auto up = run_lab(args);
+  if (!options.policies.empty()) std::remove(("/tmp/zmesh-policies-" + name_ + ".json").c_str());
   if (up.exit_code != 0) throw std::runtime_error("lab up " + name_ + " failed: " + up.err);
   up_ = true;
   topology_ = nlohmann::json::parse(up.out);

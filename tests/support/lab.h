@@ -22,6 +22,7 @@ struct LabOptions {
   bool mesh = false;                      // start zmeshd on every node (lab up's default)
   std::vector<std::string> zmeshd_args{};  // more arguments for each zmeshd
   std::vector<std::string> permissive{};   // pods that accept plaintext (others: STRICT)
+  std::string policies{};                  // JSON list of AuthorizationPolicy for the mesh config
 };
 
 class Lab {

@@ -1,4 +1,5 @@
 // The mesh config parser (see include/zmesh/config.h). Every error names the JSON path.
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -83,7 +84,131 @@ ServiceConfig service(const json& j, const std::string& path) {
   return s;
 }
 
+std::vector<std::string> string_list(const json& object, const std::string& path, const char* key) {
+  std::vector<std::string> out;
+  if (!object.contains(key)) return out;
+  const auto& list = object.at(key);
+  const std::string here = path + "." + key;
+  if (!list.is_array()) fail(here, "expected a list of strings");
+  for (size_t i = 0; i < list.size(); ++i) {
+    if (!list[i].is_string()) fail(here, "expected a list of strings");
+    out.push_back(list[i].get<std::string>());
+  }
+  return out;
+}
+
+std::vector<IpBlock> ip_blocks(const json& object, const std::string& path, const char* key) {
+  std::vector<IpBlock> out;
+  const auto texts = string_list(object, path, key);
+  for (size_t i = 0; i < texts.size(); ++i) {
+    const std::string item = path + "." + key + "[" + std::to_string(i) + "]";
+    const auto slash = texts[i].find('/');
+    boost::system::error_code ec;
+    IpBlock block;
+    block.address = boost::asio::ip::make_address(texts[i].substr(0, slash), ec);
+    if (ec) fail(item, "'" + texts[i] + "' is not an IP address or CIDR");
+    const int max = block.address.is_v4() ? 32 : 128;
+    int prefix = max;
+    if (slash != std::string::npos) {
+      const std::string bits = texts[i].substr(slash + 1);
+      if (bits.empty() || bits.size() > 3 || bits.find_first_not_of("0123456789") != std::string::npos ||
+          (prefix = std::stoi(bits)) > max)
+        fail(item, "'" + texts[i] + "' has a bad prefix length");
+    }
+    block.prefix = static_cast<uint8_t>(prefix);
+    out.push_back(block);
+  }
+  return out;
+}
+
+std::vector<uint16_t> port_list(const json& object, const std::string& path, const char* key) {
+  std::vector<uint16_t> out;
+  if (!object.contains(key)) return out;
+  const auto& list = object.at(key);
+  const std::string here = path + "." + key;
+  if (!list.is_array()) fail(here, "expected a list of ports");
+  for (size_t i = 0; i < list.size(); ++i) {
+    // Istio writes ports as strings; numbers are accepted too.
+    int port = -1;
+    if (list[i].is_number_integer()) port = list[i].get<int>();
+    else if (list[i].is_string() && !list[i].get<std::string>().empty() &&
+             list[i].get<std::string>().find_first_not_of("0123456789") == std::string::npos &&
+             list[i].get<std::string>().size() <= 5)
+      port = std::stoi(list[i].get<std::string>());
+    if (port < 1 || port > 65535) fail(here + "[" + std::to_string(i) + "]", "expected a port 1..65535");
+    out.push_back(static_cast<uint16_t>(port));
+  }
+  return out;
+}
+
+AuthorizationPolicy policy(const json& j, const std::string& path) {
+  only_keys(j, path, {"name", "namespace", "action", "selector", "rules"});
+  AuthorizationPolicy p;
+  p.name = string_field(j, path, "name", true);
+  p.namespace_ = string_field(j, path, "namespace", true);
+  const std::string action = string_field(j, path, "action", false);
+  if (action.empty() || action == "ALLOW") p.action = AuthorizationPolicy::Action::Allow;
+  else if (action == "DENY") p.action = AuthorizationPolicy::Action::Deny;
+  else fail(path + ".action", "expected \"ALLOW\" or \"DENY\", got \"" + action + "\"");
+  if (j.contains("selector")) {
+    only_keys(j["selector"], path + ".selector", {"workloads"});
+    p.selector = string_list(j["selector"], path + ".selector", "workloads");
+  }
+  if (j.contains("rules") && !j["rules"].is_array()) fail(path + ".rules", "expected a list");
+  for (size_t r = 0; j.contains("rules") && r < j["rules"].size(); ++r) {
+    const std::string rp = path + ".rules[" + std::to_string(r) + "]";
+    const json& rule = j["rules"][r];
+    only_keys(rule, rp, {"from", "to"});
+    PolicyRule out;
+    for (const char* key : {"from", "to"})
+      if (rule.contains(key) && !rule[key].is_array()) fail(rp + "." + key, "expected a list");
+    for (size_t f = 0; rule.contains("from") && f < rule["from"].size(); ++f) {
+      const std::string fp = rp + ".from[" + std::to_string(f) + "]";
+      only_keys(rule["from"][f], fp, {"source"});
+      if (!rule["from"][f].contains("source")) fail(fp + ".source", "missing");
+      const json& src = rule["from"][f]["source"];
+      const std::string sp = fp + ".source";
+      only_keys(src, sp, {"principals", "notPrincipals", "namespaces", "notNamespaces", "ipBlocks", "notIpBlocks"});
+      out.from.push_back({string_list(src, sp, "principals"), string_list(src, sp, "notPrincipals"),
+                          string_list(src, sp, "namespaces"), string_list(src, sp, "notNamespaces"),
+                          ip_blocks(src, sp, "ipBlocks"), ip_blocks(src, sp, "notIpBlocks")});
+    }
+    for (size_t t = 0; rule.contains("to") && t < rule["to"].size(); ++t) {
+      const std::string tp = rp + ".to[" + std::to_string(t) + "]";
+      only_keys(rule["to"][t], tp, {"operation"});
+      if (!rule["to"][t].contains("operation")) fail(tp + ".operation", "missing");
+      const json& op = rule["to"][t]["operation"];
+      const std::string op_path = tp + ".operation";
+      only_keys(op, op_path, {"ports", "notPorts"});
+      out.to.push_back({port_list(op, op_path, "ports"), port_list(op, op_path, "notPorts")});
+    }
+    p.rules.push_back(std::move(out));
+  }
+  return p;
+}
+
 }  // namespace
+
+bool IpBlock::contains(const boost::asio::ip::address& ip) const {
+  if (ip.is_v4() != address.is_v4()) return false;
+  auto bytes = [](const boost::asio::ip::address& x) {
+    std::array<uint8_t, 16> out{};
+    if (x.is_v4()) {
+      const auto b = x.to_v4().to_bytes();
+      std::copy(b.begin(), b.end(), out.begin());
+    } else {
+      const auto b = x.to_v6().to_bytes();
+      std::copy(b.begin(), b.end(), out.begin());
+    }
+    return out;
+  };
+  const auto a = bytes(ip), b = bytes(address);
+  for (unsigned bit = 0; bit < prefix; ++bit) {
+    const auto mask = static_cast<uint8_t>(0x80u >> (bit % 8));
+    if ((a[bit / 8] & mask) != (b[bit / 8] & mask)) return false;
+  }
+  return true;
+}
 
 MeshConfig parse_config(const std::string& json_text) {
   json root;
@@ -94,7 +219,7 @@ MeshConfig parse_config(const std::string& json_text) {
   }
   only_keys(root, "(top level)", {"workloads", "services", "policies"});
   MeshConfig config;
-  for (const char* key : {"workloads", "services"})
+  for (const char* key : {"workloads", "services", "policies"})
     if (root.contains(key) && !root.at(key).is_array()) fail(key, "expected a list");
   if (root.contains("workloads"))
     for (size_t i = 0; i < root["workloads"].size(); ++i)
@@ -102,6 +227,9 @@ MeshConfig parse_config(const std::string& json_text) {
   if (root.contains("services"))
     for (size_t i = 0; i < root["services"].size(); ++i)
       config.services.push_back(service(root["services"][i], "services[" + std::to_string(i) + "]"));
+  if (root.contains("policies"))
+    for (size_t i = 0; i < root["policies"].size(); ++i)
+      config.policies.push_back(policy(root["policies"][i], "policies[" + std::to_string(i) + "]"));
   return config;
 }
 

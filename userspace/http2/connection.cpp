@@ -152,6 +152,7 @@ struct Connection::Callbacks {
     const std::string_view v(reinterpret_cast<const char*>(value), valuelen);
     if (n == ":method") stream->method_ = v;
     else if (n == ":authority") stream->authority_ = v;
+    else if (n == "forwarded") stream->forwarded_ = v;
     else if (n == ":status") stream->status_ = std::atoi(std::string(v).c_str());
     return 0;
   }

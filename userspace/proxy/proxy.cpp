@@ -46,6 +46,18 @@ std::optional<std::pair<tcp::endpoint, tcp::endpoint>> ends_of(const tcp::socket
   return std::pair{unmapped(peer), unmapped(local)};
 }
 
+// The client's address from a `forwarded: for="10.244.1.2"` header, else `fallback`.
+asio::ip::address forwarded_for(const std::string& header, const asio::ip::address& fallback) {
+  auto at = header.find("for=");
+  if (at == std::string::npos) return fallback;
+  std::string value = header.substr(at + 4, header.find(';', at) - at - 4);
+  std::erase(value, '"');
+  if (!value.empty() && value.front() == '[') value = value.substr(1, value.find(']') - 1);
+  error_code ec;
+  auto ip = asio::ip::make_address(value, ec);
+  return ec ? fallback : ip;
+}
+
 // "10.1.2.3:80" or "[fd00::1]:80"; nullopt when malformed.
 std::optional<tcp::endpoint> parse_authority(const std::string& authority) {
   std::string host;
@@ -322,6 +334,7 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
   Datapath& datapath;
   const Mesh& mesh;
   Certificates& certs;
+  const Authorizer& authorizer;
   ProxyOptions options;
   std::vector<tcp::acceptor> outbound, hbone, plain;
   ProxyStats stats;
@@ -333,7 +346,12 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
   std::unique_ptr<Latch> idle;  // opened when the last active connection ends while draining
 
   Impl(ProxyInputs& in)
-      : io(in.io), datapath(in.datapath), mesh(in.mesh), certs(in.certificates), options(in.options) {}
+      : io(in.io),
+        datapath(in.datapath),
+        mesh(in.mesh),
+        certs(in.certificates),
+        authorizer(in.authorizer),
+        options(in.options) {}
 
   // Counts a connection as active for its lifetime (drain waits for these).
   struct Active {
@@ -407,6 +425,16 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
     }
     RelayResult result;
     if (dst->local) {
+      // This node is the destination's node: it authorizes, as the far side of HBONE would.
+      const auto decision = authorizer.decide({src->identity, peer.address(), dst, orig->port()});
+      if (!decision.allowed) {
+        ++stats.refused;
+        ++stats.denied;
+        spdlog::warn("[c{}] {} ({}) -> {} (same node): {}", id, text(peer), src->identity.uri(), text(*orig),
+                     decision.reason);
+        abort_socket(client);
+        co_return;
+      }
       tcp::socket upstream(io);
       try {
         upstream = co_await connect(*orig, options.proxy_mark, options.connect_timeout);
@@ -422,7 +450,7 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
       const tcp::endpoint hbone_target(orig->address(), options.inbound_hbone_port);
       const std::string authority = text(*orig);
       try {
-        stream = co_await open_stream(key, hbone_target, authority);
+        stream = co_await open_stream(key, hbone_target, authority, peer.address().to_string());
       } catch (const std::exception& e) {
         spdlog::warn("[c{}] {} -> {}: HBONE to node {} failed: {}", id, text(peer), text(*orig), dst->config.node,
                      e.what());
@@ -442,8 +470,10 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
                  result.error.empty() ? "" : ", error: ", result.error);
   }
 
+  // `source_ip` goes along in a `forwarded: for=` header: the destination's policies match
+  // source addresses, and it sees only this node's address.
   awaitable<std::shared_ptr<http2::Stream>> open_stream(const PoolKey& key, const tcp::endpoint& target,
-                                                       const std::string& authority) {
+                                                       const std::string& authority, const std::string& source_ip) {
     for (;;) {
       auto& conns = pool[key];
       std::erase_if(conns, [](const auto& c) { return !c->usable() && c->active_streams() == 0; });
@@ -452,8 +482,8 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
         if (c->usable() && (!best || c->active_streams() < best->active_streams())) best = c;
       if (best) {
         ++stats.streams_opened;
-        const http2::Connection::Headers no_headers;
-        co_return co_await best->open(authority, no_headers);
+        const http2::Connection::Headers headers{{"forwarded", "for=\"" + source_ip + "\""}};
+        co_return co_await best->open(authority, headers);
       }
       if (auto it = connecting.find(key); it != connecting.end()) {
         auto pending = it->second;  // another coroutine is connecting for this key: share it
@@ -592,6 +622,12 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
     if (!workload || !workload->local) co_return refuse(400, "the authority is not a pod on this node");
     if (workload->identity != server) co_return refuse(400, "the pod is " + workload->identity.uri() +
                                                                 ", not the identity this connection presented");
+    const auto decision = authorizer.decide({client, forwarded_for(stream->forwarded(), peer.address()), workload,
+                                             target->port()});
+    if (!decision.allowed) {
+      ++stats.denied;
+      co_return refuse(401, decision.reason);
+    }
     tcp::socket upstream(io);
     try {
       upstream = co_await connect(unmapped(*target), options.proxy_mark, options.connect_timeout);
@@ -617,6 +653,14 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
       ++stats.refused;
       spdlog::warn("[c{}] plaintext {} -> {} refused: {}", id, text(peer), text(local),
                    target && target->local ? "the workload requires mTLS" : "not a workload of this node");
+      abort_socket(client);
+      co_return;
+    }
+    const auto decision = authorizer.decide({std::nullopt, peer.address(), target, local.port()});
+    if (!decision.allowed) {
+      ++stats.refused;
+      ++stats.denied;
+      spdlog::warn("[c{}] plaintext {} -> {}: {}", id, text(peer), text(local), decision.reason);
       abort_socket(client);
       co_return;
     }

@@ -74,6 +74,7 @@ int serve(Options& o) {
   zmesh::MeshConfig config;
   if (!o.config_path.empty()) config = zmesh::load_config(o.config_path);
   const zmesh::Mesh mesh(config, o.trust_domain, o.node);
+  const zmesh::Authorizer authorizer(config.policies);
   const bool with_proxy = o.proxy == "on";
   std::unique_ptr<zmesh::Certificates> certificates;
   if (with_proxy) {
@@ -98,12 +99,13 @@ int serve(Options& o) {
     zmesh::ProxyOptions proxy_options = o.proxy_options;
     proxy_options.outbound_addresses = {boost::asio::ip::make_address(o.outbound_ip4)};
     if (!o.outbound_ip6.empty()) proxy_options.outbound_addresses.push_back(boost::asio::ip::make_address(o.outbound_ip6));
-    proxy = std::make_unique<zmesh::Proxy>(zmesh::ProxyInputs{io, *datapath, mesh, *certificates, proxy_options});
+    proxy = std::make_unique<zmesh::Proxy>(zmesh::ProxyInputs{io, *datapath, mesh, *certificates, authorizer, proxy_options});
     proxy->start();
     boost::asio::co_spawn(io, certificates->renew_forever(), boost::asio::detached);
   }
-  spdlog::info("zmeshd ready: node {}, {} workloads enrolled, {} links pinned under {}, proxy {}", o.node, enrolled,
-               datapath->pinned_links().size(), o.datapath.pin_root.string(), o.proxy);
+  spdlog::info("zmeshd ready: node {}, {} workloads enrolled, {} policies, {} links pinned under {}, proxy {}",
+               o.node, enrolled, config.policies.size(), datapath->pinned_links().size(),
+               o.datapath.pin_root.string(), o.proxy);
   io.run();
   if (proxy) {
     const auto& s = proxy->stats();
