@@ -88,6 +88,9 @@ struct DatapathOptions {
 
 using DatapathCounters = zm_counters;
 
+// The counters with their names (as in bpf/zmesh_maps.h), for JSON and metrics.
+std::vector<std::pair<const char*, uint64_t>> named_counters(const DatapathCounters& c);
+
 class Datapath {
  public:
   virtual ~Datapath() = default;

@@ -397,5 +397,35 @@ TEST_F(ProxyTest, AuthorizationPoliciesDecideOnTheDestinationNode) {
   EXPECT_TRUE(log_shows("node2", "denied by DENY policy default/not-that-pod")) << log("node2");
 }
 
+TEST_F(ProxyTest, AdminEndpointsAnswerWithWhatHappened) {
+  up();
+  auto server = echo_server(*lab_, "app1-n2", 8080);
+  expect_whole(echo_send(*lab_, "app1-n1", ip("app1-n2"), 8080, 65536), 65536);
+  const auto& zmeshd = lab_->node("node1").at("zmeshd");
+  auto get = [&](const std::string& where, const std::string& url) {
+    return run(lab_->exec(where, {"curl", "-sS", "--max-time", "5", "-w", "\n%{http_code}", url}));
+  };
+  // Readiness and metrics from another node; admin only on the node's loopback.
+  auto ready = get("node2", "http://" + zmeshd.at("readiness").get<std::string>() + "/healthz/ready");
+  EXPECT_EQ(ready.out, "ready\n\n200") << ready.err;
+  auto metrics = get("node2", "http://" + zmeshd.at("metrics").get<std::string>() + "/metrics");
+  EXPECT_NE(metrics.out.find("zmesh_tls_handshakes_total{side=\"client\"} 1\n"), std::string::npos) << metrics.out;
+  EXPECT_NE(metrics.out.find("zmesh_datapath_events_total{event=\"connect_redirected\"} 1\n"), std::string::npos)
+      << metrics.out;
+  EXPECT_NE(metrics.out.find("# TYPE zmesh_connections_active gauge"), std::string::npos);
+  auto stats = get("node1", "http://" + zmeshd.at("admin").get<std::string>() + "/stats");
+  auto body = nlohmann::json::parse(stats.out.substr(0, stats.out.rfind('\n')));
+  EXPECT_EQ(body.at("proxy").at("outboundAccepted"), 1);
+  EXPECT_EQ(body.at("kernel").at("sockops_orig_moved"), 1);
+  auto dump = get("node1", "http://127.0.0.1:15000/config_dump");
+  auto config = nlohmann::json::parse(dump.out.substr(0, dump.out.rfind('\n')));
+  EXPECT_EQ(config.at("workloads").size(), 4u);
+  EXPECT_EQ(config.at("node"), "node1");
+  const auto missing = get("node1", "http://127.0.0.1:15000/nope").out;
+  EXPECT_EQ(missing.substr(missing.rfind('\n') + 1), "404");
+  auto from_outside = get("node2", "http://10.100.0.1:15000/stats");
+  EXPECT_NE(from_outside.exit_code, 0) << "the admin port answers only on the node's loopback";
+}
+
 }  // namespace
 }  // namespace zmesh::test

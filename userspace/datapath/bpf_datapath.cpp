@@ -171,6 +171,18 @@ void update(int fd, const void* key, const void* value, const char* map, const s
 
 }  // namespace
 
+std::vector<std::pair<const char*, uint64_t>> named_counters(const DatapathCounters& c) {
+  return {{"connect_redirected", c.connect_redirected}, {"connect_passed", c.connect_passed},
+          {"connect_orig_full", c.connect_orig_full},   {"sockops_orig_moved", c.sockops_orig_moved},
+          {"sockhash_added", c.sockhash_added},         {"sockhash_add_failed", c.sockhash_add_failed},
+          {"shortcut_msgs", c.shortcut_msgs},           {"shortcut_bytes", c.shortcut_bytes},
+          {"shortcut_passed", c.shortcut_passed},       {"tc_to_hbone", c.tc_to_hbone},
+          {"tc_to_plaintext", c.tc_to_plaintext},       {"tc_followed", c.tc_followed},
+          {"tc_passed", c.tc_passed},                   {"tc_drop_deny", c.tc_drop_deny},
+          {"tc_drop_mtls", c.tc_drop_mtls},             {"tc_drop_no_proxy", c.tc_drop_no_proxy},
+          {"tc_drop_assign", c.tc_drop_assign}};
+}
+
 // ---------------------------------------------------------------------------------------------
 // PinnedMaps
 

@@ -27,28 +27,17 @@ std::filesystem::path lab_script() {
   return ZMESH_SOURCE_DIR "/scripts/lab";
 }
 
-// The counters, named as in bpf/zmesh_maps.h.
-nlohmann::json counters_json(const zmesh::DatapathCounters& c) {
-  return {{"connect_redirected", c.connect_redirected}, {"connect_passed", c.connect_passed},
-          {"connect_orig_full", c.connect_orig_full},   {"sockops_orig_moved", c.sockops_orig_moved},
-          {"sockhash_added", c.sockhash_added},         {"sockhash_add_failed", c.sockhash_add_failed},
-          {"shortcut_msgs", c.shortcut_msgs},           {"shortcut_bytes", c.shortcut_bytes},
-          {"shortcut_passed", c.shortcut_passed},       {"tc_to_hbone", c.tc_to_hbone},
-          {"tc_to_plaintext", c.tc_to_plaintext},       {"tc_followed", c.tc_followed},
-          {"tc_passed", c.tc_passed},                   {"tc_drop_deny", c.tc_drop_deny},
-          {"tc_drop_mtls", c.tc_drop_mtls},             {"tc_drop_no_proxy", c.tc_drop_no_proxy},
-          {"tc_drop_assign", c.tc_drop_assign}};
-}
-
 int show_maps(const std::string& pin_root) {
   zmesh::PinnedMaps maps(pin_root);
+  nlohmann::json counters = nlohmann::json::object();
+  for (const auto& [name, value] : zmesh::named_counters(maps.counters())) counters[name] = value;
   auto strings = [](const std::vector<zmesh::IpAddress>& ips) {
     std::vector<std::string> out;
     for (const auto& ip : ips) out.push_back(ip.to_string());
     return out;
   };
   nlohmann::json out = {{"pinRoot", pin_root},
-                        {"counters", counters_json(maps.counters())},
+                        {"counters", counters},
                         {"workloads", strings(maps.workload_ips())},
                         {"destinations", strings(maps.destinations())},
                         {"denyRules", maps.deny_rule_count()}};

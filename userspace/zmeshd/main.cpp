@@ -12,9 +12,12 @@
 #include <boost/asio/signal_set.hpp>
 #include <csignal>
 #include <iostream>
+#include <map>
 
 #include "enrollment.h"
 #include "self_check.h"
+#include "telemetry.h"
+#include "zmesh/admin.h"
 #include "zmesh/certificates.h"
 #include "zmesh/config.h"
 #include "zmesh/datapath.h"
@@ -103,6 +106,34 @@ int serve(Options& o) {
     proxy->start();
     boost::asio::co_spawn(io, certificates->renew_forever(), boost::asio::detached);
   }
+  // Admin endpoints last: once they answer, the datapath is attached and certificates loaded.
+  auto stats = [&] { return proxy ? proxy->stats() : zmesh::ProxyStats{}; };
+  auto renewals = [&] { return certificates ? certificates->renewals() : 0; };
+  const auto any = boost::asio::ip::address_v6::any();
+  const zmesh::AdminServer::Handler ready = [] { return zmesh::AdminResponse{200, "text/plain", "ready\n"}; };
+  std::vector<std::unique_ptr<zmesh::AdminServer>> admin;
+  admin.push_back(std::make_unique<zmesh::AdminServer>(
+      io, boost::asio::ip::tcp::endpoint(any, zmesh::AdminServer::kReadinessPort),
+      std::map<std::string, zmesh::AdminServer::Handler>{{"/healthz/ready", ready}}));
+  admin.push_back(std::make_unique<zmesh::AdminServer>(
+      io, boost::asio::ip::tcp::endpoint(any, zmesh::AdminServer::kMetricsPort),
+      std::map<std::string, zmesh::AdminServer::Handler>{
+          {"/metrics", [&] {
+             return zmesh::AdminResponse{200, "text/plain; version=0.0.4",
+                                         zmesh::prometheus_text(stats(), datapath->counters(), renewals())};
+           }}}));
+  admin.push_back(std::make_unique<zmesh::AdminServer>(
+      io, boost::asio::ip::tcp::endpoint(boost::asio::ip::address_v4::loopback(), zmesh::AdminServer::kAdminPort),
+      std::map<std::string, zmesh::AdminServer::Handler>{
+          {"/healthz/ready", ready},
+          {"/stats", [&] {
+             return zmesh::AdminResponse{200, "application/json",
+                                         zmesh::stats_json(stats(), datapath->counters(), renewals()).dump(2) + "\n"};
+           }},
+          {"/config_dump", [&] {
+             return zmesh::AdminResponse{200, "application/json", zmesh::config_dump(mesh, config).dump(2) + "\n"};
+           }}}));
+  for (auto& server : admin) server->start();
   spdlog::info("zmeshd ready: node {}, {} workloads enrolled, {} policies, {} links pinned under {}, proxy {}",
                o.node, enrolled, config.policies.size(), datapath->pinned_links().size(),
                o.datapath.pin_root.string(), o.proxy);

@@ -1,0 +1,42 @@
+// The admin endpoints: small HTTP/1.1 servers (Boost.Beast) on the daemon's executor.
+//   :15021 /healthz/ready   200 once the datapath is attached and certificates are loaded
+//   :15020 /metrics         Prometheus text: zmesh's counters and the kernel's
+//   127.0.0.1:15000 /stats (JSON), /config_dump (the mesh as this node sees it)
+// Every request has a deadline; bodies are produced on demand from the handlers given.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+
+namespace zmesh {
+
+struct AdminResponse {
+  unsigned status = 200;
+  std::string content_type = "text/plain; charset=utf-8";
+  std::string body;
+};
+
+class AdminServer {
+ public:
+  using Handler = std::function<AdminResponse()>;
+  static constexpr uint16_t kAdminPort = 15000;
+  static constexpr uint16_t kMetricsPort = 15020;
+  static constexpr uint16_t kReadinessPort = 15021;
+
+  // Binds now (a taken port fails start-up); serves `routes` (path -> handler) once started.
+  AdminServer(boost::asio::io_context& io, const boost::asio::ip::tcp::endpoint& at, std::map<std::string, Handler> routes);
+  ~AdminServer();
+  void start();
+  void stop();
+
+  struct Impl;
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace zmesh

@@ -1,0 +1,100 @@
+// The admin HTTP server (see include/zmesh/admin.h).
+#include "zmesh/admin.h"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ip/v6_only.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+namespace zmesh {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using asio::ip::tcp;
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+}  // namespace
+
+struct AdminServer::Impl : std::enable_shared_from_this<AdminServer::Impl> {
+  asio::io_context& io;
+  tcp::acceptor acceptor;
+  std::map<std::string, Handler> routes;
+
+  Impl(asio::io_context& context, const tcp::endpoint& at, std::map<std::string, Handler> r)
+      : io(context), acceptor(context), routes(std::move(r)) {
+    boost::system::error_code ec;
+    acceptor.open(at.protocol(), ec);
+    if (!ec) acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+    if (!ec && at.protocol() == tcp::v6()) acceptor.set_option(asio::ip::v6_only(false), ec);
+    if (!ec) acceptor.bind(at, ec);
+    if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) throw boost::system::system_error(ec, "admin: listen on port " + std::to_string(at.port()));
+  }
+
+  asio::awaitable<void> serve(tcp::socket socket) {
+    beast::tcp_stream stream(std::move(socket));
+    beast::flat_buffer buffer;
+    for (;;) {
+      // A client that sends nothing (or too slowly) is closed: every wait has a deadline.
+      stream.expires_after(std::chrono::seconds(10));
+      http::request<http::string_body> request;
+      auto [ec, n] = co_await http::async_read(stream, buffer, request, use_tuple);
+      if (ec) co_return;
+      const std::string path(request.target().substr(0, request.target().find('?')));
+      AdminResponse answer;
+      if (auto it = routes.find(path); it == routes.end()) {
+        answer = {404, "text/plain; charset=utf-8", "no such endpoint: " + path + "\n"};
+      } else {
+        try {
+          answer = it->second();
+        } catch (const std::exception& e) {
+          answer = {500, "text/plain; charset=utf-8", std::string(e.what()) + "\n"};
+        }
+      }
+      http::response<http::string_body> response(static_cast<http::status>(answer.status), request.version());
+      response.set(http::field::server, "zmeshd");
+      response.set(http::field::content_type, answer.content_type);
+      response.keep_alive(request.keep_alive());
+      response.body() = std::move(answer.body);
+      response.prepare_payload();
+      auto [wec, written] = co_await http::async_write(stream, response, use_tuple);
+      if (wec || !response.keep_alive()) co_return;
+    }
+  }
+
+  asio::awaitable<void> accept_loop() {
+    auto self = shared_from_this();
+    while (acceptor.is_open()) {
+      auto [ec, socket] = co_await acceptor.async_accept(use_tuple);
+      if (ec) {
+        if (!acceptor.is_open()) break;
+        asio::steady_timer pause(io, std::chrono::milliseconds(100));  // EMFILE and the like: back off
+        co_await pause.async_wait(use_tuple);
+        continue;
+      }
+      asio::co_spawn(io, serve(std::move(socket)), asio::detached);
+    }
+  }
+};
+
+AdminServer::AdminServer(asio::io_context& io, const tcp::endpoint& at, std::map<std::string, Handler> routes)
+    : impl_(std::make_shared<Impl>(io, at, std::move(routes))) {}
+
+AdminServer::~AdminServer() { stop(); }
+
+void AdminServer::start() { asio::co_spawn(impl_->io, impl_->accept_loop(), asio::detached); }
+
+void AdminServer::stop() {
+  boost::system::error_code ignored;
+  impl_->acceptor.close(ignored);
+}
+
+}  // namespace zmesh

@@ -1,0 +1,20 @@
+// What the admin endpoints say: Prometheus text, the stats JSON, the config dump.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "zmesh/certificates.h"
+#include "zmesh/config.h"
+#include "zmesh/datapath.h"
+#include "zmesh/mesh.h"
+#include "zmesh/proxy.h"
+
+namespace zmesh {
+
+// zmesh_* metrics: the proxy's counters, certificate renewals, and the kernel's counters.
+std::string prometheus_text(const ProxyStats& proxy, const DatapathCounters& kernel, uint64_t renewals);
+nlohmann::json stats_json(const ProxyStats& proxy, const DatapathCounters& kernel, uint64_t renewals);
+nlohmann::json config_dump(const Mesh& mesh, const MeshConfig& config);
+
+}  // namespace zmesh
