@@ -94,12 +94,15 @@ class ProxyTest : public ::testing::Test {
   }
 
   // Node.js http2 from node1's netns (not a pod: nothing captures it) to `connect`.
+  // Without `cert` (empty paths) it presents no client certificate.
   Result node_client(const std::string& connect, const std::string& authority,
                      const std::pair<std::string, std::string>& cert, int bytes = 65536) {
-    return run(lab_->exec("node1", {"node", source_path("tests/tools/hbone_client.mjs"), "--connect", connect,
-                                    "--authority", authority, "--cert", cert.first, "--key", cert.second, "--ca",
-                                    lab_->topology().at("ca").at("cert").get<std::string>(), "--bytes",
-                                    std::to_string(bytes)}));
+    std::vector<std::string> command{"node", source_path("tests/tools/hbone_client.mjs"), "--connect", connect,
+                                     "--authority", authority, "--ca",
+                                     lab_->topology().at("ca").at("cert").get<std::string>(), "--bytes",
+                                     std::to_string(bytes)};
+    if (!cert.first.empty()) command.insert(command.end(), {"--cert", cert.first, "--key", cert.second});
+    return run(lab_->exec("node1", command));
   }
 
   std::unique_ptr<Lab> lab_;
@@ -185,7 +188,7 @@ TEST_F(ProxyTest, BadAuthoritiesAre400) {
   EXPECT_NE(node2.find("not the identity this connection presented"), std::string::npos) << node2;
 }
 
-TEST_F(ProxyTest, ClientsWithAForeignOrExpiredCertificateAreRefused) {
+TEST_F(ProxyTest, ClientsWithAForeignExpiredOrNoCertificateAreRefused) {
   up();
   auto server = echo_server(*lab_, "app1-n2", 8083);
   const std::string foreign_ca = lab_->topology().at("stateDir").get<std::string>() + "/foreign-ca";
@@ -195,9 +198,11 @@ TEST_F(ProxyTest, ClientsWithAForeignOrExpiredCertificateAreRefused) {
   EXPECT_EQ(foreign.exit_code, 3) << foreign.out << foreign.err;
   auto expired = node_client(hbone, target, mint("late", lab_ca_dir(), "0"));
   EXPECT_EQ(expired.exit_code, 3) << expired.out << expired.err;
+  auto anonymous = node_client(hbone, target, {"", ""});
+  EXPECT_EQ(anonymous.exit_code, 3) << anonymous.out << anonymous.err;
   const std::string node2 = log("node2");
   EXPECT_NE(node2.find("HBONE from 10.100.0.1"), std::string::npos) << node2;
-  EXPECT_GE(count(node2, "TLS handshake failed") + count(node2, "client certificate:"), 2u) << node2;
+  EXPECT_GE(count(node2, "TLS handshake failed") + count(node2, "client certificate:"), 3u) << node2;
   EXPECT_NE(node2.find("expired"), std::string::npos) << node2;
 }
 

@@ -1,6 +1,7 @@
 // hbone-client: an HBONE client built on Node.js's own http2 module (an HTTP/2 implementation
 // independent of nghttp2), for testing that zmeshd speaks the protocol and not just to itself.
-//   node hbone_client.mjs --connect IP:PORT --authority IP:PORT --cert F --key F --ca F [--bytes N]
+//   node hbone_client.mjs --connect IP:PORT --authority IP:PORT [--cert F --key F] --ca F [--bytes N]
+// (without --cert/--key it presents no client certificate, which zmeshd must refuse)
 // Opens TLS 1.3 (ALPN h2) with the given workload certificate, sends CONNECT, and if the answer
 // is 200 sends N pattern bytes, half-closes, and checks the echo. Prints one JSON line:
 // {"status":..., "sent":..., "received":..., "match":..., "error":...}; exit 0 only on a full echo.
@@ -21,8 +22,7 @@ const [host, port] = args.connect.startsWith('[')
   ? [args.connect.slice(1, args.connect.indexOf(']')), args.connect.slice(args.connect.indexOf(']') + 2)]
   : args.connect.split(':');
 const session = http2.connect(`https://${host.includes(':') ? `[${host}]` : host}:${port}`, {
-  cert: fs.readFileSync(args.cert),
-  key: fs.readFileSync(args.key),
+  ...(args.cert ? { cert: fs.readFileSync(args.cert), key: fs.readFileSync(args.key) } : {}),
   ca: fs.readFileSync(args.ca),
   minVersion: 'TLSv1.3',
   ALPNProtocols: ['h2'],
