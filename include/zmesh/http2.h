@@ -48,6 +48,7 @@ struct Settings {
   static constexpr uint32_t kMaxConcurrentStreams = 1000;
   static constexpr size_t kSendBuffer = 256 << 10;         // queued per stream before write() waits
   static constexpr size_t kMaxHeaderList = 16 << 10;       // larger request headers are refused
+  static constexpr uint32_t kMaxFrame = 256 << 10;          // DATA frames up to this (fewer frames, less framing)
 };
 
 class Connection;
@@ -90,8 +91,10 @@ class Stream {
   std::deque<std::vector<uint8_t>> inbox_;
   size_t inbox_offset_ = 0;
   bool remote_closed_ = false;
-  // queued to send
-  std::deque<uint8_t> outbox_;
+  // queued to send: chunks as written, the first one read from outbox_offset_
+  std::deque<std::vector<uint8_t>> outbox_;
+  size_t outbox_offset_ = 0;
+  size_t outbox_bytes_ = 0;
   bool local_closed_ = false;
   bool deferred_ = false;
   bool closed_ = false;

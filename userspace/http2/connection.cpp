@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstring>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -87,13 +88,14 @@ asio::awaitable<error_code> Stream::write(asio::const_buffer buf) {
   auto connection = connection_.lock();
   if (!connection || closed_ || local_closed_) co_return asio::error::broken_pipe;
   const auto* bytes = static_cast<const uint8_t*>(buf.data());
-  outbox_.insert(outbox_.end(), bytes, bytes + buf.size());
+  outbox_.emplace_back(bytes, bytes + buf.size());
+  outbox_bytes_ += buf.size();
   if (deferred_) {
     deferred_ = false;
     nghttp2_session_resume_data(connection->session_, id_);
   }
   connection->wake_writer();
-  while (outbox_.size() > Settings::kSendBuffer && !closed_) {
+  while (outbox_bytes_ > Settings::kSendBuffer && !closed_) {
     co_await writable_.wait();
     if (co_await cancelled()) co_return asio::error::operation_aborted;
   }
@@ -205,16 +207,33 @@ struct Connection::Callbacks {
   static ssize_t read_data(nghttp2_session*, int32_t, uint8_t* buf, size_t length, uint32_t* flags,
                            nghttp2_data_source* source, void*) {
     auto* stream = static_cast<Stream*>(source->ptr);
-    if (stream->outbox_.empty() && !stream->local_closed_) {
+    if (stream->outbox_bytes_ == 0 && !stream->local_closed_) {
       stream->deferred_ = true;
       return NGHTTP2_ERR_DEFERRED;
     }
-    const size_t n = std::min(length, stream->outbox_.size());
-    std::copy_n(stream->outbox_.begin(), n, buf);
-    stream->outbox_.erase(stream->outbox_.begin(), stream->outbox_.begin() + static_cast<ptrdiff_t>(n));
-    if (stream->outbox_.empty() && stream->local_closed_) *flags |= NGHTTP2_DATA_FLAG_EOF;
+    size_t n = 0;
+    while (n < length && !stream->outbox_.empty()) {
+      auto& front = stream->outbox_.front();
+      const size_t take = std::min(length - n, front.size() - stream->outbox_offset_);
+      std::memcpy(buf + n, front.data() + stream->outbox_offset_, take);
+      n += take;
+      stream->outbox_offset_ += take;
+      if (stream->outbox_offset_ == front.size()) {
+        stream->outbox_.pop_front();
+        stream->outbox_offset_ = 0;
+      }
+    }
+    stream->outbox_bytes_ -= n;
+    if (stream->outbox_bytes_ == 0 && stream->local_closed_) *flags |= NGHTTP2_DATA_FLAG_EOF;
     stream->writable_.notify();
     return static_cast<ssize_t>(n);
+  }
+
+  // How much a DATA frame may carry: as much as the windows and the peer's frame limit allow.
+  static ssize_t read_length(nghttp2_session*, uint8_t, int32_t, int32_t session_window, int32_t stream_window,
+                             uint32_t remote_max_frame, void*) {
+    return std::min<ssize_t>({session_window, stream_window, static_cast<ssize_t>(remote_max_frame),
+                              static_cast<ssize_t>(Settings::kMaxFrame)});
   }
 };
 
@@ -234,6 +253,7 @@ Connection::Connection(TlsStream tls, Role role, RequestHandler on_request)
   nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, Callbacks::on_frame_recv);
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, Callbacks::on_data_chunk);
   nghttp2_session_callbacks_set_on_frame_send_callback(callbacks, Callbacks::on_frame_send);
+  nghttp2_session_callbacks_set_data_source_read_length_callback(callbacks, Callbacks::read_length);
   nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, Callbacks::on_stream_close);
   nghttp2_option* option = nullptr;
   nghttp2_option_new(&option);
@@ -249,6 +269,7 @@ Connection::Connection(TlsStream tls, Role role, RequestHandler on_request)
       {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, Settings::kMaxConcurrentStreams},
       {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, Settings::kStreamWindow},
       {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, static_cast<uint32_t>(Settings::kMaxHeaderList)},
+      {NGHTTP2_SETTINGS_MAX_FRAME_SIZE, Settings::kMaxFrame},
   };
   nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, settings, std::size(settings));
   nghttp2_session_set_local_window_size(session_, NGHTTP2_FLAG_NONE, 0, Settings::kConnectionWindow);
@@ -297,7 +318,7 @@ asio::awaitable<void> Connection::write_loop() {
       }
       if (n == 0) break;
       batch.insert(batch.end(), data, data + n);
-      if (batch.size() >= (64 << 10)) break;
+      if (batch.size() >= (256 << 10)) break;
     }
     if (closed_) break;
     if (!batch.empty()) {
