@@ -7,6 +7,7 @@
 #include <boost/asio/ip/address.hpp>
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -31,6 +32,8 @@ struct ServiceConfig {
   std::string namespace_;
   std::string hostname;
   std::vector<boost::asio::ip::address> vips;
+  std::map<uint16_t, uint16_t> ports;  // service port -> target port ("ports": {"80": 8080})
+  std::vector<std::string> endpoints;  // workload names in the service's namespace
 };
 
 // A CIDR ("10.244.0.0/16"; a bare address is a /32 or /128).

@@ -18,12 +18,19 @@ struct Workload {
   bool local = false;  // enrolled on this node
 };
 
+struct Service {
+  ServiceConfig config;
+  std::vector<const Workload*> endpoints;
+};
+
 class Mesh {
  public:
   Mesh(const MeshConfig& config, const std::string& trust_domain, const std::string& node);
 
   // The workload that owns `ip` (IPv4-mapped IPv6 is looked up as IPv4), or nullptr.
   const Workload* by_ip(const boost::asio::ip::address& ip) const;
+  // The service that owns VIP `ip`, or nullptr.
+  const Service* service_by_vip(const boost::asio::ip::address& ip) const;
   std::vector<const Workload*> local_workloads() const;
   const std::string& node() const { return node_; }
   const std::string& trust_domain() const { return trust_domain_; }
@@ -32,6 +39,8 @@ class Mesh {
   std::string node_, trust_domain_;
   std::vector<Workload> workloads_;
   std::map<boost::asio::ip::address, size_t> by_ip_;
+  std::vector<Service> services_;
+  std::map<boost::asio::ip::address, size_t> by_vip_;
 };
 
 }  // namespace zmesh

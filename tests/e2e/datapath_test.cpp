@@ -142,7 +142,7 @@ TEST_F(DatapathTest, StockBpftoolShowsTheMapsWithFieldNames) {
   ASSERT_EQ(shown.exit_code, 0) << shown.err;
   auto maps = nlohmann::json::parse(shown.out);
   EXPECT_EQ(maps.at("workloads").size(), 4u) << "two pods on node1, each IPv4 and IPv6";
-  EXPECT_EQ(maps.at("destinations").size(), 8u) << "every pod IP of the lab";
+  EXPECT_EQ(maps.at("destinations").size(), 12u) << "every pod IP and service VIP of the lab";
   EXPECT_TRUE(maps.at("counters").contains("tc_drop_deny"));
   auto missing = run({bin_path("zmeshctl"), "maps", "--bpf-root", "/sys/fs/bpf/zmesh-nonexistent"});
   EXPECT_NE(missing.exit_code, 0);
@@ -281,6 +281,10 @@ TEST_F(DatapathTest, RestartWithoutAWorkloadUnenrollsIt) {
   start_zmeshd(config([](nlohmann::json& mesh) {
     auto& w = mesh["workloads"];
     w.erase(std::remove_if(w.begin(), w.end(), [](const auto& x) { return x["name"] == "app1-n1"; }), w.end());
+    for (auto& service : mesh["services"]) {
+      auto& e = service["endpoints"];
+      e.erase(std::remove(e.begin(), e.end(), "app1-n1"), e.end());
+    }
   }));
   EXPECT_EQ(attached(lab_->pod("app1-n1").at("cgroup").get<std::string>(), BPF_CGROUP_INET4_CONNECT), 0u);
   auto direct = server("app1-n2", 8080);

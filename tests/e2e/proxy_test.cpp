@@ -402,6 +402,31 @@ TEST_F(ProxyTest, AuthorizationPoliciesDecideOnTheDestinationNode) {
   EXPECT_TRUE(log_shows("node2", "denied by DENY policy default/not-that-pod")) << log("node2");
 }
 
+TEST_F(ProxyTest, ServicesSpreadOverEndpointsAndSkipFailedOnes) {
+  up();
+  // Service app1 (10.96.0.1:80 -> 8080) has endpoints app1-n1 and app1-n2.
+  auto n1 = echo_server(*lab_, "app1-n1", 8080, {"--connections", "10"});
+  auto n2 = echo_server(*lab_, "app1-n2", 8080, {"--connections", "10"});
+  for (int i = 0; i < 6; ++i) expect_whole(echo_send(*lab_, "app2-n1", "10.96.0.1", 80, 4096), 4096);
+  // Each server reports a connection before the client sees its end, so all six are reported.
+  int on_n1 = 0, on_n2 = 0;
+  while (n1->read_line(std::chrono::milliseconds(500))) ++on_n1;
+  while (n2->read_line(std::chrono::milliseconds(500))) ++on_n2;
+  EXPECT_EQ(on_n1, 3) << "round-robin: three each";
+  EXPECT_EQ(on_n2, 3) << "round-robin: three each";
+  // IPv6 VIP too.
+  expect_whole(echo_send(*lab_, "app2-n1", "fd00:96::1", 80, 4096), 4096);
+  // app1-n2's server goes away: every connection still succeeds, on app1-n1.
+  n2.reset();
+  for (int i = 0; i < 4; ++i) expect_whole(echo_send(*lab_, "app2-n1", "10.96.0.1", 80, 4096), 4096);
+  EXPECT_TRUE(log_shows("node1", "node node2 answered 503")) << log("node1");
+  // A port the service does not have, and a service whose endpoints all fail: clean refusals.
+  EXPECT_NE(echo_send(*lab_, "app2-n1", "10.96.0.1", 81, 100).exit_code, 0);
+  EXPECT_TRUE(log_shows("node1", "service default/app1 has no port 81")) << log("node1");
+  EXPECT_NE(echo_send(*lab_, "app1-n1", "10.96.0.2", 80, 100).exit_code, 0) << "nothing listens behind app2";
+  EXPECT_TRUE(log_shows("node1", "every endpoint failed")) << log("node1");
+}
+
 TEST_F(ProxyTest, AdminEndpointsAnswerWithWhatHappened) {
   up();
   auto server = echo_server(*lab_, "app1-n2", 8080);

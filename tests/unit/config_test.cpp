@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "zmesh/config.h"
+#include "zmesh/mesh.h"
 
 namespace zmesh {
 namespace {
@@ -57,6 +58,49 @@ TEST(Config, EachMistakeIsNamedWithItsPath) {
     } catch (const ConfigError& e) {
       EXPECT_NE(std::string(e.what()).find(c.message), std::string::npos) << "got: " << e.what();
     }
+  }
+}
+
+TEST(Config, ServicesMapPortsToEndpointsAndAreChecked) {
+  const auto config = parse_config(R"({
+    "workloads": [{"name": "a", "namespace": "shop", "node": "n1", "workloadIps": ["10.0.0.2"]}],
+    "services": [{"name": "web", "namespace": "shop", "vips": ["10.96.0.1"], "ports": {"80": 8080, "443": 8443},
+                  "endpoints": ["a"]}]})");
+  ASSERT_EQ(config.services.size(), 1u);
+  EXPECT_EQ(config.services[0].ports.at(80), 8080);
+  EXPECT_EQ(config.services[0].ports.at(443), 8443);
+  const Mesh mesh(config, "cluster.local", "n1");
+  const auto* web = mesh.service_by_vip(boost::asio::ip::make_address("10.96.0.1"));
+  ASSERT_NE(web, nullptr);
+  ASSERT_EQ(web->endpoints.size(), 1u);
+  EXPECT_EQ(web->endpoints[0]->config.name, "a");
+
+  struct Case {
+    const char* json;
+    const char* message;
+  } cases[] = {
+      {R"({"services": [{"name": "s", "namespace": "a", "ports": [80]}]})", "services[0].ports: expected an object"},
+      {R"({"services": [{"name": "s", "namespace": "a", "ports": {"http": 80}}]})",
+       "services[0].ports.http: the service port must be 1..65535"},
+      {R"({"services": [{"name": "s", "namespace": "a", "ports": {"80": "8080"}}]})",
+       "services[0].ports.80: the target port must be a number"},
+  };
+  for (const auto& c : cases) {
+    try {
+      parse_config(c.json);
+      ADD_FAILURE() << "accepted: " << c.json;
+    } catch (const ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find(c.message), std::string::npos) << "got: " << e.what();
+    }
+  }
+  const auto unknown = parse_config(R"({"services": [{"name": "s", "namespace": "a", "endpoints": ["ghost"]}]})");
+  try {
+    Mesh(unknown, "cluster.local", "n1");
+    FAIL() << "an endpoint that is no workload was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("services[0].endpoints: no workload 'ghost' in namespace 'a'"),
+              std::string::npos)
+        << e.what();
   }
 }
 

@@ -74,13 +74,29 @@ WorkloadConfig workload(const json& j, const std::string& path) {
   return w;
 }
 
+std::vector<std::string> string_list(const json& object, const std::string& path, const char* key);
+
 ServiceConfig service(const json& j, const std::string& path) {
-  only_keys(j, path, {"name", "namespace", "hostname", "vips", "ports"});
+  only_keys(j, path, {"name", "namespace", "hostname", "vips", "ports", "endpoints"});
   ServiceConfig s;
   s.name = string_field(j, path, "name", true);
   s.namespace_ = string_field(j, path, "namespace", true);
   s.hostname = string_field(j, path, "hostname", false);
   s.vips = ip_list(j, path, "vips");
+  if (j.contains("ports")) {
+    const auto& ports = j["ports"];
+    if (!ports.is_object()) fail(path + ".ports", "expected an object of \"servicePort\": targetPort");
+    for (const auto& [key, value] : ports.items()) {
+      const std::string here = path + ".ports." + key;
+      const bool key_ok = !key.empty() && key.size() <= 5 && key.find_first_not_of("0123456789") == std::string::npos &&
+                          std::stoi(key) >= 1 && std::stoi(key) <= 65535;
+      if (!key_ok) fail(here, "the service port must be 1..65535");
+      if (!value.is_number_integer() || value.get<int>() < 1 || value.get<int>() > 65535)
+        fail(here, "the target port must be a number 1..65535");
+      s.ports[static_cast<uint16_t>(std::stoi(key))] = static_cast<uint16_t>(value.get<int>());
+    }
+  }
+  s.endpoints = string_list(j, path, "endpoints");
   return s;
 }
 

@@ -19,6 +19,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -396,79 +397,124 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
 
   // --- outbound -------------------------------------------------------------------------------
 
+  // A destination to try: a workload and the address to reach it at.
+  struct Candidate {
+    const Workload* workload;
+    tcp::endpoint target;
+  };
+  static constexpr auto kFailurePenalty = std::chrono::seconds(10);  // a failed endpoint goes last this long
+  std::map<asio::ip::address, std::chrono::steady_clock::time_point> failed_until;
+  std::map<std::string, size_t> round_robin;  // per service: where the next connection starts
+
+  // Round-robin over the service's endpoints, those that failed recently last (still tried when
+  // nothing else is left). Round-robin rather than least-connections: each node sees only its
+  // own connections, so per-node counts would not balance the service anyway, and with
+  // pooled HBONE a new stream costs the same on every endpoint.
+  std::vector<Candidate> endpoints_of(const Service& service, uint16_t target_port) {
+    std::vector<Candidate> out;
+    const size_t n = service.endpoints.size();
+    const size_t first = round_robin[service.config.namespace_ + "/" + service.config.name]++ % n;
+    for (size_t i = 0; i < n; ++i) {
+      const Workload* w = service.endpoints[(first + i) % n];
+      if (!w->config.ips.empty()) out.push_back({w, tcp::endpoint(w->config.ips.front(), target_port)});
+    }
+    const auto now = std::chrono::steady_clock::now();
+    std::stable_partition(out.begin(), out.end(), [&](const Candidate& c) {
+      auto it = failed_until.find(c.target.address());
+      return it == failed_until.end() || it->second <= now;
+    });
+    return out;
+  }
+
+  enum class Delivery { Done, TryNext };
+
+  // Carries `client` to one candidate. TryNext when it could not reach it before any byte
+  // moved (the next endpoint may serve it); Done otherwise (relayed, or refused for good).
+  awaitable<Delivery> deliver(tcp::socket& client, uint64_t id, const tcp::endpoint& peer, const Workload& src,
+                              const Candidate& to) {
+    const Workload& dst = *to.workload;
+    RelayResult result;
+    if (dst.local) {
+      // This node is the destination's node: it authorizes, as the far side of HBONE would.
+      const auto decision = authorizer.decide({src.identity, peer.address(), &dst, to.target.port()});
+      if (!decision.allowed) {
+        ++stats.refused;
+        ++stats.denied;
+        spdlog::warn("[c{}] {} ({}) -> {} (same node): {}", id, text(peer), src.identity.uri(), text(to.target),
+                     decision.reason);
+        abort_socket(client);
+        co_return Delivery::Done;
+      }
+      tcp::socket upstream(io);
+      try {
+        upstream = co_await connect(to.target, options.proxy_mark, options.connect_timeout);
+      } catch (const system_error& e) {
+        spdlog::warn("[c{}] {} -> {} (same node): {}", id, text(peer), text(to.target), e.what());
+        co_return Delivery::TryNext;
+      }
+      result = co_await relay(client, upstream);
+    } else {
+      std::shared_ptr<http2::Stream> stream;
+      const PoolKey key{src.identity, dst.identity, dst.config.node};
+      const tcp::endpoint hbone_target(to.target.address(), options.inbound_hbone_port);
+      const std::string authority = text(to.target);
+      try {
+        stream = co_await open_stream(key, hbone_target, authority, peer.address().to_string());
+      } catch (const std::exception& e) {
+        spdlog::warn("[c{}] {} -> {}: HBONE to node {} failed: {}", id, text(peer), text(to.target), dst.config.node,
+                     e.what());
+        co_return Delivery::TryNext;
+      }
+      if (stream->status() != 200) {
+        spdlog::warn("[c{}] {} -> {}: node {} answered {}", id, text(peer), text(to.target), dst.config.node,
+                     stream->status());
+        if (stream->status() == 503) co_return Delivery::TryNext;
+        abort_socket(client);
+        co_return Delivery::Done;
+      }
+      result = co_await relay(client, stream);
+    }
+    spdlog::info("[c{}] outbound {} ({}) -> {} ({}): sent {} received {}{}{}", id, text(peer), src.identity.uri(),
+                 text(to.target), dst.identity.uri(), result.sent, result.received,
+                 result.error.empty() ? "" : ", error: ", result.error);
+    co_return Delivery::Done;
+  }
+
   awaitable<void> outbound_connection(tcp::socket client, uint64_t id) {
     ++stats.outbound_accepted;
     const auto ends = ends_of(client);
     if (!ends) co_return;  // reset before we got to it: nothing to carry
     const auto& [peer, local] = *ends;
     const auto orig = datapath.original_destination(peer, local);
-    if (!orig) {
+    auto refuse = [&](const std::string& why) {
       ++stats.refused;
-      spdlog::warn("[c{}] outbound from {}: no original destination recorded (a connect zmesh did not capture?)",
-                   id, text(peer));
+      spdlog::warn("[c{}] outbound {} -> {}: {}", id, text(peer), orig ? text(*orig) : std::string("?"), why);
       abort_socket(client);
-      co_return;
-    }
+    };
+    if (!orig) co_return refuse("no original destination recorded (a connect zmesh did not capture?)");
     const Workload* src = mesh.by_ip(peer.address());
-    const Workload* dst = mesh.by_ip(orig->address());
-    if (!src || !src->local) {
-      ++stats.refused;
-      spdlog::warn("[c{}] outbound {} -> {}: the source is not a workload of this node", id, text(peer), text(*orig));
-      abort_socket(client);
-      co_return;
-    }
-    if (!dst) {
-      ++stats.refused;
-      spdlog::warn("[c{}] outbound {} -> {}: unknown destination, refused", id, text(peer), text(*orig));
-      abort_socket(client);
-      co_return;
-    }
-    RelayResult result;
-    if (dst->local) {
-      // This node is the destination's node: it authorizes, as the far side of HBONE would.
-      const auto decision = authorizer.decide({src->identity, peer.address(), dst, orig->port()});
-      if (!decision.allowed) {
-        ++stats.refused;
-        ++stats.denied;
-        spdlog::warn("[c{}] {} ({}) -> {} (same node): {}", id, text(peer), src->identity.uri(), text(*orig),
-                     decision.reason);
-        abort_socket(client);
-        co_return;
-      }
-      tcp::socket upstream(io);
-      try {
-        upstream = co_await connect(*orig, options.proxy_mark, options.connect_timeout);
-      } catch (const system_error& e) {
-        spdlog::warn("[c{}] {} -> {} (same node): {}", id, text(peer), text(*orig), e.what());
-        abort_socket(client);
-        co_return;
-      }
-      result = co_await relay(client, upstream);
+    if (!src || !src->local) co_return refuse("the source is not a workload of this node");
+
+    std::vector<Candidate> candidates;
+    if (const Workload* dst = mesh.by_ip(orig->address())) {
+      candidates.push_back({dst, *orig});
+    } else if (const Service* service = mesh.service_by_vip(orig->address())) {
+      const std::string name = service->config.namespace_ + "/" + service->config.name;
+      const auto port = service->config.ports.find(orig->port());
+      if (port == service->config.ports.end())
+        co_return refuse("service " + name + " has no port " + std::to_string(orig->port()));
+      if (service->endpoints.empty()) co_return refuse("service " + name + " has no endpoints");
+      candidates = endpoints_of(*service, port->second);
     } else {
-      std::shared_ptr<http2::Stream> stream;
-      const PoolKey key{src->identity, dst->identity, dst->config.node};
-      const tcp::endpoint hbone_target(orig->address(), options.inbound_hbone_port);
-      const std::string authority = text(*orig);
-      try {
-        stream = co_await open_stream(key, hbone_target, authority, peer.address().to_string());
-      } catch (const std::exception& e) {
-        spdlog::warn("[c{}] {} -> {}: HBONE to node {} failed: {}", id, text(peer), text(*orig), dst->config.node,
-                     e.what());
-        abort_socket(client);
-        co_return;
-      }
-      if (stream->status() != 200) {
-        spdlog::warn("[c{}] {} -> {}: node {} answered {}", id, text(peer), text(*orig), dst->config.node,
-                     stream->status());
-        abort_socket(client);
-        co_return;
-      }
-      result = co_await relay(client, stream);
+      co_return refuse("unknown destination, refused");
     }
-    spdlog::info("[c{}] outbound {} ({}) -> {} ({}): sent {} received {}{}{}", id, text(peer), src->identity.uri(),
-                 text(*orig), dst->identity.uri(), result.sent, result.received,
-                 result.error.empty() ? "" : ", error: ", result.error);
+    for (const auto& candidate : candidates) {
+      if (co_await deliver(client, id, peer, *src, candidate) == Delivery::Done) co_return;
+      failed_until[candidate.target.address()] = std::chrono::steady_clock::now() + kFailurePenalty;
+    }
+    refuse(candidates.size() > 1 ? "every endpoint failed" : "the destination cannot be reached");
   }
+
 
   // `source_ip` goes along in a `forwarded: for=` header: the destination's policies match
   // source addresses, and it sees only this node's address.

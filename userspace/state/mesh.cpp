@@ -3,6 +3,8 @@
 
 #include "zmesh/address.h"
 
+#include <algorithm>
+
 namespace zmesh {
 Mesh::Mesh(const MeshConfig& config, const std::string& trust_domain, const std::string& node)
     : node_(node), trust_domain_(trust_domain) {
@@ -15,6 +17,30 @@ Mesh::Mesh(const MeshConfig& config, const std::string& trust_domain, const std:
                           " already belongs to another workload");
     }
   }
+  services_.reserve(config.services.size());
+  for (size_t i = 0; i < config.services.size(); ++i) {
+    const auto& svc = config.services[i];
+    Service service{svc, {}};
+    for (const auto& name : svc.endpoints) {
+      auto it = std::find_if(workloads_.begin(), workloads_.end(), [&](const Workload& w) {
+        return w.config.name == name && w.config.namespace_ == svc.namespace_;
+      });
+      if (it == workloads_.end())
+        throw ConfigError("services[" + std::to_string(i) + "].endpoints: no workload '" + name + "' in namespace '" +
+                          svc.namespace_ + "'");
+      service.endpoints.push_back(&*it);
+    }
+    services_.push_back(std::move(service));
+    for (const auto& vip : svc.vips) {
+      if (by_ip_.contains(unmapped(vip)) || !by_vip_.emplace(unmapped(vip), services_.size() - 1).second)
+        throw ConfigError("services[" + std::to_string(i) + "].vips: " + vip.to_string() + " is already in use");
+    }
+  }
+}
+
+const Service* Mesh::service_by_vip(const boost::asio::ip::address& ip) const {
+  auto it = by_vip_.find(unmapped(ip));
+  return it == by_vip_.end() ? nullptr : &services_[it->second];
 }
 
 const Workload* Mesh::by_ip(const boost::asio::ip::address& ip) const {
