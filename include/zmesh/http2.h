@@ -59,6 +59,9 @@ class Stream {
   // Reads into `buf`: {ok, n > 0} data, {ok, 0} the peer half-closed (END_STREAM), or an error
   // when the stream was reset or the connection failed.
   asio::awaitable<std::pair<error_code, size_t>> read_some(asio::mutable_buffer buf);
+  // Like read_some, but hands over the next received chunk itself (no copy, and no buffer
+  // held while the stream is idle). An empty chunk with no error = the peer half-closed.
+  asio::awaitable<std::pair<error_code, std::vector<uint8_t>>> take_some();
   // Tells the peer `n` read bytes were delivered: opens the flow-control window for more.
   void consumed(size_t n);
   // Queues bytes for the peer; waits while the queue is over Settings::kSendBuffer.

@@ -3,6 +3,7 @@
 //   zm-echo serve --port P [--connections N] [--after-eof]
 //                                              echo N concurrent connections (dual-stack), exit
 //   zm-echo send --to ADDR --port P --bytes N  send N bytes, read the echo, verify it
+//   zm-echo hold --to ADDR --port P --count N  open N idle connections, keep them until stdin closes
 // Each prints one JSON line per connection: local and peer address, bytes, and for send
 // whether the echo matched. send exits 1 on any mismatch or error, 2 when the connect times
 // out (a dropped SYN).
@@ -212,6 +213,34 @@ int send_and_verify(const std::string& to, uint16_t port, uint64_t total, int co
   return match ? 0 : 1;
 }
 
+// Opens `count` connections and keeps them open and idle until stdin closes (or a signal):
+// how the benchmarks measure a proxy's memory per open connection.
+int hold(const std::string& to, uint16_t port, int count) {
+  addrinfo hints{}, *res = nullptr;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICHOST;
+  if (getaddrinfo(to.c_str(), std::to_string(port).c_str(), &hints, &res) != 0) {
+    std::fprintf(stderr, "zm-echo: '%s' is not a numeric address\n", to.c_str());
+    return 1;
+  }
+  std::vector<int> fds;
+  for (int i = 0; i < count; ++i) {
+    int fd = socket(res->ai_family, SOCK_STREAM, 0);
+    if (fd < 0) fail("socket (is the fd limit high enough?)");
+    set_timeout(fd, 10);
+    if (connect(fd, res->ai_addr, res->ai_addrlen) != 0) fail("connect " + std::to_string(i + 1));
+    fds.push_back(fd);
+  }
+  freeaddrinfo(res);
+  std::printf("{\"held\":%d}\n", count);
+  std::fflush(stdout);
+  char c;
+  while (read(STDIN_FILENO, &c, 1) > 0) {
+  }
+  for (int fd : fds) close(fd);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -236,8 +265,14 @@ int main(int argc, char** argv) {
   send_cmd->add_option("--connect-timeout-ms", connect_timeout_ms, "exit 2 when the connect does not finish in time");
   send_cmd->add_option("--pause-ms", pause_ms, "pause after each write (a slow, long-lived client)");
   send_cmd->add_option("--abort-after", abort_after, "reset the connection (RST) once this many bytes came back");
+  int count = 1000;
+  auto* hold_cmd = app.add_subcommand("hold", "open connections and keep them idle until stdin closes");
+  hold_cmd->add_option("--to", to)->required();
+  hold_cmd->add_option("--port", port);
+  hold_cmd->add_option("--count", count)->check(CLI::PositiveNumber);
   CLI11_PARSE(app, argc, argv);
-  std::signal(SIGPIPE, SIG_IGN);  // a write to a reset connection is reported, not fatal
+  std::signal(SIGPIPE, SIG_IGN);
+  if (hold_cmd->parsed()) return hold(to, port, count);  // a write to a reset connection is reported, not fatal
   return serve_cmd->parsed() ? serve(port, connections, after_eof)
                              : send_and_verify(to, port, bytes, connect_timeout_ms, pause_ms, abort_after);
 }

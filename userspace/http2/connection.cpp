@@ -75,6 +75,23 @@ asio::awaitable<std::pair<error_code, size_t>> Stream::read_some(asio::mutable_b
   }
 }
 
+asio::awaitable<std::pair<error_code, std::vector<uint8_t>>> Stream::take_some() {
+  for (;;) {
+    if (!inbox_.empty()) {
+      std::vector<uint8_t> chunk = std::move(inbox_.front());
+      inbox_.pop_front();
+      if (inbox_offset_) chunk.erase(chunk.begin(), chunk.begin() + static_cast<ptrdiff_t>(inbox_offset_));
+      inbox_offset_ = 0;
+      co_return std::pair{error_code{}, std::move(chunk)};
+    }
+    if (reset_code_ != 0 || (closed_ && !remote_closed_))
+      co_return std::pair{error_code(asio::error::connection_reset), std::vector<uint8_t>{}};
+    if (remote_closed_) co_return std::pair{error_code{}, std::vector<uint8_t>{}};
+    co_await readable_.wait();
+    if (co_await cancelled()) co_return std::pair{error_code(asio::error::operation_aborted), std::vector<uint8_t>{}};
+  }
+}
+
 void Stream::consumed(size_t n) {
   auto connection = connection_.lock();
   if (!connection || connection->closed_) return;
@@ -192,6 +209,7 @@ struct Connection::Callbacks {
       nghttp2_session_consume_connection(session, len);
       return 0;
     }
+    if (len == 0) return 0;  // an empty chunk would read as the end of the stream
     stream->inbox_.emplace_back(data, data + len);
     stream->readable_.notify();
     return 0;
