@@ -2,10 +2,7 @@
 // never fail a test. Run: build/bench/zmesh_micro (root for the kernel map one).
 #include <benchmark/benchmark.h>
 #include <nghttp2/nghttp2.h>
-#include <net/if.h>
 #include <sched.h>
-#include <sys/ioctl.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -159,14 +156,7 @@ void BM_OriginalDestinationLookup(benchmark::State& state) {
   options.outbound_ip4 = address_v4::from_string("10.244.1.1");
   options.proxy_cgroup = *cgroup2 / suffix;
   std::filesystem::create_directories(options.proxy_cgroup);
-  // The local delivery route lives on lo, which a new netns has down.
-  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  ifreq ifr{};
-  std::strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
-  ioctl(fd, SIOCGIFFLAGS, &ifr);
-  ifr.ifr_flags |= IFF_UP;
-  ioctl(fd, SIOCSIFFLAGS, &ifr);
-  close(fd);
+  zmesh::bring_up_loopback();  // the local delivery route lives on lo, down in a new netns
   try {
     auto datapath = zmesh::BpfDatapath::start(options);
     const zmesh::TcpEndpoint peer(make_address("10.244.1.2"), 40000), local(make_address("10.244.1.1"), 15001);

@@ -25,6 +25,9 @@ struct KernelFacts {
 
 KernelFacts read_kernel_facts();
 
+// Sets lo up in the calling thread's netns (a new netns has it down). Returns false on failure.
+bool bring_up_loopback();
+
 // "6.18.44-fc" -> {6, 18}; {0, 0} when unparsable.
 std::pair<int, int> parse_kernel_version(std::string_view release);
 

@@ -1,5 +1,7 @@
 #include "netns.h"
 
+#include "zmesh/kernel.h"
+
 #include <fcntl.h>
 #include <net/if.h>
 #include <sched.h>
@@ -16,13 +18,7 @@ namespace {
 void enter(const std::string& netns) {
   if (netns.empty()) {
     if (unshare(CLONE_NEWNET) != 0) throw std::runtime_error(std::string("unshare(CLONE_NEWNET): ") + std::strerror(errno));
-    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    ifreq ifr{};
-    std::strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
-    ioctl(fd, SIOCGIFFLAGS, &ifr);
-    ifr.ifr_flags |= IFF_UP;
-    ioctl(fd, SIOCSIFFLAGS, &ifr);
-    close(fd);
+    if (!bring_up_loopback()) throw std::runtime_error("cannot set lo up in the new netns");
     return;
   }
   const std::string path = "/run/netns/" + netns;

@@ -132,17 +132,22 @@ int serve(uint16_t port, int connections, bool after_eof) {
   return 0;
 }
 
+// The address to connect to; nullptr (with a message) when `to` is not a numeric address.
+addrinfo* resolve(const std::string& to, uint16_t port) {
+  addrinfo hints{}, *res = nullptr;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICHOST;
+  if (getaddrinfo(to.c_str(), std::to_string(port).c_str(), &hints, &res) == 0) return res;
+  std::fprintf(stderr, "zm-echo: '%s' is not a numeric address\n", to.c_str());
+  return nullptr;
+}
+
 // One thread, non-blocking, poll(): how proxies and servers drive a socket, and immune to
 // wake-ups that are not data (see docs/datapath.md on the sockmap short-cut).
 int send_and_verify(const std::string& to, uint16_t port, uint64_t total, int connect_timeout_ms, int pause_ms,
                     uint64_t abort_after) {
-  addrinfo hints{}, *res = nullptr;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICHOST;
-  if (getaddrinfo(to.c_str(), std::to_string(port).c_str(), &hints, &res) != 0) {
-    std::fprintf(stderr, "zm-echo: '%s' is not a numeric address\n", to.c_str());
-    return 1;
-  }
+  addrinfo* res = resolve(to, port);
+  if (!res) return 1;
   int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK, 0);
   if (fd < 0) fail("socket");
   const std::string target = to + ":" + std::to_string(port);
@@ -216,13 +221,8 @@ int send_and_verify(const std::string& to, uint16_t port, uint64_t total, int co
 // Opens `count` connections and keeps them open and idle until stdin closes (or a signal):
 // how the benchmarks measure a proxy's memory per open connection.
 int hold(const std::string& to, uint16_t port, int count) {
-  addrinfo hints{}, *res = nullptr;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICHOST;
-  if (getaddrinfo(to.c_str(), std::to_string(port).c_str(), &hints, &res) != 0) {
-    std::fprintf(stderr, "zm-echo: '%s' is not a numeric address\n", to.c_str());
-    return 1;
-  }
+  addrinfo* res = resolve(to, port);
+  if (!res) return 1;
   std::vector<int> fds;
   for (int i = 0; i < count; ++i) {
     int fd = socket(res->ai_family, SOCK_STREAM, 0);

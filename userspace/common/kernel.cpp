@@ -1,9 +1,13 @@
 // Reads kernel facts (see include/zmesh/kernel.h).
 #include "zmesh/kernel.h"
 
+#include <net/if.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -44,6 +48,18 @@ KernelFacts read_kernel_facts() {
   facts.cgroup2 = find_mount("cgroup2");
   facts.tcx = parse_kernel_version(facts.release) >= std::pair{6, 6};
   return facts;
+}
+
+bool bring_up_loopback() {
+  const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  ifreq ifr{};
+  std::strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
+  bool ok = ioctl(fd, SIOCGIFFLAGS, &ifr) == 0;
+  ifr.ifr_flags |= IFF_UP;
+  ok = ok && ioctl(fd, SIOCSIFFLAGS, &ifr) == 0;
+  close(fd);
+  return ok;
 }
 
 }  // namespace zmesh
