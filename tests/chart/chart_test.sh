@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The Helm chart with the real helm binary (scripts/install-helm.sh): lint, render with default
+# and non-default values, and refuse values the schema forbids. Asserts on the rendered objects.
+set -uo pipefail
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+helm=$repo/.tools/helm/helm
+chart=$repo/helm/zmesh
+[ -x "$helm" ] || "$repo/scripts/install-helm.sh" || { echo "no helm"; exit 1; }
+passed=0 failed=0
+check() {  # check DESCRIPTION COMMAND...: one assertion
+  local what=$1; shift
+  if "$@" >/dev/null 2>&1; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $what"; fi
+}
+has() { grep -qE -- "$2" <<<"$1"; }
+lacks() { ! grep -qE -- "$2" <<<"$1"; }
+
+check "helm lint passes" "$helm" lint "$chart"
+
+defaults=$("$helm" template z "$chart" --namespace zmesh-system 2>&1)
+ds=$("$helm" template z "$chart" --namespace zmesh-system --show-only templates/daemonset.yaml 2>&1)
+check "renders a DaemonSet" has "$defaults" '^kind: DaemonSet$'
+check "renders ServiceAccount, ClusterRole(+Binding), ConfigMap" \
+  bash -c "grep -c '^kind: \(ServiceAccount\|ClusterRole\|ClusterRoleBinding\|ConfigMap\)$' <<<\"\$0\" | grep -qx 4" "$defaults"
+check "runs in the node's network namespace" has "$ds" 'hostNetwork: true'
+check "is not privileged" has "$ds" 'privileged: false'
+check "adds BPF, NET_ADMIN, SYS_ADMIN" has "$ds" 'add: \[BPF, NET_ADMIN, SYS_ADMIN'
+check "drops every other capability" has "$ds" 'drop: \[ALL\]'
+check "mounts bpffs and cgroups from the host" bash -c "grep -q 'path: /sys/fs/bpf' <<<\"\$0\" && grep -q 'path: /sys/fs/cgroup' <<<\"\$0\"" "$ds"
+check "tolerates every taint" has "$ds" 'operator: Exists'
+check "readiness probe on 15021" has "$ds" 'path: /healthz/ready, port: 15021'
+check "short-cut off by default" has "$ds" -- '--sockmap=off'
+check "grace period = drain + 5 s" has "$ds" 'terminationGracePeriodSeconds: 15'
+check "image tag defaults to appVersion" has "$ds" 'zmeshd:0.1.0"'
+check "one --uplink by default" bash -c "grep -c -- '--uplink=' <<<\"\$0\" | grep -qx 1" "$ds"
+check "no PodMonitor by default" lacks "$defaults" 'kind: PodMonitor'
+check "the mesh config is valid JSON" bash -c "grep -A1 'mesh.json: |' <<<\"\$0\" | tail -1 | grep -q '{\"policies\":\[\],\"services\":\[\],\"workloads\":\[\]}'" "$defaults"
+
+custom=$("$helm" template z "$chart" --namespace mesh --set image.tag=1.2.3 --set sockmap=true \
+  --set 'uplinks={eth0,eth1}' --set drainTimeoutSeconds=30 --set podMonitor.enabled=true \
+  --set trustDomain=example.org 2>&1)
+check "custom: image tag" has "$custom" 'zmeshd:1.2.3"'
+check "custom: short-cut on" has "$custom" -- '--sockmap=on'
+check "custom: two uplinks" bash -c "grep -c -- '--uplink=' <<<\"\$0\" | grep -qx 2" "$custom"
+check "custom: drain 30 s, grace 35 s" bash -c "grep -q -- '--drain-timeout-ms=30000' <<<\"\$0\" && grep -q 'terminationGracePeriodSeconds: 35' <<<\"\$0\"" "$custom"
+check "custom: PodMonitor on the metrics port" bash -c "grep -q '^kind: PodMonitor$' <<<\"\$0\" && grep -q 'port: metrics' <<<\"\$0\"" "$custom"
+check "custom: trust domain" has "$custom" -- '--trust-domain=example.org'
+check "custom: release namespace" has "$custom" 'namespace: mesh'
+
+check "schema refuses an empty uplink list" bash -c "! \"\$0\" template z \"\$1\" --set 'uplinks={}'" "$helm" "$chart"
+check "schema refuses an unknown log level" bash -c "! \"\$0\" template z \"\$1\" --set logLevel=loud" "$helm" "$chart"
+check "schema refuses a negative drain" bash -c "! \"\$0\" template z \"\$1\" --set drainTimeoutSeconds=-1" "$helm" "$chart"
+
+echo "chart: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
