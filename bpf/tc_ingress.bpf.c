@@ -3,6 +3,7 @@
  * uplinks and on enrolled pods' host-side veths, in the node's netns.
  *
  * For a packet to a pod enrolled on this node (zm_workloads):
+ *   0. its L4 header cannot be read (fragment, IPv6 extension header)  -> drop (tc_drop_unparsed)
  *   1. zm_l4_deny matches (source prefix, pod, port or any, protocol)  -> drop (tc_drop_deny)
  *   2. not TCP                                                         -> pass
  *   3. a new connection (SYN without ACK):
@@ -111,6 +112,11 @@ int zm_tc_ingress(struct __sk_buff *skb)
 	if (!wl) {
 		zm_count(tc_passed);
 		return TC_ACT_OK;
+	}
+	if (!p.l4_ok) {
+		/* A SYN could hide behind a fragment or an IPv6 extension header: fail closed. */
+		zm_count(tc_drop_unparsed);
+		return TC_ACT_SHOT;
 	}
 	if (zm_denied(&p)) {
 		zm_count(tc_drop_deny);

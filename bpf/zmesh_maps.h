@@ -108,6 +108,7 @@ struct zm_counters {
 	__u64 tc_drop_mtls;         /* plaintext to a pod that requires mTLS */
 	__u64 tc_drop_no_proxy;     /* of those, no listener to steer to (zmeshd down): fail closed */
 	__u64 tc_drop_assign;       /* of those, bpf_sk_assign refused: dropped */
+	__u64 tc_drop_unparsed;     /* to a mesh pod, L4 header unreadable (fragment, IPv6 ext hdr) */
 };
 
 #endif

@@ -18,14 +18,16 @@ struct zm_pkt {
 	union zm_ip dst;
 	__be16 sport;
 	__be16 dport;
+	__u8 l4_ok; /* the TCP/UDP header was read; 0 for fragments, IPv6 extension headers, runts */
 };
 
 #define ZM_TCP_SYN 0x02
 #define ZM_TCP_ACK 0x10
 
 /* Parses Ethernet, IPv4/IPv6 and the TCP/UDP ports of skb; -EINVAL for a runt or non-IP
- * frame. Ports stay zero for other protocols, IPv4 fragments after the first, and IPv6
- * packets with extension headers (they are passed, not steered). */
+ * frame. l4_ok says whether the L4 header was read: not for IPv4 fragments, IPv6 packets
+ * with extension headers, or truncated headers (the caller must not take those for
+ * harmless: a SYN can hide behind any of them). */
 static __always_inline int zm_parse(struct __sk_buff *skb, struct zm_pkt *p)
 {
 	void *data = (void *)(long)skb->data;
@@ -44,7 +46,7 @@ static __always_inline int zm_parse(struct __sk_buff *skb, struct zm_pkt *p)
 		p->protocol = ip4->protocol;
 		p->src.v4 = ip4->saddr;
 		p->dst.v4 = ip4->daddr;
-		if (ip4->frag_off & bpf_htons(0x1fff))
+		if (ip4->frag_off & bpf_htons(0x3fff)) /* MF or an offset: a fragment */
 			return 0;
 		l4 = (void *)ip4 + ip4->ihl * 4;
 	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
@@ -64,17 +66,23 @@ static __always_inline int zm_parse(struct __sk_buff *skb, struct zm_pkt *p)
 		struct tcphdr *tcp = l4;
 
 		if ((void *)(tcp + 1) > data_end)
-			return -EINVAL;
+			return 0;
 		p->sport = tcp->source;
 		p->dport = tcp->dest;
 		p->tcp_flags = ((__u8 *)tcp)[13];
+		p->l4_ok = 1;
 	} else if (p->protocol == IPPROTO_UDP) {
 		struct udphdr *udp = l4;
 
 		if ((void *)(udp + 1) > data_end)
-			return -EINVAL;
+			return 0;
 		p->sport = udp->source;
 		p->dport = udp->dest;
+		p->l4_ok = 1;
+	} else if (p->family == ZM_AF_INET) {
+		p->l4_ok = 1; /* another IPv4 protocol (ICMP, ...): nothing to read */
+	} else if (p->protocol == 58 /* ICMPv6 */ || p->protocol == 59 /* no next header */) {
+		p->l4_ok = 1; /* anything else after IPv6 is an extension header or unknown */
 	}
 	return 0;
 }

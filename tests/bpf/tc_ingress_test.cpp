@@ -141,6 +141,28 @@ TEST_F(TcIngressTest, VerdictAndCounterPerPacket) {
   for (const auto& row : rows) expect(row.spec, row.verdict, row.counters, row.description);
 }
 
+// Frames whose TCP header cannot be read must not pass to a mesh pod: a SYN could hide there.
+TEST_F(TcIngressTest, UnreadableL4ToAMeshPodIsDropped) {
+  open_listeners();
+  auto run = [&](std::vector<uint8_t> frame, const char* description) {
+    SCOPED_TRACE(description);
+    const zm_counters before = datapath_->counters();
+    EXPECT_EQ(netns_->run([&] { return datapath_->test_run_tc_ingress(frame); }), kDrop);
+    EXPECT_EQ(datapath_->counters().tc_drop_unparsed - before.tc_drop_unparsed, 1u);
+  };
+  // IPv6 with a hop-by-hop header (next header 0) in front of whatever follows.
+  run(packet::build({.src = "fd00:244:2::2", .dst = "fd00:244:1::2", .protocol = 0, .payload = 48}),
+      "IPv6 extension header");
+  // IPv4 first fragment (MF set).
+  auto fragment = packet::build({.src = "10.244.2.2", .dst = "10.244.1.2", .dst_port = 8080});
+  fragment[14 + 6] |= 0x20;
+  run(fragment, "IPv4 fragment");
+  // A TCP header cut short.
+  auto runt = packet::build({.src = "10.244.2.2", .dst = "10.244.1.3", .dst_port = 8080});
+  runt.resize(14 + 20 + 10);
+  run(runt, "truncated TCP header");
+}
+
 TEST_F(TcIngressTest, NoListenerFailsClosed) {
   // zmeshd down: new inbound connections to mesh pods are dropped, never delivered around it.
   expect({.src = "10.244.2.2", .dst = "10.244.1.2", .dst_port = 15008}, kDrop,

@@ -180,7 +180,7 @@ std::vector<std::pair<const char*, uint64_t>> named_counters(const DatapathCount
           {"tc_to_plaintext", c.tc_to_plaintext},       {"tc_followed", c.tc_followed},
           {"tc_passed", c.tc_passed},                   {"tc_drop_deny", c.tc_drop_deny},
           {"tc_drop_mtls", c.tc_drop_mtls},             {"tc_drop_no_proxy", c.tc_drop_no_proxy},
-          {"tc_drop_assign", c.tc_drop_assign}};
+          {"tc_drop_assign", c.tc_drop_assign},         {"tc_drop_unparsed", c.tc_drop_unparsed}};
 }
 
 // ---------------------------------------------------------------------------------------------
