@@ -294,6 +294,28 @@ TEST_F(DatapathTest, RestartWithoutAWorkloadUnenrollsIt) {
   EXPECT_EQ(seen.at("peer").get<std::string>().rfind(pod_ip("app1-n1") + ":", 0), 0u) << seen.dump();
 }
 
+TEST_F(DatapathTest, AFailedRestartKeepsThePodsProtected) {
+  start_standin();
+  start_zmeshd(config());
+  stop_zmeshd();
+  // The restart fails on app1-n1 (its veth is gone from the config's view): the daemon exits,
+  // but what the previous one pinned must keep capturing and guarding app1-n1.
+  auto broken = config([](nlohmann::json& mesh) {
+    for (auto& w : mesh["workloads"])
+      if (w["name"] == "app1-n1") w["hostVeth"] = "nosuchveth0";
+  });
+  auto failed = run(zmeshd_argv(broken));
+  EXPECT_EQ(failed.exit_code, 1);
+  EXPECT_NE(failed.err.find("nosuchveth0"), std::string::npos) << failed.err;
+  const std::string cgroup = lab_->pod("app1-n1").at("cgroup");
+  EXPECT_EQ(attached(cgroup, BPF_CGROUP_INET4_CONNECT), 1u);
+  const auto ips = PinnedMaps(pin_root()).workload_ips();
+  EXPECT_NE(std::find(ips.begin(), ips.end(), make_address(pod_ip("app1-n1"))), ips.end());
+  auto sent = send("app1-n1", pod_ip("app1-n2"), 8080);
+  EXPECT_EQ(sent.exit_code, 0) << sent.err;
+  EXPECT_EQ(standin_saw().at("orig"), pod_ip("app1-n2") + ":8080") << "still captured";
+}
+
 TEST_F(DatapathTest, CleanupRemovesEverythingItMade) {
   start_standin();
   start_zmeshd(config());

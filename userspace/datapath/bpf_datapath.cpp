@@ -443,6 +443,12 @@ void BpfDatapath::cleanup(const DatapathOptions& options) {
 TcMode BpfDatapath::tc_mode() const { return impl_->tc_mode; }
 
 void BpfDatapath::enroll(const WorkloadAttachment& workload) {
+  // What this call adds, so that a failure takes back exactly that: links and entries a
+  // previous daemon left (adopted at start) keep protecting the pod.
+  std::vector<std::string> new_keys;
+  std::set<std::string> links_before;
+  for (const auto& [name, link] : impl_->links) links_before.insert(name);
+  const int workloads_fd = impl_->maps.fds_->workloads.get();
   try {
     Cgroup cgroup = open_cgroup(workload.cgroup);
     zm_workload value{};
@@ -451,8 +457,10 @@ void BpfDatapath::enroll(const WorkloadAttachment& workload) {
     value.cgroup_id = cgroup.id;
     for (const auto& ip : workload.ips) {
       const zm_ip_key key = datapath::ip_key(ip);
-      update(impl_->maps.fds_->workloads.get(), &key, &value, "zm_workloads",
-             "enroll " + workload.name + " (" + ip.to_string() + ")", 4096);
+      zm_workload existing{};
+      const bool known = bpf_map_lookup_elem(workloads_fd, &key, &existing) == 0;
+      update(workloads_fd, &key, &value, "zm_workloads", "enroll " + workload.name + " (" + ip.to_string() + ")", 4096);
+      if (!known) new_keys.push_back(bytes_of(&key, sizeof key));
       impl_->claimed_workloads.insert(bytes_of(&key, sizeof key));
     }
     impl_->attach_cgroup(workload.cgroup, impl_->connect->progs.zm_connect4, "connect4");
@@ -460,12 +468,16 @@ void BpfDatapath::enroll(const WorkloadAttachment& workload) {
     impl_->attach_cgroup(workload.cgroup, impl_->sockops->progs.zm_sockops, "sockops");
     if (!workload.host_veth.empty()) impl_->attach_tc(workload.host_veth);
   } catch (...) {
-    // All or nothing: a half-enrolled pod would be captured one way and not the other.
-    try {
-      unenroll(workload);
-    } catch (const std::exception& e) {
-      spdlog::warn("datapath: rolling back enroll of {}: {}", workload.name, e.what());
+    // All or nothing for what this call added: a half-enrolled pod would be captured one way
+    // and not the other.
+    for (const auto& key : new_keys) {
+      bpf_map_delete_elem(workloads_fd, key.data());
+      impl_->claimed_workloads.erase(key);
     }
+    std::vector<std::string> added;
+    for (const auto& [name, link] : impl_->links)
+      if (!links_before.contains(name)) added.push_back(name);
+    for (const auto& name : added) impl_->detach_link(name);
     throw;
   }
 }
