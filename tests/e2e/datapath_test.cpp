@@ -395,6 +395,13 @@ TEST_F(DatapathTest, StartupErrorsSayWhatIsWrong) {
   result = run(zmeshd_argv(typo));
   EXPECT_EQ(result.exit_code, 1);
   EXPECT_NE(result.err.find("workloads[1].serviceAcount: unknown field"), std::string::npos) << result.err;
+  // IPv6 workloads without an IPv6 proxy address: refused, not redirected to [::].
+  auto args6 = zmeshd_argv(config());
+  const auto at = std::find(args6.begin(), args6.end(), "--outbound-ip6");
+  args6.erase(at, at + 2);
+  result = run(args6);
+  EXPECT_EQ(result.exit_code, 1);
+  EXPECT_NE(result.err.find("give --outbound-ip6"), std::string::npos) << result.err;
   // A pin root outside bpffs.
   auto args = zmeshd_argv(config());
   std::replace(args.begin(), args.end(), pin_root(), std::string("/tmp/zmesh-not-bpffs"));

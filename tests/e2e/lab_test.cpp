@@ -149,6 +149,18 @@ TEST_F(LabTest, TwoLabsSideBySideWithTheSameAddresses) {
   for (const auto& pod : b.topology().at("pods")) EXPECT_TRUE(netns_exists(pod.at("netns")));
 }
 
+TEST_F(LabTest, ALabsNameIsNotAPrefixOfAnother) {
+  // Lab "X" and lab "X-2": taking X down must leave X-2 whole.
+  const std::string name = Lab::unique_name();
+  ASSERT_EQ(run_lab({"up", "--name", name, "--nodes", "1", "--pods", "1", "--no-mesh"}).exit_code, 0);
+  ASSERT_EQ(run_lab({"up", "--name", name + "-2", "--nodes", "1", "--pods", "1", "--no-mesh"}).exit_code, 0);
+  EXPECT_EQ(run_lab({"down", "--name", name}).exit_code, 0);
+  EXPECT_TRUE(netns_exists("zm-" + name + "-2-node1"));
+  EXPECT_TRUE(netns_exists("zm-" + name + "-2-app1-n1"));
+  EXPECT_EQ(run_lab({"down", "--name", name + "-2"}).exit_code, 0);
+  EXPECT_FALSE(netns_exists("zm-" + name + "-2-node1"));
+}
+
 TEST_F(LabTest, UpRejectsBadInputAndLeavesNothing) {
   struct Case {
     std::vector<std::string> args;

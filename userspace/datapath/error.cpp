@@ -12,12 +12,13 @@ const char* hint(int err) {
     case EACCES:
       return "zmesh needs root, or CAP_BPF + CAP_NET_ADMIN + CAP_SYS_ADMIN";
     case ENOENT:
-      return "is bpffs mounted at /sys/fs/bpf and the object there?";
+      return "no such file, object or directory: check the path (bpffs mounted? cgroup there?)";
     case E2BIG:
     case ENOSPC:
       return "the map is full";
     case EINVAL:
-      return "the verifier or the kernel rejected it; --log-level debug shows libbpf's log";
+      return "the kernel refused the request (for a program load, --log-level debug shows the verifier's log; "
+             "for --tc-mode tcx, the kernel may lack tcx)";
     case ENOTSUP:
       return "this kernel lacks the feature";
     default:

@@ -210,6 +210,10 @@ struct Connection::Callbacks {
       return 0;
     }
     if (len == 0) return 0;  // an empty chunk would read as the end of the stream
+    if (stream->reset_after_response_) {  // a refused stream: nobody will read it
+      nghttp2_session_consume_connection(session, len);
+      return 0;
+    }
     stream->inbox_.emplace_back(data, data + len);
     stream->readable_.notify();
     return 0;
@@ -446,7 +450,8 @@ void Connection::drain() {
 void Connection::close() { finish("closed locally"); }
 
 bool Connection::usable() const {
-  return !closed_ && !draining_ &&
+  // check_request_allowed: false once the peer sent GOAWAY (it is draining or restarting).
+  return !closed_ && !draining_ && nghttp2_session_check_request_allowed(session_) &&
          streams_.size() < std::min<uint32_t>(Settings::kMaxConcurrentStreams,
                                               nghttp2_session_get_remote_settings(
                                                   session_, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS));

@@ -291,8 +291,8 @@ awaitable<RelayResult> relay(tcp::socket& socket, const std::shared_ptr<http2::S
         co_return;
       }
       auto [wec, written] = co_await asio::async_write(socket, asio::buffer(chunk), use_tuple);
+      stream->consumed(chunk.size());  // also when the write failed: the window must come back
       if (wec) throw system_error(wec);
-      stream->consumed(chunk.size());
       result.received += chunk.size();
     }
   };
@@ -571,7 +571,17 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
       if (best) {
         ++stats.streams_opened;
         const http2::Connection::Headers headers{{"forwarded", "for=\"" + source_ip + "\""}};
-        co_return co_await best->open(authority, headers);
+        std::shared_ptr<http2::Stream> stream;
+        auto open = [&]() -> awaitable<void> { stream = co_await best->open(authority, headers); };
+        const std::string what = "no HBONE response from node " + key.node + " in time";
+        try {
+          co_await with_deadline(open(), options.handshake_timeout, what);
+        } catch (const system_error& e) {
+          // A peer that stopped answering (gone without a reset): new streams go elsewhere.
+          if (e.code() == asio::error::timed_out) best->close();
+          throw;
+        }
+        co_return stream;
       }
       if (auto it = connecting.find(key); it != connecting.end()) {
         auto pending = it->second;  // another coroutine is connecting for this key: share it

@@ -77,6 +77,20 @@ int serve(Options& o) {
   zmesh::MeshConfig config;
   if (!o.config_path.empty()) config = zmesh::load_config(o.config_path);
   const zmesh::Mesh mesh(config, o.trust_domain, o.node);
+  // IPv6 mesh addresses need an IPv6 proxy address, or connect6 would send them to [::].
+  if (o.outbound_ip6.empty()) {
+    auto v6 = [](const boost::asio::ip::address& ip) { return ip.is_v6() && !ip.to_v6().is_v4_mapped(); };
+    for (const auto& w : config.workloads)
+      for (const auto& ip : w.ips)
+        if (v6(ip))
+          throw zmesh::ConfigError("workload " + w.namespace_ + "/" + w.name + " has IPv6 address " + ip.to_string() +
+                                   ": give --outbound-ip6 (the IPv6 address pods reach the proxy on)");
+    for (const auto& svc : config.services)
+      for (const auto& ip : svc.vips)
+        if (v6(ip))
+          throw zmesh::ConfigError("service " + svc.namespace_ + "/" + svc.name + " has IPv6 VIP " + ip.to_string() +
+                                   ": give --outbound-ip6");
+  }
   const zmesh::Authorizer authorizer(config.policies);
   const bool with_proxy = o.proxy == "on";
   std::unique_ptr<zmesh::Certificates> certificates;
