@@ -402,6 +402,13 @@ TEST_F(DatapathTest, StartupErrorsSayWhatIsWrong) {
   result = run(args6);
   EXPECT_EQ(result.exit_code, 1);
   EXPECT_NE(result.err.find("give --outbound-ip6"), std::string::npos) << result.err;
+  // A second daemon on a pin root another one holds: refused before it touches anything.
+  start_zmeshd(config());
+  result = run(zmeshd_argv(config()));
+  EXPECT_EQ(result.exit_code, 1);
+  EXPECT_NE(result.err.find("another zmeshd is running with this --bpf-root?"), std::string::npos) << result.err;
+  EXPECT_EQ(attached(lab_->pod("app1-n1").at("cgroup").get<std::string>(), BPF_CGROUP_INET4_CONNECT), 1u);
+  stop_zmeshd();
   // A pin root outside bpffs.
   auto args = zmeshd_argv(config());
   std::replace(args.begin(), args.end(), pin_root(), std::string("/tmp/zmesh-not-bpffs"));

@@ -5,6 +5,7 @@
 #include <linux/magic.h>
 #include <net/if.h>
 #include <spdlog/spdlog.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 
@@ -255,6 +256,7 @@ bool DenyRule::operator<(const DenyRule& other) const {
 }
 
 struct BpfDatapath::Impl {
+  UniqueFd pin_root_lock;  // held for the daemon's life: one daemon per pin root
   DatapathOptions options;
   TcMode tc_mode = TcMode::Tcx;
   SkeletonPtr<connect_bpf> connect;
@@ -396,6 +398,13 @@ std::unique_ptr<BpfDatapath> BpfDatapath::start(const DatapathOptions& options) 
   make_pin_root(options.pin_root);
 
   auto impl = std::make_unique<Impl>();
+  // Before anything pinned is touched: a second daemon on this root would adopt the first
+  // one's links with its own programs and prune what its config lacks.
+  impl->pin_root_lock = UniqueFd(open(options.pin_root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!impl->pin_root_lock || flock(impl->pin_root_lock.get(), LOCK_EX | LOCK_NB) != 0)
+    throw DatapathError("lock pin root " + options.pin_root.string() +
+                            " (another zmeshd is running with this --bpf-root?)",
+                        errno);
   impl->options = options;
   impl->tc_mode = options.tc_mode == TcMode::Clsact || (options.tc_mode == TcMode::Auto && !facts.tcx)
                       ? TcMode::Clsact
