@@ -160,7 +160,6 @@ class BpfDatapath final : public Datapath {
 
   // Names of the pinned links (for tests and zmeshctl): "cg_<id>_connect4", "tc_eth0", ...
   std::vector<std::string> pinned_links() const;
-  TcMode tc_mode() const;
 
   struct Impl;
 

@@ -56,11 +56,9 @@ class Connection;
 // One CONNECT tunnel. Shared by its Connection (until the stream closes) and its relay.
 class Stream {
  public:
-  // Reads into `buf`: {ok, n > 0} data, {ok, 0} the peer half-closed (END_STREAM), or an error
-  // when the stream was reset or the connection failed.
-  asio::awaitable<std::pair<error_code, size_t>> read_some(asio::mutable_buffer buf);
-  // Like read_some, but hands over the next received chunk itself (no copy, and no buffer
-  // held while the stream is idle). An empty chunk with no error = the peer half-closed.
+  // The next received chunk, handed over (no copy, and no buffer held while the stream is
+  // idle); an empty chunk with no error = the peer half-closed (END_STREAM); an error when the
+  // stream was reset or the connection failed.
   asio::awaitable<std::pair<error_code, std::vector<uint8_t>>> take_some();
   // Tells the peer `n` read bytes were delivered: opens the flow-control window for more.
   void consumed(size_t n);
@@ -90,9 +88,8 @@ class Stream {
   int status_ = 0;
   std::string method_, authority_, forwarded_;
   bool reset_after_response_ = false;  // a refusal: RST once the response HEADERS are out
-  // received, not yet read
+  // received, not yet taken
   std::deque<std::vector<uint8_t>> inbox_;
-  size_t inbox_offset_ = 0;
   bool remote_closed_ = false;
   // queued to send: chunks as written, the first one read from outbox_offset_
   std::deque<std::vector<uint8_t>> outbox_;
@@ -134,7 +131,6 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool usable() const;  // open, not draining, below the peer's stream limit
   size_t active_streams() const { return streams_.size(); }
   std::chrono::steady_clock::time_point idle_since() const { return idle_since_; }
-  TlsStream& tls() { return tls_; }
 
  private:
   friend class Stream;

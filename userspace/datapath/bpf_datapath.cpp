@@ -449,8 +449,6 @@ void BpfDatapath::cleanup(const DatapathOptions& options) {
   if (ec) throw DatapathError("remove pin root " + root.string(), ec.value());
 }
 
-TcMode BpfDatapath::tc_mode() const { return impl_->tc_mode; }
-
 void BpfDatapath::enroll(const WorkloadAttachment& workload) {
   // What this call adds, so that a failure takes back exactly that: links and entries a
   // previous daemon left (adopted at start) keep protecting the pod.

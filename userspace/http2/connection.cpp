@@ -55,33 +55,11 @@ void Signal::notify() {
 Stream::Stream(std::weak_ptr<Connection> connection, const asio::any_io_executor& executor)
     : connection_(std::move(connection)), readable_(executor), writable_(executor), headers_(executor) {}
 
-asio::awaitable<std::pair<error_code, size_t>> Stream::read_some(asio::mutable_buffer buf) {
-  for (;;) {
-    if (!inbox_.empty()) {
-      auto& front = inbox_.front();
-      const size_t n = std::min(buf.size(), front.size() - inbox_offset_);
-      std::copy_n(front.data() + inbox_offset_, n, static_cast<uint8_t*>(buf.data()));
-      inbox_offset_ += n;
-      if (inbox_offset_ == front.size()) {
-        inbox_.pop_front();
-        inbox_offset_ = 0;
-      }
-      co_return std::pair{error_code{}, n};
-    }
-    if (reset_code_ != 0 || (closed_ && !remote_closed_)) co_return std::pair{asio::error::connection_reset, size_t{0}};
-    if (remote_closed_) co_return std::pair{error_code{}, size_t{0}};
-    co_await readable_.wait();
-    if (co_await cancelled()) co_return std::pair{asio::error::operation_aborted, size_t{0}};
-  }
-}
-
 asio::awaitable<std::pair<error_code, std::vector<uint8_t>>> Stream::take_some() {
   for (;;) {
     if (!inbox_.empty()) {
       std::vector<uint8_t> chunk = std::move(inbox_.front());
       inbox_.pop_front();
-      if (inbox_offset_) chunk.erase(chunk.begin(), chunk.begin() + static_cast<ptrdiff_t>(inbox_offset_));
-      inbox_offset_ = 0;
       co_return std::pair{error_code{}, std::move(chunk)};
     }
     if (reset_code_ != 0 || (closed_ && !remote_closed_))
@@ -364,9 +342,7 @@ void Connection::stream_closed(Stream& stream, uint32_t http2_error) {
   size_t unread = 0;
   if (http2_error != 0) {
     for (const auto& chunk : stream.inbox_) unread += chunk.size();
-    unread -= stream.inbox_offset_;
     stream.inbox_.clear();
-    stream.inbox_offset_ = 0;
     if (unread) nghttp2_session_consume_connection(session_, unread);
   }
   stream.readable_.notify();
