@@ -4,13 +4,18 @@
  *
  * For a packet to a pod enrolled on this node (zm_workloads):
  *   0. its L4 header cannot be read (fragment, IPv6 extension header)  -> drop (tc_drop_unparsed)
- *   1. zm_l4_deny matches (source prefix, pod, port or any, protocol)  -> drop (tc_drop_deny)
- *   2. not TCP                                                         -> pass
- *   3. a new connection (SYN without ACK):
+ *   1. not TCP: zm_l4_deny matches (source prefix, pod, port or any, protocol) -> drop
+ *      (tc_drop_deny), else pass
+ *   2. a new connection (SYN without ACK):
  *        to the HBONE port        -> assign to zmeshd's listener there (tc_to_hbone)
- *        to another port          -> drop if the pod requires mTLS (tc_drop_mtls), else assign
- *                                    to the plaintext listener (tc_to_plaintext)
+ *        to another port          -> drop when zm_l4_deny matches (tc_drop_deny) or the pod
+ *                                    requires mTLS (tc_drop_mtls), else assign to the
+ *                                    plaintext listener (tc_to_plaintext)
  *        no listener to assign to -> drop: zmeshd is down, fail closed (tc_drop_no_proxy)
+ *      The deny map is not consulted for HBONE: those packets come from the source *node*,
+ *      whose address says nothing about the client pod, and carry the real port inside the
+ *      tunnel; the proxy decides them. Nor for packets of an established connection: a rule
+ *      denies connections *to* the pod, not replies to the pod's own connections.
  *   4. any other TCP packet: if zmeshd owns a socket for its tuple (a connection steered in
  *      step 3), deliver to it (tc_followed); else pass (e.g. replies to the pod's own
  *      outbound connections).
@@ -118,11 +123,11 @@ int zm_tc_ingress(struct __sk_buff *skb)
 		zm_count(tc_drop_unparsed);
 		return TC_ACT_SHOT;
 	}
-	if (zm_denied(&p)) {
-		zm_count(tc_drop_deny);
-		return TC_ACT_SHOT;
-	}
 	if (p.protocol != IPPROTO_TCP) {
+		if (zm_denied(&p)) {
+			zm_count(tc_drop_deny);
+			return TC_ACT_SHOT;
+		}
 		zm_count(tc_passed);
 		return TC_ACT_OK;
 	}
@@ -149,6 +154,9 @@ int zm_tc_ingress(struct __sk_buff *skb)
 
 	if (bpf_ntohs(p.dport) == zm_cfg.inbound_hbone_port) {
 		port = zm_cfg.inbound_hbone_port;
+	} else if (zm_denied(&p)) {
+		zm_count(tc_drop_deny);
+		return TC_ACT_SHOT;
 	} else if (wl->flags & ZM_WL_MTLS_STRICT) {
 		zm_count(tc_drop_mtls);
 		return TC_ACT_SHOT;

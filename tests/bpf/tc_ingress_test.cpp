@@ -5,7 +5,8 @@
 //
 //   private netns:  lo up; zmeshd-like listeners [::]:15008 and [::]:15006 (IP_TRANSPARENT)
 //   enrolled:       W1 10.244.1.2 + fd00:244:1::2 (permissive), W2 10.244.1.3 (STRICT mTLS)
-//   deny rules:     10.9.0.0/16 -> W1 any port;  10.8.0.5/32 -> W1 port 8080
+//   deny rules:     10.9.0.0/16 -> W1 any port;  10.8.0.5/32 -> W1 port 8080 (TCP);
+//                   10.7.7.0/24 -> W1 port 53 (UDP)
 //
 // BPF_PROG_TEST_RUN does not run a program at tc ingress, so the kernel refuses bpf_sk_assign
 // there (EOPNOTSUPP): a row that steers shows its decision counter and tc_drop_assign, after
@@ -60,6 +61,7 @@ class TcIngressTest : public ::testing::Test {
       datapath_->set_deny_rules({
           {1, make_address("10.9.0.0"), 16, make_address("10.244.1.2"), 0, IPPROTO_TCP},
           {2, make_address("10.8.0.5"), 32, make_address("10.244.1.2"), 8080, IPPROTO_TCP},
+          {3, make_address("10.7.7.0"), 24, make_address("10.244.1.2"), 53, IPPROTO_UDP},
       });
     });
   }
@@ -127,7 +129,15 @@ TEST_F(TcIngressTest, VerdictAndCounterPerPacket) {
       {"SYN to pod:15008 (STRICT): HBONE is fine", {.src = "10.244.2.2", .dst = "10.244.1.3", .dst_port = 15008}, kSteered,
        {&zm_counters::tc_to_hbone, kAssign}},
       {"source in a denied /16, any port: dropped", {.src = "10.9.3.4", .dst = "10.244.1.2", .dst_port = 443}, kDrop, {&zm_counters::tc_drop_deny}},
-      {"denied /16 applies to HBONE too", {.src = "10.9.3.4", .dst = "10.244.1.2", .dst_port = 15008}, kDrop, {&zm_counters::tc_drop_deny}},
+      {"denied /16 does not apply to HBONE (a node's address; the proxy decides)",
+       {.src = "10.9.3.4", .dst = "10.244.1.2", .dst_port = 15008}, kSteered, {&zm_counters::tc_to_hbone, kAssign}},
+      {"denied /16, not a SYN (a reply to the pod's own connection): passes",
+       {.src = "10.9.3.4", .dst = "10.244.1.2", .src_port = 443, .dst_port = 40000, .tcp_flags = kSyn | kAck}, kPass,
+       {&zm_counters::tc_passed}},
+      {"UDP from a source denied for TCP only: passes",
+       {.src = "10.9.3.4", .dst = "10.244.1.2", .protocol = IPPROTO_UDP, .dst_port = 53}, kPass, {&zm_counters::tc_passed}},
+      {"UDP denied on its port: dropped", {.src = "10.7.7.9", .dst = "10.244.1.2", .protocol = IPPROTO_UDP, .dst_port = 53},
+       kDrop, {&zm_counters::tc_drop_deny}},
       {"denied /32 on its port: dropped", {.src = "10.8.0.5", .dst = "10.244.1.2", .dst_port = 8080}, kDrop, {&zm_counters::tc_drop_deny}},
       {"denied /32 on another port: plaintext listener", {.src = "10.8.0.5", .dst = "10.244.1.2", .dst_port = 8081},
        kSteered, {&zm_counters::tc_to_plaintext, kAssign}},
@@ -173,13 +183,13 @@ TEST_F(TcIngressTest, NoListenerFailsClosed) {
 
 TEST_F(TcIngressTest, SetDenyRulesReplacesTheWholeSet) {
   PinnedMaps maps(pins_.path());
-  EXPECT_EQ(maps.deny_rule_count(), 2u);
+  EXPECT_EQ(maps.deny_rule_count(), 3u);
   datapath_->set_deny_rules({{3, make_address("10.7.0.0"), 24, make_address("10.244.1.3"), 0, IPPROTO_TCP}});
   EXPECT_EQ(maps.deny_rule_count(), 1u);
   open_listeners();
-  expect({.src = "10.9.3.4", .dst = "10.244.1.2", .dst_port = 15008}, kSteered, {&zm_counters::tc_to_hbone, kAssign},
+  expect({.src = "10.9.3.4", .dst = "10.244.1.2", .dst_port = 443}, kSteered, {&zm_counters::tc_to_plaintext, kAssign},
          "the removed /16 rule no longer drops");
-  expect({.src = "10.7.0.99", .dst = "10.244.1.3", .dst_port = 15008}, kDrop, {&zm_counters::tc_drop_deny},
+  expect({.src = "10.7.0.99", .dst = "10.244.1.3", .dst_port = 8080}, kDrop, {&zm_counters::tc_drop_deny},
          "the new rule drops");
   datapath_->set_deny_rules({});
   EXPECT_EQ(maps.deny_rule_count(), 0u);
@@ -194,7 +204,7 @@ TEST_F(TcIngressTest, BadDenyRulesAreRejectedWithTheReason) {
   }
   EXPECT_THROW(datapath_->set_deny_rules({{8, make_address("10.0.0.0"), 33, make_address("10.244.1.2"), 0, 6}}),
                std::invalid_argument);
-  EXPECT_EQ(PinnedMaps(pins_.path()).deny_rule_count(), 2u) << "a rejected set must leave the old rules in place";
+  EXPECT_EQ(PinnedMaps(pins_.path()).deny_rule_count(), 3u) << "a rejected set must leave the old rules in place";
 }
 
 TEST_F(TcIngressTest, AFullDestinationMapIsAClearErrorAndKeepsWhatIsThere) {
