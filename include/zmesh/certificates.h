@@ -36,6 +36,8 @@ class Certificates {
   std::shared_ptr<boost::asio::ssl::context> client_context(const SpiffeId& id) const;
   const Certificate& certificate(const SpiffeId& id) const;
   const TrustBundle& bundle() const { return bundle_; }
+  std::vector<SpiffeId> identities() const;
+  const std::string& source_name() const { return source_name_; }
 
   // Renews every certificate past half its life; runs until the executor stops.
   boost::asio::awaitable<void> renew_forever();

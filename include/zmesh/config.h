@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <nlohmann/json_fwd.hpp>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -21,6 +22,9 @@ struct WorkloadConfig {
   std::string service_account;
   std::string node;
   std::vector<boost::asio::ip::address> ips;
+  // "HBONE" (default): in the mesh. "TCP": known (identity, policies) but not meshed: its
+  // address is not captured, so connections to it stay plain TCP, as ztunnel does.
+  std::string protocol = "HBONE";
   bool mtls_strict = true;  // "mtlsMode": "STRICT" (default) | "PERMISSIVE" (plaintext inbound allowed)
   // Where the workload lives on its node; in Kubernetes the CNI plugin tells (issue 8).
   std::string cgroup;
@@ -80,5 +84,20 @@ class ConfigError : public std::runtime_error {
 
 MeshConfig parse_config(const std::string& json_text);            // throws ConfigError
 MeshConfig load_config(const std::filesystem::path& path);        // prefixes the file name
+// One object of the config, as the control socket receives it; errors are prefixed `path`.
+WorkloadConfig parse_workload(const nlohmann::json& j, const std::string& path);
+AuthorizationPolicy parse_policy(const nlohmann::json& j, const std::string& path);
+
+// The same shapes back, so that parse(to_json(x)) == x: for listings and the runtime layer's file.
+nlohmann::json to_json(const WorkloadConfig& w);
+nlohmann::json to_json(const ServiceConfig& s);
+nlohmann::json to_json(const AuthorizationPolicy& p);
+nlohmann::json to_json(const MeshConfig& c);
+
+// "namespace/name", the key by which workloads, services and policies are told apart.
+template <typename T>
+std::string key_of(const T& object) {
+  return object.namespace_ + "/" + object.name;
+}
 
 }  // namespace zmesh

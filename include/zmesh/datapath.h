@@ -122,6 +122,17 @@ class PinnedMaps {
   std::vector<IpAddress> workload_ips() const;
   size_t deny_rule_count() const;
 
+  // Decoded entries, for `zmeshctl maps`.
+  struct WorkloadEntry {
+    IpAddress ip;
+    bool mtls_strict = false;
+    uint32_t ifindex = 0;
+    uint64_t cgroup_id = 0;
+  };
+  std::vector<WorkloadEntry> workload_entries() const;
+  std::vector<std::pair<IpAddress, DestinationKind>> destination_entries() const;
+  std::vector<DenyRule> deny_rules() const;  // source = the prefix's network address
+
   struct Fds;
 
  private:

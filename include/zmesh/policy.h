@@ -5,6 +5,7 @@
 // ("istio-system") applies mesh-wide.
 #pragma once
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -27,14 +28,53 @@ struct AccessDecision {
   std::string reason;  // "denied by DENY policy default/block-app2", "no ALLOW policy matched", ...
 };
 
+// A DENY rule the kernel can enforce by itself: TCP connections from `source` to local pod
+// address `destination` on `port` (0 = any). `policy` indexes the policy list it came from.
+struct KernelDeny {
+  IpBlock source;
+  boost::asio::ip::address destination;
+  uint16_t port = 0;
+  size_t policy = 0;
+};
+
 class Authorizer {
  public:
   static constexpr const char* kRootNamespace = "istio-system";
   explicit Authorizer(std::vector<AuthorizationPolicy> policies);
   AccessDecision decide(const AccessRequest& request) const;
 
+  // The part of the DENY policies that needs no identity, for the kernel's deny map: rules
+  // whose every source has only ipBlocks (or that have no `from`) and whose every operation
+  // has only ports (or no `to`), expanded over the local workloads they select. What the
+  // kernel drops, decide() would deny too; the rest stays with decide().
+  std::vector<KernelDeny> kernel_denies(const Mesh& mesh) const;
+  const std::vector<AuthorizationPolicy>& policies() const { return policies_; }
+
  private:
   std::vector<AuthorizationPolicy> policies_;
+};
+
+// One version of everything the connection path reads: the mesh and its policies. Immutable;
+// a connection keeps the snapshot it started with (so its Workload pointers stay valid), new
+// connections take the newest.
+struct MeshSnapshot {
+  MeshSnapshot(MeshConfig c, const std::string& trust_domain, const std::string& node, uint64_t gen)
+      : config(std::move(c)), mesh(config, trust_domain, node), authorizer(config.policies), generation(gen) {}
+  const MeshConfig config;
+  const Mesh mesh;
+  const Authorizer authorizer;
+  const uint64_t generation;  // 1 for the first, +1 per accepted change
+};
+
+// Where the proxy finds the current snapshot. One thread (the daemon's executor) publishes and
+// reads: no locking.
+class MeshState {
+ public:
+  std::shared_ptr<const MeshSnapshot> current() const { return current_; }
+  void publish(std::shared_ptr<const MeshSnapshot> next) { current_ = std::move(next); }
+
+ private:
+  std::shared_ptr<const MeshSnapshot> current_;
 };
 
 // Istio's string match: exact, "*", "prefix*" or "*suffix".

@@ -45,6 +45,7 @@ struct ProxyStats {
   uint64_t streams_opened = 0;
   uint64_t refused = 0;            // connections refused (no identity, unknown destination, ...)
   uint64_t denied = 0;             // of those, by authorization policy
+  uint64_t revoked = 0;            // open connections closed because a new policy denies them
   uint64_t active = 0;             // connections being served now
 };
 
@@ -52,9 +53,8 @@ struct ProxyStats {
 struct ProxyInputs {
   boost::asio::io_context& io;
   Datapath& datapath;
-  const Mesh& mesh;
+  const MeshState& state;  // read per connection: a new snapshot applies to new connections
   Certificates& certificates;
-  const Authorizer& authorizer;
   ProxyOptions options;
 };
 
@@ -68,6 +68,10 @@ class Proxy {
   // calls `done`.
   void drain(std::chrono::milliseconds deadline, std::function<void()> done);
   const ProxyStats& stats() const;
+  // After a new snapshot is published: closes (with a reset, both ends) the open connections
+  // this node authorized that the new policies deny, or whose destination left this node.
+  // Returns how many it closed.
+  size_t reauthorize();
 
   struct Impl;
 

@@ -26,6 +26,7 @@ check "is not privileged" has "$ds" 'privileged: false'
 check "adds BPF, NET_ADMIN, SYS_ADMIN" has "$ds" 'add: \[BPF, NET_ADMIN, SYS_ADMIN'
 check "drops every other capability" has "$ds" 'drop: \[ALL\]'
 check "mounts bpffs and cgroups from the host" bash -c "grep -q 'path: /sys/fs/bpf' <<<\"\$0\" && grep -q 'path: /sys/fs/cgroup' <<<\"\$0\"" "$ds"
+check "control socket and runtime state on the host (/run/zmesh)" bash -c "grep -q -- '--state-dir=/run/zmesh' <<<\"\$0\" && grep -q 'path: /run/zmesh, type: DirectoryOrCreate' <<<\"\$0\"" "$ds"
 check "tolerates every taint" has "$ds" 'operator: Exists'
 check "readiness probe on 15021" has "$ds" 'path: /healthz/ready, port: 15021'
 check "short-cut off by default" has "$ds" -- '--sockmap=off'

@@ -59,7 +59,8 @@ class DatapathTest : public ::testing::Test {
   std::vector<std::string> zmeshd_argv(const std::string& config_path, const std::string& sockmap = "off") {
     return lab_->exec("node1", {bin_path("zmeshd"), "--config", config_path, "--node", "node1", "--outbound-ip",
                                 node1().at("gateway"), "--outbound-ip6", node1().at("gateway6"), "--uplink", "eth0",
-                                "--bpf-root", pin_root(), "--sockmap", sockmap, "--proxy", "off"});
+                                "--bpf-root", pin_root(), "--sockmap", sockmap, "--proxy", "off", "--state-dir",
+                                lab_->topology().at("stateDir").get<std::string>() + "/zmeshd-node1"});
   }
 
   void start_zmeshd(const std::string& config_path, const std::string& sockmap = "off") {
@@ -138,7 +139,7 @@ TEST_F(DatapathTest, StockBpftoolShowsTheMapsWithFieldNames) {
     for (const auto& field : c.fields) EXPECT_NE(dump.out.find(field), std::string::npos) << c.map << ": " << field;
   }
   // zmeshctl decodes the same maps.
-  auto shown = run({bin_path("zmeshctl"), "maps", "--bpf-root", pin_root()});
+  auto shown = run({bin_path("zmeshctl"), "-o", "json", "maps", "--bpf-root", pin_root()});
   ASSERT_EQ(shown.exit_code, 0) << shown.err;
   auto maps = nlohmann::json::parse(shown.out);
   EXPECT_EQ(maps.at("workloads").size(), 4u) << "two pods on node1, each IPv4 and IPv6";

@@ -43,14 +43,7 @@ class ProxyTest : public ::testing::Test {
   }
   pid_t zmeshd_pid(const std::string& node) const { return lab_->node(node).at("zmeshd").at("pid").get<pid_t>(); }
   std::string pin_root(const std::string& node) const { return lab_->node(node).at("bpfRoot"); }
-  // Waits (bounded) for `needle` in a node's log.
-  bool log_shows(const std::string& node, const std::string& needle) const {
-    for (int i = 0; i < 100; ++i) {
-      if (log(node).find(needle) != std::string::npos) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    return false;
-  }
+  bool log_shows(const std::string& node, const std::string& needle) const { return lab_->log_shows(node, needle); }
   static void stop(pid_t pid) {
     kill(pid, SIGTERM);
     for (int i = 0; i < 100 && kill(pid, 0) == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -60,7 +53,8 @@ class ProxyTest : public ::testing::Test {
     const std::string k = node.substr(4);
     std::vector<std::string> command{bin_path("zmeshd"),  "--node",        node,      "--outbound-ip",
                                      "10.244." + k + ".1", "--outbound-ip6", "fd00:244:" + k + "::1", "--uplink",
-                                     "eth0",              "--bpf-root",    pin_root(node)};
+                                     "eth0",              "--bpf-root",    pin_root(node),
+                                     "--state-dir",       lab_->topology().at("stateDir").get<std::string>() + "/" + node};
     if (std::find(extra.begin(), extra.end(), "--config") == extra.end()) {
       command.push_back("--config");
       command.push_back(lab_->topology().at("meshConfig"));
@@ -69,9 +63,7 @@ class ProxyTest : public ::testing::Test {
     return lab_->exec(node, command);
   }
   std::string ip(const std::string& pod, const char* family = "ip") const { return lab_->pod(pod).at(family); }
-  std::string log(const std::string& node) const {
-    return read_file(lab_->node(node).at("zmeshd").at("log").get<std::string>());
-  }
+  std::string log(const std::string& node) const { return lab_->log(node); }
   void expect_whole(const Result& sent, int bytes) {
     ASSERT_EQ(sent.exit_code, 0) << sent.out << sent.err;
     auto report = nlohmann::json::parse(sent.out);
@@ -342,7 +334,7 @@ TEST_F(ProxyTest, SameNodeTrafficTakesTheShortCutOnBothHops) {
   auto server = echo_server(*lab_, "app1-n1", 8081);
   constexpr int kBytes = 4 << 20;
   expect_whole(echo_send(*lab_, "app2-n1", ip("app1-n1"), 8081, kBytes), kBytes);
-  auto maps = run({bin_path("zmeshctl"), "maps", "--bpf-root", pin_root("node1")});
+  auto maps = run({bin_path("zmeshctl"), "-o", "json", "maps", "--bpf-root", pin_root("node1")});
   ASSERT_EQ(maps.exit_code, 0) << maps.err;
   const auto counters = nlohmann::json::parse(maps.out).at("counters");
   // client pod <-> proxy and proxy <-> server pod: four sockets in the sockhash.
@@ -456,7 +448,9 @@ TEST_F(ProxyTest, AdminEndpointsAnswerWithWhatHappened) {
   auto dump = get("node1", "http://127.0.0.1:15000/config_dump");
   auto config = nlohmann::json::parse(dump.out.substr(0, dump.out.rfind('\n')));
   EXPECT_EQ(config.at("workloads").size(), 4u);
-  EXPECT_EQ(config.at("node"), "node1");
+  EXPECT_EQ(config.at("status").at("node"), "node1");
+  EXPECT_EQ(config.at("status").at("generation"), 1);
+  EXPECT_EQ(config.at("certificates").size(), 2u) << "app1 and app2 on node1";
   const auto missing = get("node1", "http://127.0.0.1:15000/nope").out;
   EXPECT_EQ(missing.substr(missing.rfind('\n') + 1), "404");
   auto from_outside = get("node2", "http://10.100.0.1:15000/stats");

@@ -3,8 +3,11 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <fstream>
+#include <sstream>
 #include <stdexcept>
+#include <thread>
 
 namespace zmesh::test {
 
@@ -32,6 +35,10 @@ Lab::Lab(LabOptions options) : name_(unique_name()) {
     std::ofstream(file) << options.policies;
     args.push_back("--policies");
     args.push_back(file);
+  }
+  for (const auto& pod : options.not_in_config) {
+    args.push_back("--not-in-config");
+    args.push_back(pod);
   }
   for (const auto& pod : options.permissive) {
     args.push_back("--permissive");
@@ -67,6 +74,34 @@ const nlohmann::json& Lab::node(const std::string& name) const {
   for (const auto& node : topology_.at("nodes"))
     if (node.at("name") == name) return node;
   throw std::out_of_range("lab " + name_ + " has no node " + name);
+}
+
+void Lab::restart(const std::string& node_name) {
+  auto restarted = run_lab({"restart", "--name", name_, "--node", node_name});
+  if (restarted.exit_code != 0) throw std::runtime_error("lab restart " + node_name + " failed: " + restarted.err);
+  topology_ = nlohmann::json::parse(restarted.out);
+}
+
+std::string Lab::log(const std::string& node_name) const {
+  std::ifstream in(node(node_name).at("zmeshd").at("log").get<std::string>());
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+bool Lab::log_shows(const std::string& node_name, const std::string& needle) const {
+  for (int i = 0; i < 100; ++i) {
+    if (log(node_name).find(needle) != std::string::npos) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return false;
+}
+
+Result Lab::zmeshctl(const std::string& node_name, const std::vector<std::string>& args) const {
+  std::vector<std::string> argv{bin_path("zmeshctl"), "--socket",
+                                node(node_name).at("zmeshd").at("controlSocket").get<std::string>(), "-o", "json"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run(argv);
 }
 
 std::vector<std::string> Lab::exec(const std::string& target, const std::vector<std::string>& command) const {

@@ -23,6 +23,7 @@ struct LabOptions {
   std::vector<std::string> zmeshd_args{};  // more arguments for each zmeshd
   std::vector<std::string> permissive{};   // pods that accept plaintext (others: STRICT)
   std::string policies{};                  // JSON list of AuthorizationPolicy for the mesh config
+  std::vector<std::string> not_in_config{};  // pods left out of the mesh config (enrolled at run time)
 };
 
 class Lab {
@@ -39,6 +40,15 @@ class Lab {
 
   // argv that runs `command` inside a pod's (or node's) netns and cgroup.
   std::vector<std::string> exec(const std::string& target, const std::vector<std::string>& command) const;
+  // A node's zmeshd log, and a bounded wait (10 s) for `needle` to appear in it.
+  std::string log(const std::string& node) const;
+  bool log_shows(const std::string& node, const std::string& needle) const;
+  // `zmeshctl --socket <node's control socket> -o json ARGS...`
+  Result zmeshctl(const std::string& node, const std::vector<std::string>& args) const;
+
+  // `lab restart --node NODE`: that node's zmeshd stopped and started again (new pid in topology()).
+  void restart(const std::string& node);
+
   // Takes the lab down now (the destructor then does nothing).
   Result down();
 

@@ -1,6 +1,8 @@
 // The mesh config parser: good files load; every bad value is named with its JSON path.
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include "zmesh/config.h"
 #include "zmesh/mesh.h"
 
@@ -111,6 +113,57 @@ TEST(Config, FileErrorsNameTheFile) {
   } catch (const ConfigError& e) {
     EXPECT_NE(std::string(e.what()).find("/nonexistent/zmesh.json: cannot read"), std::string::npos) << e.what();
   }
+}
+
+}  // namespace
+}  // namespace zmesh
+
+namespace zmesh {
+namespace {
+
+// What the control socket lists and the runtime layer's file keeps must read back the same.
+TEST(Config, WritesBackTheShapeItReads) {
+  const std::string text = R"({
+    "workloads": [{"uid": "u1", "name": "app1", "namespace": "shop", "serviceAccount": "sa1", "node": "node1",
+                   "workloadIps": ["10.244.1.2", "fd00:244:1::2"], "protocol": "TCP", "mtlsMode": "PERMISSIVE",
+                   "cgroup": "/sys/fs/cgroup/pod1", "hostVeth": "vpod1"}],
+    "services": [{"name": "app", "namespace": "shop", "hostname": "app.shop", "vips": ["10.96.0.10"],
+                  "ports": {"80": 8080, "443": 8443}, "endpoints": ["app1"]}],
+    "policies": [{"name": "p", "namespace": "shop", "action": "DENY", "selector": {"workloads": ["app1"]},
+                  "rules": [{"from": [{"source": {"principals": ["td/ns/a/sa/b"], "notPrincipals": ["x*"],
+                                                  "namespaces": ["a"], "notNamespaces": ["*b"],
+                                                  "ipBlocks": ["10.0.0.0/8"], "notIpBlocks": ["10.1.0.0/16"]}}],
+                             "to": [{"operation": {"ports": ["80"], "notPorts": ["81"]}}]}]}]
+  })";
+  const MeshConfig config = parse_config(text);
+  const auto written = to_json(config);
+  EXPECT_EQ(to_json(parse_config(written.dump())), written);
+  EXPECT_EQ(written["workloads"][0]["protocol"], "TCP");
+  EXPECT_EQ(written["workloads"][0]["mtlsMode"], "PERMISSIVE");
+  EXPECT_EQ(written["policies"][0]["rules"][0]["from"][0]["source"]["ipBlocks"][0], "10.0.0.0/8");
+  EXPECT_EQ(written["services"][0]["ports"]["443"], 8443);
+}
+
+TEST(Config, TwoEntriesWithOneNameAreRejected) {
+  for (const auto& [json, expected] : std::vector<std::pair<std::string, std::string>>{
+           {R"({"workloads": [{"name": "a", "namespace": "n", "node": "x"}, {"name": "a", "namespace": "n", "node": "y"}]})",
+            "workloads[1]: 'n/a' is already defined at workloads[0]"},
+           {R"({"policies": [{"name": "p", "namespace": "n"}, {"name": "q", "namespace": "n"}, {"name": "p", "namespace": "n"}]})",
+            "policies[2]: 'n/p' is already defined at policies[0]"},
+           {R"({"services": [{"name": "s", "namespace": "n"}, {"name": "s", "namespace": "n"}]})",
+            "services[1]: 'n/s' is already defined at services[0]"}}) {
+    try {
+      parse_config(json);
+      ADD_FAILURE() << "accepted: " << json;
+    } catch (const ConfigError& e) {
+      EXPECT_EQ(std::string(e.what()), expected);
+    }
+  }
+  // The same name in two namespaces is two entries.
+  EXPECT_EQ(parse_config(R"({"workloads": [{"name": "a", "namespace": "n1", "node": "x"},
+                                           {"name": "a", "namespace": "n2", "node": "x"}]})")
+                .workloads.size(),
+            2u);
 }
 
 }  // namespace

@@ -2,6 +2,11 @@
 // of policies named with their JSON path.
 #include <gtest/gtest.h>
 
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+
 #include "zmesh/policy.h"
 
 namespace zmesh {
@@ -69,6 +74,430 @@ TEST(Authorizer, AllowWithoutRulesAllowsNothingAndRootNamespaceIsMeshWide) {
                    .allowed);
 }
 
+// Every field of an AuthorizationPolicy and its negation, the combinations (OR across sources,
+// operations and rules; AND inside a source and between from and to), precedence and scopes,
+// one row per case. The destinations are default/server, default/other and shop/db; unless a
+// row says otherwise the policy is default/deny-x (DENY, no selector) or default/allow-x (ALLOW),
+// so a matching rule shows in the reason and a rule that does not match leaves "no policy
+// applies" (DENY) or "no ALLOW policy matched" (ALLOW). (An empty source or operation, which
+// istiod rejects, is rejected by the parser: PolicyConfig.MistakesAreNamedWithTheirPath.)
+namespace table {
+
+// A connection's source: its principal ("" = plaintext) and the address the destination's node
+// sees it come from.
+struct Peer {
+  const char* principal;
+  const char* ip;
+};
+constexpr Peer kApp1{"cluster.local/ns/default/sa/app1", "10.0.0.1"};
+constexpr Peer kApp2{"cluster.local/ns/default/sa/app2", "10.0.0.2"};
+constexpr Peer kWeb{"cluster.local/ns/shop/sa/web", "10.1.0.1"};
+constexpr Peer kTester{"cluster.local/ns/shop-test/sa/tester", "10.1.0.9"};
+constexpr Peer kPlain{"", "10.0.0.7"};  // plaintext from an address no block below names
+
+constexpr const char* kDenied = "denied by DENY policy default/deny-x";
+constexpr const char* kAllowedX = "allowed by ALLOW policy default/allow-x";
+constexpr const char* kNoPolicy = "no policy applies";
+constexpr const char* kNoAllow = "no ALLOW policy matched";
+
+// The policies of one row: JSON text of the config's "policies" list. The helpers write the
+// common shapes; rows about scopes and precedence spell their policies out.
+std::string deny_rules(const std::string& rules) {
+  return R"([{"name": "deny-x", "namespace": "default", "action": "DENY", "rules": )" + rules + "}]";
+}
+std::string allow_rules(const std::string& rules) {
+  return R"([{"name": "allow-x", "namespace": "default", "action": "ALLOW", "rules": )" + rules + "}]";
+}
+std::string deny_from(const std::string& source) {
+  return deny_rules(R"([{"from": [{"source": )" + source + "}]}]");
+}
+std::string allow_from(const std::string& source) {
+  return allow_rules(R"([{"from": [{"source": )" + source + "}]}]");
+}
+std::string deny_to(const std::string& operation) {
+  return deny_rules(R"([{"to": [{"operation": )" + operation + "}]}]");
+}
+
+struct Row {
+  const char* checks;
+  std::string policies;
+  Peer from;
+  const char* to;  // "namespace/name" of the destination workload
+  uint16_t port;
+  bool allowed;
+  const char* reason;  // what decision.reason must contain
+};
+
+Workload workload(const std::string& ns, const std::string& name) {
+  WorkloadConfig config;
+  config.uid = ns + "/" + name;
+  config.name = name;
+  config.namespace_ = ns;
+  config.service_account = name;
+  config.node = "n1";
+  return {config, SpiffeId{"cluster.local", ns, name}, true};
+}
+
+std::optional<SpiffeId> identity(const char* principal) {
+  if (*principal == '\0') return std::nullopt;
+  auto id = SpiffeId::parse(std::string("spiffe://") + principal);
+  if (!id) throw std::invalid_argument(std::string("bad principal in the table: ") + principal);
+  return id;
+}
+
+}  // namespace table
+
+TEST(Authorizer, IstioL4SemanticsTable) {
+  using namespace table;
+  const std::map<std::string, Workload> destinations = {{"default/server", workload("default", "server")},
+                                                        {"default/other", workload("default", "other")},
+                                                        {"shop/db", workload("shop", "db")}};
+  const Row rows[] = {
+      // --- principals ---------------------------------------------------------------------------
+      {"principals exact: the named identity matches",
+       deny_from(R"({"principals": ["cluster.local/ns/default/sa/app1"]})"), kApp1, "default/server", 8080, false,
+       kDenied},
+      {"principals exact: another service account does not match",
+       deny_from(R"({"principals": ["cluster.local/ns/default/sa/app1"]})"), kApp2, "default/server", 8080, true,
+       kNoPolicy},
+      {"principals exact: the same service account in another namespace does not match",
+       deny_from(R"({"principals": ["cluster.local/ns/shop/sa/app1"]})"), kApp1, "default/server", 8080, true,
+       kNoPolicy},
+      {"principals exact: the trust domain is part of the principal",
+       deny_from(R"({"principals": ["example.org/ns/default/sa/app1"]})"), kApp1, "default/server", 8080, true,
+       kNoPolicy},
+      {"principals: one of several values is enough",
+       deny_from(R"({"principals": ["cluster.local/ns/default/sa/app1", "cluster.local/ns/shop/sa/web"]})"), kWeb,
+       "default/server", 8080, false, kDenied},
+      {"principals prefix*: a principal with the prefix matches",
+       deny_from(R"({"principals": ["cluster.local/ns/default/*"]})"), kApp2, "default/server", 8080, false, kDenied},
+      {"principals prefix*: a principal without the prefix does not match",
+       deny_from(R"({"principals": ["cluster.local/ns/default/*"]})"), kWeb, "default/server", 8080, true, kNoPolicy},
+      {"principals *suffix: a principal with the suffix matches", deny_from(R"({"principals": ["*/sa/web"]})"), kWeb,
+       "default/server", 8080, false, kDenied},
+      {"principals *suffix: a principal without the suffix does not match",
+       deny_from(R"({"principals": ["*/sa/web"]})"), kApp1, "default/server", 8080, true, kNoPolicy},
+      {"principals: a * in the middle is a literal, not a wildcard",
+       deny_from(R"({"principals": ["cluster.local/ns/*/sa/app1"]})"), kApp1, "default/server", 8080, true, kNoPolicy},
+      {"principals *: any mTLS identity matches", deny_from(R"({"principals": ["*"]})"), kTester, "default/server",
+       8080, false, kDenied},
+      {"principals *: plaintext has no principal and does not match", deny_from(R"({"principals": ["*"]})"), kPlain,
+       "default/server", 8080, true, kNoPolicy},
+      {"principals exact: plaintext does not match",
+       deny_from(R"({"principals": ["cluster.local/ns/default/sa/app1"]})"), {"", "10.0.0.1"}, "default/server", 8080,
+       true, kNoPolicy},
+      {"ALLOW principals *: plaintext is refused (require mTLS)", allow_from(R"({"principals": ["*"]})"), kPlain,
+       "default/server", 8080, false, kNoAllow},
+      {"ALLOW principals *: an mTLS source is allowed", allow_from(R"({"principals": ["*"]})"), kApp2,
+       "default/server", 8080, true, kAllowedX},
+      // --- notPrincipals ------------------------------------------------------------------------
+      {"notPrincipals: the excluded identity does not match",
+       deny_from(R"({"notPrincipals": ["cluster.local/ns/default/sa/app1"]})"), kApp1, "default/server", 8080, true,
+       kNoPolicy},
+      {"notPrincipals: any other identity matches",
+       deny_from(R"({"notPrincipals": ["cluster.local/ns/default/sa/app1"]})"), kApp2, "default/server", 8080, false,
+       kDenied},
+      {"notPrincipals: plaintext matches (no principal is not the excluded one)",
+       deny_from(R"({"notPrincipals": ["cluster.local/ns/default/sa/app1"]})"), kPlain, "default/server", 8080, false,
+       kDenied},
+      {"notPrincipals *: plaintext matches (Istio's DENY recipe to require mTLS)",
+       deny_from(R"({"notPrincipals": ["*"]})"), kPlain, "default/server", 8080, false, kDenied},
+      {"notPrincipals *: an mTLS source does not match", deny_from(R"({"notPrincipals": ["*"]})"), kApp1,
+       "default/server", 8080, true, kNoPolicy},
+      {"notPrincipals prefix*: a principal with the prefix is excluded",
+       deny_from(R"({"notPrincipals": ["cluster.local/ns/default/*"]})"), kApp1, "default/server", 8080, true,
+       kNoPolicy},
+      {"notPrincipals prefix*: a principal without the prefix matches",
+       deny_from(R"({"notPrincipals": ["cluster.local/ns/default/*"]})"), kWeb, "default/server", 8080, false, kDenied},
+      {"notPrincipals *suffix: a principal with the suffix is excluded",
+       deny_from(R"({"notPrincipals": ["*/sa/web"]})"), kWeb, "default/server", 8080, true, kNoPolicy},
+      {"ALLOW notPrincipals: plaintext is allowed (it is not the excluded identity)",
+       allow_from(R"({"notPrincipals": ["cluster.local/ns/shop/sa/web"]})"), kPlain, "default/server", 8080, true,
+       kAllowedX},
+      // --- namespaces ---------------------------------------------------------------------------
+      {"namespaces exact: a source of that namespace matches", deny_from(R"({"namespaces": ["default"]})"), kApp1,
+       "default/server", 8080, false, kDenied},
+      {"namespaces exact: a source of another namespace does not match", deny_from(R"({"namespaces": ["default"]})"),
+       kWeb, "default/server", 8080, true, kNoPolicy},
+      {"namespaces exact: not a prefix match (shop is not shop-test)", deny_from(R"({"namespaces": ["shop"]})"),
+       kTester, "default/server", 8080, true, kNoPolicy},
+      {"namespaces prefix*: shop-* matches shop-test", deny_from(R"({"namespaces": ["shop-*"]})"), kTester,
+       "default/server", 8080, false, kDenied},
+      {"namespaces prefix*: shop-* does not match shop", deny_from(R"({"namespaces": ["shop-*"]})"), kWeb,
+       "default/server", 8080, true, kNoPolicy},
+      {"namespaces *suffix: *-test matches shop-test", deny_from(R"({"namespaces": ["*-test"]})"), kTester,
+       "default/server", 8080, false, kDenied},
+      {"namespaces *suffix: *-test does not match default", deny_from(R"({"namespaces": ["*-test"]})"), kApp1,
+       "default/server", 8080, true, kNoPolicy},
+      {"namespaces *: any mTLS source matches", deny_from(R"({"namespaces": ["*"]})"), kWeb, "default/server", 8080,
+       false, kDenied},
+      {"namespaces *: plaintext has no namespace and does not match", deny_from(R"({"namespaces": ["*"]})"), kPlain,
+       "default/server", 8080, true, kNoPolicy},
+      {"namespaces exact: plaintext does not match", deny_from(R"({"namespaces": ["default"]})"), kPlain,
+       "default/server", 8080, true, kNoPolicy},
+      {"ALLOW namespaces: plaintext is refused", allow_from(R"({"namespaces": ["default"]})"), kPlain,
+       "default/server", 8080, false, kNoAllow},
+      // --- notNamespaces ------------------------------------------------------------------------
+      {"notNamespaces: a source of the excluded namespace does not match",
+       deny_from(R"({"notNamespaces": ["default"]})"), kApp1, "default/server", 8080, true, kNoPolicy},
+      {"notNamespaces: a source of another namespace matches", deny_from(R"({"notNamespaces": ["default"]})"), kWeb,
+       "default/server", 8080, false, kDenied},
+      {"notNamespaces: plaintext matches (no namespace is not the excluded one)",
+       deny_from(R"({"notNamespaces": ["default"]})"), kPlain, "default/server", 8080, false, kDenied},
+      {"notNamespaces *: plaintext matches (it has no namespace at all)", deny_from(R"({"notNamespaces": ["*"]})"),
+       kPlain, "default/server", 8080, false, kDenied},
+      {"notNamespaces *: an mTLS source does not match", deny_from(R"({"notNamespaces": ["*"]})"), kWeb,
+       "default/server", 8080, true, kNoPolicy},
+      {"notNamespaces prefix*: shop* excludes shop-test", deny_from(R"({"notNamespaces": ["shop*"]})"), kTester,
+       "default/server", 8080, true, kNoPolicy},
+      {"notNamespaces prefix*: shop* does not exclude default", deny_from(R"({"notNamespaces": ["shop*"]})"), kApp1,
+       "default/server", 8080, false, kDenied},
+      {"ALLOW notNamespaces: plaintext is allowed", allow_from(R"({"notNamespaces": ["shop"]})"), kPlain,
+       "default/server", 8080, true, kAllowedX},
+      // --- ipBlocks -----------------------------------------------------------------------------
+      {"ipBlocks single address: that address matches", deny_from(R"({"ipBlocks": ["10.0.0.7"]})"), kPlain,
+       "default/server", 8080, false, kDenied},
+      {"ipBlocks single address: is a /32, not a text prefix (10.0.0.70)",
+       deny_from(R"({"ipBlocks": ["10.0.0.7"]})"), {"", "10.0.0.70"}, "default/server", 8080, true, kNoPolicy},
+      {"ipBlocks CIDR v4: an address inside matches", deny_from(R"({"ipBlocks": ["192.168.0.0/16"]})"),
+       {"", "192.168.255.1"}, "default/server", 8080, false, kDenied},
+      {"ipBlocks CIDR v4: an address outside does not match", deny_from(R"({"ipBlocks": ["192.168.0.0/16"]})"),
+       {"", "192.169.0.1"}, "default/server", 8080, true, kNoPolicy},
+      {"ipBlocks CIDR v4 with host bits set: only the prefix counts", deny_from(R"({"ipBlocks": ["10.1.2.3/16"]})"),
+       {"", "10.1.200.200"}, "default/server", 8080, false, kDenied},
+      {"ipBlocks CIDR v4 /0: every IPv4 source matches", deny_from(R"({"ipBlocks": ["0.0.0.0/0"]})"),
+       {"", "203.0.113.9"}, "default/server", 8080, false, kDenied},
+      {"ipBlocks CIDR v4: an IPv6 source never matches", deny_from(R"({"ipBlocks": ["0.0.0.0/0"]})"),
+       {"", "fd00::1"}, "default/server", 8080, true, kNoPolicy},
+      {"ipBlocks CIDR v6: an address inside matches", deny_from(R"({"ipBlocks": ["fd00:244::/32"]})"),
+       {"", "fd00:244:1::2"}, "default/server", 8080, false, kDenied},
+      {"ipBlocks CIDR v6: an address outside does not match", deny_from(R"({"ipBlocks": ["fd00:244::/32"]})"),
+       {"", "fd00:245::2"}, "default/server", 8080, true, kNoPolicy},
+      {"ipBlocks single v6 address: that address matches", deny_from(R"({"ipBlocks": ["fd00:244:1::2"]})"),
+       {"", "fd00:244:1::2"}, "default/server", 8080, false, kDenied},
+      {"ipBlocks: an IPv4-mapped IPv6 source matches its IPv4 block", deny_from(R"({"ipBlocks": ["192.168.0.0/16"]})"),
+       {"", "::ffff:192.168.1.1"}, "default/server", 8080, false, kDenied},
+      {"ipBlocks: an IPv4-mapped IPv6 source outside the IPv4 block does not match",
+       deny_from(R"({"ipBlocks": ["192.168.0.0/16"]})"), {"", "::ffff:10.0.0.7"}, "default/server", 8080, true,
+       kNoPolicy},
+      {"ipBlocks: one of several blocks is enough", deny_from(R"({"ipBlocks": ["10.9.0.0/16", "10.0.0.0/24"]})"),
+       kPlain, "default/server", 8080, false, kDenied},
+      {"ipBlocks: apply to mTLS sources too", deny_from(R"({"ipBlocks": ["10.0.0.0/24"]})"), kApp1, "default/server",
+       8080, false, kDenied},
+      // --- notIpBlocks --------------------------------------------------------------------------
+      {"notIpBlocks: an address inside the block does not match", deny_from(R"({"notIpBlocks": ["10.0.0.0/8"]})"),
+       kPlain, "default/server", 8080, true, kNoPolicy},
+      {"notIpBlocks: an address outside the block matches", deny_from(R"({"notIpBlocks": ["10.0.0.0/8"]})"),
+       {"", "192.168.1.1"}, "default/server", 8080, false, kDenied},
+      {"notIpBlocks: an IPv4-mapped source inside the IPv4 block does not match",
+       deny_from(R"({"notIpBlocks": ["192.168.0.0/16"]})"), {"", "::ffff:192.168.1.1"}, "default/server", 8080, true,
+       kNoPolicy},
+      {"notIpBlocks v6: an IPv6 address outside the block matches", deny_from(R"({"notIpBlocks": ["fd00::/8"]})"),
+       {"", "2001:db8::1"}, "default/server", 8080, false, kDenied},
+      // --- ports and notPorts -------------------------------------------------------------------
+      {"ports: the listed port matches", deny_to(R"({"ports": ["8080"]})"), kApp1, "default/server", 8080, false,
+       kDenied},
+      {"ports: another port does not match", deny_to(R"({"ports": ["8080"]})"), kApp1, "default/server", 9090, true,
+       kNoPolicy},
+      {"ports: numbers work as Istio's strings do", deny_to(R"({"ports": [9090]})"), kApp1, "default/server", 9090,
+       false, kDenied},
+      {"ports: one of several is enough", deny_to(R"({"ports": ["80", "443"]})"), kApp1, "default/server", 443, false,
+       kDenied},
+      {"notPorts: the excluded port does not match", deny_to(R"({"notPorts": ["8080"]})"), kApp1, "default/server",
+       8080, true, kNoPolicy},
+      {"notPorts: any other port matches", deny_to(R"({"notPorts": ["8080"]})"), kApp1, "default/server", 9090, false,
+       kDenied},
+      {"ports and notPorts in one operation: both must hold",
+       deny_to(R"({"ports": ["80", "443"], "notPorts": ["443"]})"), kApp1, "default/server", 443, true, kNoPolicy},
+      // --- several fields in one source: AND ----------------------------------------------------
+      {"source AND: namespaces and notPrincipals, a principal of the namespace not excluded",
+       deny_from(R"({"namespaces": ["default"], "notPrincipals": ["cluster.local/ns/default/sa/app1"]})"), kApp2,
+       "default/server", 8080, false, kDenied},
+      {"source AND: namespaces and notPrincipals, the excluded principal",
+       deny_from(R"({"namespaces": ["default"], "notPrincipals": ["cluster.local/ns/default/sa/app1"]})"), kApp1,
+       "default/server", 8080, true, kNoPolicy},
+      {"source AND: principals and ipBlocks, both match",
+       deny_from(R"({"principals": ["cluster.local/ns/default/sa/app1"], "ipBlocks": ["10.0.0.0/24"]})"), kApp1,
+       "default/server", 8080, false, kDenied},
+      {"source AND: principals and ipBlocks, the principal from another address",
+       deny_from(R"({"principals": ["cluster.local/ns/default/sa/app1"], "ipBlocks": ["10.0.0.0/24"]})"),
+       {"cluster.local/ns/default/sa/app1", "10.9.9.9"}, "default/server", 8080, true, kNoPolicy},
+      {"source AND: ipBlocks and notPrincipals *, plaintext from the block",
+       deny_from(R"({"ipBlocks": ["10.0.0.0/24"], "notPrincipals": ["*"]})"), kPlain, "default/server", 8080, false,
+       kDenied},
+      {"source AND: ipBlocks and notPrincipals *, mTLS from the block",
+       deny_from(R"({"ipBlocks": ["10.0.0.0/24"], "notPrincipals": ["*"]})"), kApp1, "default/server", 8080, true,
+       kNoPolicy},
+      // --- several sources in one rule, several operations: OR ----------------------------------
+      {"sources OR: the first source matches",
+       deny_rules(R"([{"from": [{"source": {"principals": ["cluster.local/ns/default/sa/app1"]}},
+                                {"source": {"ipBlocks": ["192.168.0.0/16"]}}]}])"),
+       kApp1, "default/server", 8080, false, kDenied},
+      {"sources OR: the second source matches",
+       deny_rules(R"([{"from": [{"source": {"principals": ["cluster.local/ns/default/sa/app1"]}},
+                                {"source": {"ipBlocks": ["192.168.0.0/16"]}}]}])"),
+       {"", "192.168.1.1"}, "default/server", 8080, false, kDenied},
+      {"sources OR: neither source matches",
+       deny_rules(R"([{"from": [{"source": {"principals": ["cluster.local/ns/default/sa/app1"]}},
+                                {"source": {"ipBlocks": ["192.168.0.0/16"]}}]}])"),
+       kApp2, "default/server", 8080, true, kNoPolicy},
+      {"operations OR: the second operation matches",
+       deny_rules(R"([{"to": [{"operation": {"ports": ["80"]}}, {"operation": {"ports": ["443"]}}]}])"), kApp1,
+       "default/server", 443, false, kDenied},
+      {"operations OR: neither operation matches",
+       deny_rules(R"([{"to": [{"operation": {"ports": ["80"]}}, {"operation": {"ports": ["443"]}}]}])"), kApp1,
+       "default/server", 8080, true, kNoPolicy},
+      // --- from and to together: AND ------------------------------------------------------------
+      {"from AND to: source and port match",
+       deny_rules(R"([{"from": [{"source": {"principals": ["cluster.local/ns/default/sa/app1"]}}],
+                       "to": [{"operation": {"ports": ["8080"]}}]}])"),
+       kApp1, "default/server", 8080, false, kDenied},
+      {"from AND to: the source on another port",
+       deny_rules(R"([{"from": [{"source": {"principals": ["cluster.local/ns/default/sa/app1"]}}],
+                       "to": [{"operation": {"ports": ["8080"]}}]}])"),
+       kApp1, "default/server", 9090, true, kNoPolicy},
+      {"from AND to: another source on the port",
+       deny_rules(R"([{"from": [{"source": {"principals": ["cluster.local/ns/default/sa/app1"]}}],
+                       "to": [{"operation": {"ports": ["8080"]}}]}])"),
+       kApp2, "default/server", 8080, true, kNoPolicy},
+      // --- several rules: OR --------------------------------------------------------------------
+      {"rules OR: the first rule matches",
+       deny_rules(R"([{"from": [{"source": {"principals": ["cluster.local/ns/default/sa/app1"]}}]},
+                      {"to": [{"operation": {"ports": ["9090"]}}]}])"),
+       kApp1, "default/server", 8080, false, kDenied},
+      {"rules OR: the second rule matches",
+       deny_rules(R"([{"from": [{"source": {"principals": ["cluster.local/ns/default/sa/app1"]}}]},
+                      {"to": [{"operation": {"ports": ["9090"]}}]}])"),
+       kApp2, "default/server", 9090, false, kDenied},
+      {"rules OR: no rule matches",
+       deny_rules(R"([{"from": [{"source": {"principals": ["cluster.local/ns/default/sa/app1"]}}]},
+                      {"to": [{"operation": {"ports": ["9090"]}}]}])"),
+       kApp2, "default/server", 8080, true, kNoPolicy},
+      {"a rule with neither from nor to matches everything (DENY)", deny_rules("[{}]"), kApp1, "default/server", 8080,
+       false, kDenied},
+      {"a rule with neither from nor to matches everything (ALLOW: allow-all)", allow_rules("[{}]"), kPlain,
+       "default/server", 8080, true, kAllowedX},
+      // --- precedence ---------------------------------------------------------------------------
+      {"no policy at all: allowed", "[]", kPlain, "default/server", 8080, true, kNoPolicy},
+      {"only DENY policies, none matching: allowed",
+       deny_from(R"({"principals": ["cluster.local/ns/default/sa/app1"]})"), kApp2, "default/server", 8080, true,
+       kNoPolicy},
+      {"DENY before ALLOW: both match, DENY wins",
+       R"([{"name": "allow-x", "namespace": "default", "action": "ALLOW",
+            "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/default/sa/app1"]}}]}]},
+           {"name": "deny-x", "namespace": "default", "action": "DENY",
+            "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/default/sa/app1"]}}]}]}])",
+       kApp1, "default/server", 8080, false, kDenied},
+      {"DENY before ALLOW: the DENY does not match, the ALLOW does",
+       R"([{"name": "allow-x", "namespace": "default", "action": "ALLOW",
+            "rules": [{"from": [{"source": {"namespaces": ["default"]}}]}]},
+           {"name": "deny-x", "namespace": "default", "action": "DENY",
+            "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/default/sa/app1"]}}]}]}])",
+       kApp2, "default/server", 8080, true, kAllowedX},
+      {"some ALLOW applies: a matching one allows",
+       allow_from(R"({"principals": ["cluster.local/ns/default/sa/app1"]})"), kApp1, "default/server", 8080, true,
+       kAllowedX},
+      {"some ALLOW applies: a source none matches is denied",
+       allow_from(R"({"principals": ["cluster.local/ns/default/sa/app1"]})"), kApp2, "default/server", 8080, false,
+       kNoAllow},
+      {"several ALLOW policies: the second one matching is enough",
+       R"([{"name": "allow-a", "namespace": "default", "action": "ALLOW",
+            "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/default/sa/app1"]}}]}]},
+           {"name": "allow-b", "namespace": "default", "action": "ALLOW",
+            "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/shop/sa/web"]}}]}]}])",
+       kWeb, "default/server", 8080, true, "allowed by ALLOW policy default/allow-b"},
+      {"action omitted means ALLOW",
+       R"([{"name": "allow-x", "namespace": "default",
+            "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/default/sa/app1"]}}]}]}])",
+       kApp2, "default/server", 8080, false, kNoAllow},
+      {"ALLOW without rules allows nothing (Istio's allow-nothing)",
+       R"([{"name": "allow-nothing", "namespace": "default", "action": "ALLOW"}])", kApp1, "default/server", 8080,
+       false, kNoAllow},
+      {"ALLOW with an empty rules list allows nothing", allow_rules("[]"), kApp1, "default/server", 8080, false,
+       kNoAllow},
+      {"DENY without rules denies nothing", R"([{"name": "deny-x", "namespace": "default", "action": "DENY"}])",
+       kApp1, "default/server", 8080, true, kNoPolicy},
+      {"DENY without rules does not count as an ALLOW policy either",
+       R"([{"name": "deny-x", "namespace": "default", "action": "DENY"},
+           {"name": "allow-x", "namespace": "default", "action": "ALLOW", "rules": [{}]}])",
+       kApp1, "default/server", 8080, true, kAllowedX},
+      // --- scopes -------------------------------------------------------------------------------
+      {"root namespace: a DENY in istio-system applies in every namespace",
+       R"([{"name": "deny-x", "namespace": "istio-system", "action": "DENY",
+            "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/default/sa/app1"]}}]}]}])",
+       kApp1, "shop/db", 5432, false, "denied by DENY policy istio-system/deny-x"},
+      {"root namespace: a DENY in istio-system beats an ALLOW of the workload's namespace",
+       R"([{"name": "deny-x", "namespace": "istio-system", "action": "DENY",
+            "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/default/sa/app1"]}}]}]},
+           {"name": "allow-x", "namespace": "default", "action": "ALLOW", "rules": [{}]}])",
+       kApp1, "default/server", 8080, false, "denied by DENY policy istio-system/deny-x"},
+      {"root namespace: an ALLOW there counts as an ALLOW policy for every workload",
+       R"([{"name": "allow-x", "namespace": "istio-system", "action": "ALLOW",
+            "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/default/sa/app1"]}}]}]}])",
+       kApp2, "shop/db", 5432, false, kNoAllow},
+      {"root namespace and workload namespace ALLOWs: either one matching is enough",
+       R"([{"name": "allow-x", "namespace": "istio-system", "action": "ALLOW",
+            "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/default/sa/app1"]}}]}]},
+           {"name": "allow-y", "namespace": "shop", "action": "ALLOW",
+            "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/default/sa/app2"]}}]}]}])",
+       kApp2, "shop/db", 5432, true, "allowed by ALLOW policy shop/allow-y"},
+      {"root namespace with a selector: applies to that workload name in any namespace",
+       R"([{"name": "deny-x", "namespace": "istio-system", "action": "DENY", "selector": {"workloads": ["db"]},
+            "rules": [{}]}])",
+       kApp1, "shop/db", 5432, false, "denied by DENY policy istio-system/deny-x"},
+      {"root namespace with a selector: not to other workloads",
+       R"([{"name": "deny-x", "namespace": "istio-system", "action": "DENY", "selector": {"workloads": ["db"]},
+            "rules": [{}]}])",
+       kApp1, "default/server", 8080, true, kNoPolicy},
+      {"namespace scope: a DENY in another namespace does not apply",
+       R"([{"name": "deny-x", "namespace": "shop", "action": "DENY", "rules": [{}]}])", kApp1, "default/server", 8080,
+       true, kNoPolicy},
+      {"namespace scope: a DENY in the workload's namespace applies to all its workloads",
+       R"([{"name": "deny-x", "namespace": "default", "action": "DENY", "rules": [{}]}])", kApp1, "default/other",
+       8080, false, kDenied},
+      {"namespace scope: an allow-nothing in another namespace does not lock this one",
+       R"([{"name": "allow-nothing", "namespace": "shop", "action": "ALLOW"}])", kApp1, "default/server", 8080, true,
+       kNoPolicy},
+      {"selector: applies to the named workload",
+       R"([{"name": "deny-x", "namespace": "default", "action": "DENY", "selector": {"workloads": ["server"]},
+            "rules": [{}]}])",
+       kApp1, "default/server", 8080, false, kDenied},
+      {"selector: does not apply to other workloads of the namespace",
+       R"([{"name": "deny-x", "namespace": "default", "action": "DENY", "selector": {"workloads": ["server"]},
+            "rules": [{}]}])",
+       kApp1, "default/other", 8080, true, kNoPolicy},
+      {"selector: a workload of that name in another namespace is not selected",
+       R"([{"name": "deny-x", "namespace": "default", "action": "DENY", "selector": {"workloads": ["db"]},
+            "rules": [{}]}])",
+       kApp1, "shop/db", 5432, true, kNoPolicy},
+      {"selector: an ALLOW selecting one workload does not lock the others",
+       R"([{"name": "allow-x", "namespace": "default", "action": "ALLOW", "selector": {"workloads": ["server"]}}])",
+       kApp1, "default/other", 8080, true, kNoPolicy},
+      {"selector: an ALLOW selecting the workload locks it",
+       R"([{"name": "allow-x", "namespace": "default", "action": "ALLOW", "selector": {"workloads": ["server"]}}])",
+       kApp1, "default/server", 8080, false, kNoAllow},
+      {"selector: several workloads, the second one named",
+       R"([{"name": "deny-x", "namespace": "default", "action": "DENY",
+            "selector": {"workloads": ["server", "other"]}, "rules": [{}]}])",
+       kApp1, "default/other", 8080, false, kDenied},
+      // --- where zmesh accepts what Istio rejects ------------------------------------------------
+  };
+  for (const auto& row : rows) {
+    try {
+      const MeshConfig config = parse_config(R"({"policies": )" + row.policies + "}");
+      const Authorizer authorizer(config.policies);
+      const AccessRequest request{identity(row.from.principal), make_address(row.from.ip), &destinations.at(row.to),
+                                  row.port};
+      const AccessDecision decision = authorizer.decide(request);
+      EXPECT_EQ(decision.allowed, row.allowed) << row.checks << ": " << decision.reason;
+      EXPECT_NE(decision.reason.find(row.reason), std::string::npos)
+          << row.checks << ": reason \"" << decision.reason << "\" lacks \"" << row.reason << "\"";
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << row.checks << ": " << e.what();
+    }
+  }
+}
+
 TEST(Authorizer, PatternsAsIstioMatchesThem) {
   EXPECT_TRUE(matches_pattern("*", "anything"));
   EXPECT_TRUE(matches_pattern("cluster.local/ns/shop/*", "cluster.local/ns/shop/sa/web"));
@@ -91,6 +520,13 @@ TEST(PolicyConfig, MistakesAreNamedWithTheirPath) {
       {R"([{"name": "p", "namespace": "a", "rules": [{"to": [{"operation": {"ports": ["http"]}}]}]}])",
        "policies[0].rules[0].to[0].operation.ports[0]: expected a port 1..65535"},
       {R"([{"name": "p", "namespace": "a", "rules": [{"when": []}]}])", "policies[0].rules[0].when: unknown field"},
+      // As istiod: an empty source or operation would match everything, an empty string nothing sensible.
+      {R"([{"name": "p", "namespace": "a", "action": "DENY", "rules": [{"from": [{"source": {}}]}]}])",
+       "policies[0].rules[0].from[0].source: must not be empty"},
+      {R"([{"name": "p", "namespace": "a", "rules": [{"to": [{"operation": {}}]}]}])",
+       "policies[0].rules[0].to[0].operation: must not be empty"},
+      {R"([{"name": "p", "namespace": "a", "rules": [{"from": [{"source": {"notPrincipals": [""]}}]}]}])",
+       "policies[0].rules[0].from[0].source.notPrincipals[0]: must not be an empty string"},
   };
   for (const auto& c : cases) {
     try {

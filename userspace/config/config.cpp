@@ -65,6 +65,7 @@ WorkloadConfig workload(const json& j, const std::string& path) {
   const std::string protocol = string_field(j, path, "protocol", false);
   if (!protocol.empty() && protocol != "HBONE" && protocol != "TCP")
     fail(path + ".protocol", "expected \"HBONE\" or \"TCP\", got \"" + protocol + "\"");
+  if (!protocol.empty()) w.protocol = protocol;
   const std::string mtls = string_field(j, path, "mtlsMode", false);
   if (!mtls.empty() && mtls != "STRICT" && mtls != "PERMISSIVE")
     fail(path + ".mtlsMode", "expected \"STRICT\" or \"PERMISSIVE\", got \"" + mtls + "\"");
@@ -108,6 +109,7 @@ std::vector<std::string> string_list(const json& object, const std::string& path
   if (!list.is_array()) fail(here, "expected a list of strings");
   for (size_t i = 0; i < list.size(); ++i) {
     if (!list[i].is_string()) fail(here, "expected a list of strings");
+    if (list[i].get<std::string>().empty()) fail(here + "[" + std::to_string(i) + "]", "must not be an empty string");
     out.push_back(list[i].get<std::string>());
   }
   return out;
@@ -185,6 +187,8 @@ AuthorizationPolicy policy(const json& j, const std::string& path) {
       const json& src = rule["from"][f]["source"];
       const std::string sp = fp + ".source";
       only_keys(src, sp, {"principals", "notPrincipals", "namespaces", "notNamespaces", "ipBlocks", "notIpBlocks"});
+      // As istiod: an empty source would silently match everything.
+      if (src.empty()) fail(sp, "must not be empty (leave out `from` to match every source)");
       out.from.push_back({string_list(src, sp, "principals"), string_list(src, sp, "notPrincipals"),
                           string_list(src, sp, "namespaces"), string_list(src, sp, "notNamespaces"),
                           ip_blocks(src, sp, "ipBlocks"), ip_blocks(src, sp, "notIpBlocks")});
@@ -196,11 +200,25 @@ AuthorizationPolicy policy(const json& j, const std::string& path) {
       const json& op = rule["to"][t]["operation"];
       const std::string op_path = tp + ".operation";
       only_keys(op, op_path, {"ports", "notPorts"});
+      if (op.empty()) fail(op_path, "must not be empty (leave out `to` to match every port)");
       out.to.push_back({port_list(op, op_path, "ports"), port_list(op, op_path, "notPorts")});
     }
     p.rules.push_back(std::move(out));
   }
   return p;
+}
+
+// Two entries with one namespace/name would make "which one" ambiguous for reloads and the
+// control socket.
+template <typename T>
+void unique_keys(const std::vector<T>& list, const char* what) {
+  std::map<std::string, size_t> seen;
+  for (size_t i = 0; i < list.size(); ++i) {
+    auto [it, fresh] = seen.emplace(key_of(list[i]), i);
+    if (!fresh)
+      fail(std::string(what) + "[" + std::to_string(i) + "]",
+           "'" + it->first + "' is already defined at " + what + "[" + std::to_string(it->second) + "]");
+  }
 }
 
 }  // namespace
@@ -246,7 +264,92 @@ MeshConfig parse_config(const std::string& json_text) {
   if (root.contains("policies"))
     for (size_t i = 0; i < root["policies"].size(); ++i)
       config.policies.push_back(policy(root["policies"][i], "policies[" + std::to_string(i) + "]"));
+  unique_keys(config.workloads, "workloads");
+  unique_keys(config.services, "services");
+  unique_keys(config.policies, "policies");
   return config;
+}
+
+WorkloadConfig parse_workload(const json& j, const std::string& path) { return workload(j, path); }
+AuthorizationPolicy parse_policy(const json& j, const std::string& path) { return policy(j, path); }
+
+namespace {
+
+std::vector<std::string> ip_texts(const std::vector<boost::asio::ip::address>& ips) {
+  std::vector<std::string> out;
+  for (const auto& ip : ips) out.push_back(ip.to_string());
+  return out;
+}
+
+std::vector<std::string> block_texts(const std::vector<IpBlock>& blocks) {
+  std::vector<std::string> out;
+  for (const auto& b : blocks) out.push_back(b.address.to_string() + "/" + std::to_string(b.prefix));
+  return out;
+}
+
+// Adds `key: value` only when the list is not empty, as a person would write the file.
+template <typename T>
+void put_list(json& object, const char* key, const std::vector<T>& values) {
+  if (!values.empty()) object[key] = values;
+}
+
+}  // namespace
+
+json to_json(const WorkloadConfig& w) {
+  json j = {{"uid", w.uid},       {"name", w.name},
+            {"namespace", w.namespace_}, {"serviceAccount", w.service_account},
+            {"node", w.node},     {"workloadIps", ip_texts(w.ips)},
+            {"protocol", w.protocol}, {"mtlsMode", w.mtls_strict ? "STRICT" : "PERMISSIVE"}};
+  if (!w.cgroup.empty()) j["cgroup"] = w.cgroup;
+  if (!w.host_veth.empty()) j["hostVeth"] = w.host_veth;
+  return j;
+}
+
+json to_json(const ServiceConfig& s) {
+  json ports = json::object();
+  for (const auto& [service_port, target] : s.ports) ports[std::to_string(service_port)] = target;
+  json j = {{"name", s.name}, {"namespace", s.namespace_}, {"vips", ip_texts(s.vips)}, {"ports", ports},
+            {"endpoints", s.endpoints}};
+  if (!s.hostname.empty()) j["hostname"] = s.hostname;
+  return j;
+}
+
+json to_json(const AuthorizationPolicy& p) {
+  json rules = json::array();
+  for (const auto& rule : p.rules) {
+    json r = json::object();
+    for (const auto& src : rule.from) {
+      json source = json::object();
+      put_list(source, "principals", src.principals);
+      put_list(source, "notPrincipals", src.not_principals);
+      put_list(source, "namespaces", src.namespaces);
+      put_list(source, "notNamespaces", src.not_namespaces);
+      put_list(source, "ipBlocks", block_texts(src.ip_blocks));
+      put_list(source, "notIpBlocks", block_texts(src.not_ip_blocks));
+      r["from"].push_back({{"source", source}});
+    }
+    for (const auto& op : rule.to) {
+      json operation = json::object();
+      put_list(operation, "ports", op.ports);
+      put_list(operation, "notPorts", op.not_ports);
+      r["to"].push_back({{"operation", operation}});
+    }
+    rules.push_back(r);
+  }
+  json j = {{"name", p.name},
+            {"namespace", p.namespace_},
+            {"action", p.action == AuthorizationPolicy::Action::Deny ? "DENY" : "ALLOW"},
+            {"rules", rules}};
+  if (!p.selector.empty()) j["selector"] = {{"workloads", p.selector}};
+  return j;
+}
+
+json to_json(const MeshConfig& c) {
+  json j = {{"workloads", json::array()}, {"services", json::array()}, {"policies", json::array()}};
+  for (const auto& w : c.workloads) j["workloads"].push_back(to_json(w));
+  for (const auto& s : c.services) j["services"].push_back(to_json(s));
+  for (const auto& p : c.policies) j["policies"].push_back(to_json(p));
+  return j;
 }
 
 MeshConfig load_config(const std::filesystem::path& path) {

@@ -229,23 +229,54 @@ std::optional<TcpEndpoint> PinnedMaps::take_original_destination(const TcpEndpoi
 
 std::vector<IpAddress> PinnedMaps::destinations() const {
   std::vector<IpAddress> out;
-  for (const auto& raw : map_keys(fds_->dests.get(), sizeof(zm_ip_key))) {
-    auto* key = reinterpret_cast<const zm_ip_key*>(raw.data());
-    out.push_back(datapath::from_zm_ip(key->addr, key->family));
-  }
+  for (const auto& [ip, kind] : destination_entries()) out.push_back(ip);
   return out;
 }
 
 std::vector<IpAddress> PinnedMaps::workload_ips() const {
   std::vector<IpAddress> out;
-  for (const auto& raw : map_keys(fds_->workloads.get(), sizeof(zm_ip_key))) {
-    auto* key = reinterpret_cast<const zm_ip_key*>(raw.data());
-    out.push_back(datapath::from_zm_ip(key->addr, key->family));
-  }
+  for (const auto& entry : workload_entries()) out.push_back(entry.ip);
   return out;
 }
 
 size_t PinnedMaps::deny_rule_count() const { return map_keys(fds_->deny.get(), sizeof(zm_deny_key)).size(); }
+
+// Entries that vanish between listing a key and reading it (a concurrent delete) are skipped.
+std::vector<PinnedMaps::WorkloadEntry> PinnedMaps::workload_entries() const {
+  std::vector<WorkloadEntry> out;
+  for (const auto& raw : map_keys(fds_->workloads.get(), sizeof(zm_ip_key))) {
+    auto* key = reinterpret_cast<const zm_ip_key*>(raw.data());
+    zm_workload value{};
+    if (bpf_map_lookup_elem(fds_->workloads.get(), key, &value) != 0) continue;
+    out.push_back({datapath::from_zm_ip(key->addr, key->family), (value.flags & ZM_WL_MTLS_STRICT) != 0,
+                   value.ifindex, value.cgroup_id});
+  }
+  return out;
+}
+
+std::vector<std::pair<IpAddress, DestinationKind>> PinnedMaps::destination_entries() const {
+  std::vector<std::pair<IpAddress, DestinationKind>> out;
+  for (const auto& raw : map_keys(fds_->dests.get(), sizeof(zm_ip_key))) {
+    auto* key = reinterpret_cast<const zm_ip_key*>(raw.data());
+    zm_dest value{};
+    if (bpf_map_lookup_elem(fds_->dests.get(), key, &value) != 0) continue;
+    out.emplace_back(datapath::from_zm_ip(key->addr, key->family), static_cast<DestinationKind>(value.kind));
+  }
+  return out;
+}
+
+std::vector<DenyRule> PinnedMaps::deny_rules() const {
+  std::vector<DenyRule> out;
+  for (const auto& raw : map_keys(fds_->deny.get(), sizeof(zm_deny_key))) {
+    auto* key = reinterpret_cast<const zm_deny_key*>(raw.data());
+    zm_deny value{};
+    if (bpf_map_lookup_elem(fds_->deny.get(), key, &value) != 0) continue;
+    out.push_back({value.rule_id, datapath::from_zm_ip(key->src, key->family),
+                   static_cast<uint8_t>(key->prefixlen - ZM_DENY_EXACT_BITS), datapath::from_zm_ip(key->dst, key->family),
+                   ntohs(key->dport), key->protocol});
+  }
+  return out;
+}
 
 // ---------------------------------------------------------------------------------------------
 // BpfDatapath

@@ -83,4 +83,10 @@ boost::asio::awaitable<void> Certificates::renew_forever() {
   }
 }
 
+std::vector<SpiffeId> Certificates::identities() const {
+  std::vector<SpiffeId> out;
+  for (const auto& [id, entry] : entries_) out.push_back(id);
+  return out;
+}
+
 }  // namespace zmesh

@@ -46,9 +46,10 @@ bool rule_matches(const PolicyRule& rule, const AccessRequest& r) {
   return from && to;
 }
 
+// A selector names workloads exactly (Istio's matchLabels); in the root namespace it selects
+// those names in every namespace.
 bool applies_to(const AuthorizationPolicy& p, const Workload& w) {
-  if (p.namespace_ == Authorizer::kRootNamespace) return p.selector.empty() || any_pattern(p.selector, w.config.name);
-  if (p.namespace_ != w.config.namespace_) return false;
+  if (p.namespace_ != Authorizer::kRootNamespace && p.namespace_ != w.config.namespace_) return false;
   return p.selector.empty() || std::find(p.selector.begin(), p.selector.end(), w.config.name) != p.selector.end();
 }
 
@@ -81,6 +82,39 @@ AccessDecision Authorizer::decide(const AccessRequest& r) const {
   }
   if (any_allow) return {false, "no ALLOW policy matched"};
   return {true, "no policy applies"};
+}
+
+std::vector<KernelDeny> Authorizer::kernel_denies(const Mesh& mesh) const {
+  auto ip_only = [](const PolicySource& s) {
+    return !s.ip_blocks.empty() && s.principals.empty() && s.not_principals.empty() && s.namespaces.empty() &&
+           s.not_namespaces.empty() && s.not_ip_blocks.empty();
+  };
+  auto ports_only = [](const PolicyOperation& o) { return !o.ports.empty() && o.not_ports.empty(); };
+  const IpBlock any4{boost::asio::ip::address_v4::any(), 0}, any6{boost::asio::ip::address_v6::any(), 0};
+  std::vector<KernelDeny> out;
+  for (size_t i = 0; i < policies_.size(); ++i) {
+    const auto& p = policies_[i];
+    if (p.action != AuthorizationPolicy::Action::Deny) continue;
+    for (const auto& rule : p.rules) {
+      if (!std::all_of(rule.from.begin(), rule.from.end(), ip_only) ||
+          !std::all_of(rule.to.begin(), rule.to.end(), ports_only))
+        continue;
+      std::vector<IpBlock> sources;
+      for (const auto& s : rule.from) sources.insert(sources.end(), s.ip_blocks.begin(), s.ip_blocks.end());
+      if (rule.from.empty()) sources = {any4, any6};
+      std::vector<uint16_t> ports;
+      for (const auto& o : rule.to) ports.insert(ports.end(), o.ports.begin(), o.ports.end());
+      if (rule.to.empty()) ports = {0};
+      for (const Workload* w : mesh.local_workloads()) {
+        if (!applies_to(p, *w)) continue;
+        for (const auto& ip : w->config.ips)
+          for (const auto& source : sources)
+            if (unmapped(ip).is_v4() == source.address.is_v4())
+              for (uint16_t port : ports) out.push_back({source, unmapped(ip), port, i});
+      }
+    }
+  }
+  return out;
 }
 
 }  // namespace zmesh

@@ -137,6 +137,8 @@ bool reset_by_peer(tcp::socket& socket, bool our_fin_sent) {
 awaitable<void> watch_for_reset(tcp::socket& socket) {
   for (;;) {
     auto [ec] = co_await socket.async_wait(tcp::socket::wait_error, use_tuple);
+    // Closed under the relay (Proxy::reauthorize revoked it): end both sides with an error.
+    if (ec && !socket.is_open()) throw system_error(asio::error::connection_aborted);
     if (ec) co_return;  // cancelled: the relay ended
     int err = 0;
     socklen_t len = sizeof err;
@@ -375,9 +377,8 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
 
   asio::io_context& io;
   Datapath& datapath;
-  const Mesh& mesh;
+  const MeshState& state;
   Certificates& certs;
-  const Authorizer& authorizer;
   ProxyOptions options;
   std::vector<tcp::acceptor> outbound, hbone, plain;
   ProxyStats stats;
@@ -391,10 +392,53 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
   Impl(ProxyInputs& in)
       : io(in.io),
         datapath(in.datapath),
-        mesh(in.mesh),
+        state(in.state),
         certs(in.certificates),
-        authorizer(in.authorizer),
         options(in.options) {}
+
+  // A connection this node authorized (it is the destination's node), kept while it is
+  // relayed so that a policy change can take it back: closing `upstream` (the socket to the
+  // local pod) ends the relay with a reset on both sides.
+  struct Grant {
+    std::optional<SpiffeId> source;
+    asio::ip::address source_ip, destination;
+    uint16_t port;
+    tcp::socket* upstream;
+    std::string tag;
+  };
+  std::map<uint64_t, Grant> grants;
+  class GrantScope {
+   public:
+    GrantScope(Impl& impl, uint64_t id, Grant grant) : impl_(impl), id_(id) { impl_.grants.emplace(id, std::move(grant)); }
+    ~GrantScope() { impl_.grants.erase(id_); }
+    GrantScope(const GrantScope&) = delete;
+    GrantScope& operator=(const GrantScope&) = delete;
+
+   private:
+    Impl& impl_;
+    uint64_t id_;
+  };
+  uint64_t next_grant = 1;
+
+  size_t reauthorize() {
+    const auto snap = state.current();
+    std::vector<tcp::socket*> revoke;
+    for (const auto& [id, g] : grants) {
+      const Workload* w = snap->mesh.by_ip(g.destination);
+      std::string why;
+      if (!w || !w->local) {
+        why = "the destination is no longer a workload of this node";
+      } else if (const auto d = snap->authorizer.decide({g.source, g.source_ip, w, g.port}); !d.allowed) {
+        why = d.reason;
+      }
+      if (why.empty()) continue;
+      spdlog::warn("{} closed: {} (config generation {})", g.tag, why, snap->generation);
+      revoke.push_back(g.upstream);
+    }
+    for (auto* socket : revoke) abort_socket(*socket);
+    stats.revoked += revoke.size();
+    return revoke.size();
+  }
 
   // Counts a connection as active for its lifetime (drain waits for these).
   struct Active {
@@ -472,13 +516,23 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
 
   // Carries `client` to one candidate. TryNext when it could not reach it before any byte
   // moved (the next endpoint may serve it); Done otherwise (relayed, or refused for good).
-  awaitable<Delivery> deliver(tcp::socket& client, uint64_t id, const tcp::endpoint& peer, const Workload& src,
-                              const Candidate& to) {
+  awaitable<Delivery> deliver(const MeshSnapshot& snap, tcp::socket& client, uint64_t id, const tcp::endpoint& peer,
+                              const Workload& src, const Candidate& to) {
     const Workload& dst = *to.workload;
     RelayResult result;
-    if (dst.local) {
+    if (dst.config.protocol == "TCP" && !dst.local) {
+      // Not in the mesh (a service endpoint outside it): plain TCP, as the app asked.
+      tcp::socket upstream(io);
+      try {
+        upstream = co_await connect(to.target, options.proxy_mark, options.connect_timeout);
+      } catch (const system_error& e) {
+        spdlog::warn("[c{}] {} -> {} (plain TCP workload): {}", id, text(peer), text(to.target), e.what());
+        co_return Delivery::TryNext;
+      }
+      result = co_await relay(client, upstream);
+    } else if (dst.local) {
       // This node is the destination's node: it authorizes, as the far side of HBONE would.
-      const auto decision = authorizer.decide({src.identity, peer.address(), &dst, to.target.port()});
+      const auto decision = snap.authorizer.decide({src.identity, peer.address(), &dst, to.target.port()});
       if (!decision.allowed) {
         ++stats.refused;
         ++stats.denied;
@@ -494,6 +548,9 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
         spdlog::warn("[c{}] {} -> {} (same node): {}", id, text(peer), text(to.target), e.what());
         co_return Delivery::TryNext;
       }
+      GrantScope grant(*this, next_grant++,
+                       {src.identity, peer.address(), to.target.address(), to.target.port(), &upstream,
+                        "[c" + std::to_string(id) + "] " + text(peer) + " -> " + text(to.target) + " (same node)"});
       result = co_await relay(client, upstream);
     } else {
       std::shared_ptr<http2::Stream> stream;
@@ -534,6 +591,8 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
       abort_socket(client);
     };
     if (!orig) co_return refuse("no original destination recorded (a connect zmesh did not capture?)");
+    const auto snap = state.current();
+    const Mesh& mesh = snap->mesh;
     const Workload* src = mesh.by_ip(peer.address());
     if (!src || !src->local) co_return refuse("the source is not a workload of this node");
 
@@ -551,7 +610,7 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
       co_return refuse("unknown destination, refused");
     }
     for (const auto& candidate : candidates) {
-      if (co_await deliver(client, id, peer, *src, candidate) == Delivery::Done) co_return;
+      if (co_await deliver(*snap, client, id, peer, *src, candidate) == Delivery::Done) co_return;
       failed_until[candidate.target.address()] = std::chrono::steady_clock::now() + kFailurePenalty;
     }
     refuse(candidates.size() > 1 ? "every endpoint failed" : "the destination cannot be reached");
@@ -661,7 +720,8 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
     const auto ends = ends_of(socket);
     if (!ends) co_return;  // reset before we got to it: nothing to carry
     const auto& [peer, local] = *ends;
-    const Workload* target = mesh.by_ip(local.address());
+    const auto snap = state.current();
+    const Workload* target = snap->mesh.by_ip(local.address());
     if (!target || !target->local) {
       ++stats.refused;
       spdlog::warn("[c{}] HBONE from {} to {}: not a workload of this node, refused", id, text(peer), text(local));
@@ -716,12 +776,13 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
     if (stream->method() != "CONNECT") co_return refuse(400, "method " + stream->method() + " is not CONNECT");
     const auto target = parse_authority(stream->authority());
     if (!target) co_return refuse(400, "malformed :authority (want ip:port)");
-    const Workload* workload = mesh.by_ip(target->address());
+    const auto snap = state.current();
+    const Workload* workload = snap->mesh.by_ip(target->address());
     if (!workload || !workload->local) co_return refuse(400, "the authority is not a pod on this node");
     if (workload->identity != server) co_return refuse(400, "the pod is " + workload->identity.uri() +
                                                                 ", not the identity this connection presented");
-    const auto decision = authorizer.decide({client, forwarded_for(stream->forwarded(), peer.address()), workload,
-                                             target->port()});
+    const auto source_ip = forwarded_for(stream->forwarded(), peer.address());
+    const auto decision = snap->authorizer.decide({client, source_ip, workload, target->port()});
     if (!decision.allowed) {
       ++stats.denied;
       co_return refuse(401, decision.reason);
@@ -733,6 +794,9 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
       co_return refuse(503, e.code() == asio::error::timed_out ? std::string(e.what()) : e.code().message());
     }
     stream->respond(200, true);
+    GrantScope grant(*this, next_grant++,
+                     {client, source_ip, target->address(), target->port(), &upstream,
+                      tag + " " + text(peer) + " (" + client.uri() + ") -> " + text(*target)});
     const auto result = co_await relay(upstream, stream);
     spdlog::info("{} inbound {} ({}) -> {} ({}): sent {} received {}{}{}", tag, text(peer), client.uri(),
                  text(*target), server.uri(), result.received, result.sent, result.error.empty() ? "" : ", error: ",
@@ -746,7 +810,8 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
     const auto ends = ends_of(client);
     if (!ends) co_return;  // reset before we got to it: nothing to carry
     const auto& [peer, local] = *ends;
-    const Workload* target = mesh.by_ip(local.address());
+    const auto snap = state.current();
+    const Workload* target = snap->mesh.by_ip(local.address());
     if (!target || !target->local || target->config.mtls_strict) {
       ++stats.refused;
       spdlog::warn("[c{}] plaintext {} -> {} refused: {}", id, text(peer), text(local),
@@ -754,7 +819,7 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
       abort_socket(client);
       co_return;
     }
-    const auto decision = authorizer.decide({std::nullopt, peer.address(), target, local.port()});
+    const auto decision = snap->authorizer.decide({std::nullopt, peer.address(), target, local.port()});
     if (!decision.allowed) {
       ++stats.refused;
       ++stats.denied;
@@ -770,6 +835,9 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
       abort_socket(client);
       co_return;
     }
+    GrantScope grant(*this, next_grant++,
+                     {std::nullopt, peer.address(), local.address(), local.port(), &upstream,
+                      "[c" + std::to_string(id) + "] plaintext " + text(peer) + " -> " + text(local)});
     const auto result = co_await relay(client, upstream);
     spdlog::info("[c{}] plaintext {} -> {} ({}): sent {} received {}{}{}", id, text(peer), text(local),
                  target->identity.uri(), result.sent, result.received, result.error.empty() ? "" : ", error: ",
@@ -824,5 +892,7 @@ void Proxy::drain(std::chrono::milliseconds deadline, std::function<void()> done
 }
 
 const ProxyStats& Proxy::stats() const { return impl_->stats; }
+
+size_t Proxy::reauthorize() { return impl_->reauthorize(); }
 
 }  // namespace zmesh

@@ -14,12 +14,15 @@
 #include <iostream>
 #include <map>
 
-#include "enrollment.h"
+#include "control_server.h"
+#include "controller.h"
+#include "file_watch.h"
 #include "self_check.h"
 #include "telemetry.h"
 #include "zmesh/admin.h"
 #include "zmesh/certificates.h"
 #include "zmesh/config.h"
+#include "zmesh/control.h"
 #include "zmesh/datapath.h"
 #include "zmesh/identity.h"
 #include "zmesh/mesh.h"
@@ -42,6 +45,7 @@ struct Options {
   std::string ca_dir;
   std::string cert_dir;
   std::string trust_bundle;
+  std::string state_dir = zmesh::control::kDefaultStateDir;
   int64_t cert_ttl_s = 24 * 3600;
   int64_t drain_timeout_ms = 10000;
   zmesh::DatapathOptions datapath;
@@ -68,30 +72,13 @@ int serve(Options& o) {
     if (!proxy) return io.stop();
     proxy->drain(std::chrono::milliseconds(o.drain_timeout_ms), [&] { io.stop(); });
   });
+  boost::asio::signal_set hangup(io, SIGHUP);
 
   const zmesh::SelfCheck check = zmesh::run_self_check();
   if (!check.ok()) {
     for (const auto& problem : check.problems) spdlog::error("kernel check: {}", problem);
     return 1;
   }
-  zmesh::MeshConfig config;
-  if (!o.config_path.empty()) config = zmesh::load_config(o.config_path);
-  const zmesh::Mesh mesh(config, o.trust_domain, o.node);
-  // IPv6 mesh addresses need an IPv6 proxy address, or connect6 would send them to [::].
-  if (o.outbound_ip6.empty()) {
-    auto v6 = [](const boost::asio::ip::address& ip) { return ip.is_v6() && !ip.to_v6().is_v4_mapped(); };
-    for (const auto& w : config.workloads)
-      for (const auto& ip : w.ips)
-        if (v6(ip))
-          throw zmesh::ConfigError("workload " + w.namespace_ + "/" + w.name + " has IPv6 address " + ip.to_string() +
-                                   ": give --outbound-ip6 (the IPv6 address pods reach the proxy on)");
-    for (const auto& svc : config.services)
-      for (const auto& ip : svc.vips)
-        if (v6(ip))
-          throw zmesh::ConfigError("service " + svc.namespace_ + "/" + svc.name + " has IPv6 VIP " + ip.to_string() +
-                                   ": give --outbound-ip6");
-  }
-  const zmesh::Authorizer authorizer(config.policies);
   const bool with_proxy = o.proxy == "on";
   std::unique_ptr<zmesh::Certificates> certificates;
   if (with_proxy) {
@@ -107,19 +94,51 @@ int serve(Options& o) {
     } else {
       throw zmesh::ConfigError("the proxy needs certificates: --ca-dir (built-in CA) or --cert-dir (external CA)");
     }
-    for (const auto* workload : mesh.local_workloads()) certificates->ensure(workload->identity);
   }
+  const std::filesystem::path state_dir = o.state_dir;
   auto datapath = zmesh::BpfDatapath::start(datapath_options(o));
-  const size_t enrolled = zmesh::apply_config(*datapath, config, o.node);
+  zmesh::MeshState state;
+  zmesh::Controller controller({o.node, o.trust_domain, o.config_path, state_dir / zmesh::control::kRuntimeName,
+                                !o.outbound_ip6.empty()},
+                               *datapath, state, certificates.get());
+  // Before anything is applied: a second daemon on this state dir stops here.
+  zmesh::ControlServer control(io, state_dir / zmesh::control::kSocketName, controller, o.datapath.pin_root,
+                               [&] { controller.reload_file(true); });
+  controller.start();
   datapath->prune_unclaimed();
   if (with_proxy) {
     zmesh::ProxyOptions proxy_options = o.proxy_options;
     proxy_options.outbound_addresses = {boost::asio::ip::make_address(o.outbound_ip4)};
     if (!o.outbound_ip6.empty()) proxy_options.outbound_addresses.push_back(boost::asio::ip::make_address(o.outbound_ip6));
-    proxy = std::make_unique<zmesh::Proxy>(zmesh::ProxyInputs{io, *datapath, mesh, *certificates, authorizer, proxy_options});
+    proxy = std::make_unique<zmesh::Proxy>(zmesh::ProxyInputs{io, *datapath, state, *certificates, proxy_options});
+    controller.set_proxy(proxy.get());
     proxy->start();
     boost::asio::co_spawn(io, certificates->renew_forever(), boost::asio::detached);
   }
+  // Reloads: SIGHUP always re-applies; a file change only when the text changed. A bad file
+  // is logged and the running state stays (Controller::reload_file).
+  std::function<void()> on_hangup = [&] {
+    hangup.async_wait([&](const boost::system::error_code& ec, int) {
+      if (ec) return;
+      try {
+        controller.reload_file(true);
+      } catch (const std::exception&) {
+      }
+      on_hangup();
+    });
+  };
+  on_hangup();
+  std::unique_ptr<zmesh::FileWatch> watch;
+  if (!o.config_path.empty()) {
+    watch = std::make_unique<zmesh::FileWatch>(io, o.config_path, [&] {
+      try {
+        controller.reload_file(false);
+      } catch (const std::exception&) {
+      }
+    });
+    watch->start();
+  }
+  control.start();
   // Admin endpoints last: once they answer, the datapath is attached and certificates loaded.
   auto stats = [&] { return proxy ? proxy->stats() : zmesh::ProxyStats{}; };
   auto renewals = [&] { return certificates ? certificates->renewals() : 0; };
@@ -145,12 +164,20 @@ int serve(Options& o) {
                                          zmesh::stats_json(stats(), datapath->counters(), renewals()).dump(2) + "\n"};
            }},
           {"/config_dump", [&] {
-             return zmesh::AdminResponse{200, "application/json", zmesh::config_dump(mesh, config).dump(2) + "\n"};
+             const nlohmann::json dump = {{"status", controller.status()},
+                                          {"workloads", controller.workloads()},
+                                          {"services", controller.services()},
+                                          {"policies", controller.policies()},
+                                          {"certificates", controller.certificates()}};
+             return zmesh::AdminResponse{200, "application/json", dump.dump(2) + "\n"};
            }}}));
   for (auto& server : admin) server->start();
-  spdlog::info("zmeshd ready: node {}, {} workloads enrolled, {} policies, {} links pinned under {}, proxy {}",
-               o.node, enrolled, config.policies.size(), datapath->pinned_links().size(),
-               o.datapath.pin_root.string(), o.proxy);
+  const auto status = controller.status();
+  spdlog::info("zmeshd ready: node {}, {} workloads enrolled, {} policies, {} links pinned under {}, proxy {}, "
+               "control socket {}",
+               o.node, status["enrolledHere"].get<size_t>(), status["policies"].get<size_t>(),
+               datapath->pinned_links().size(), o.datapath.pin_root.string(), o.proxy,
+               (state_dir / zmesh::control::kSocketName).string());
   io.run();
   if (proxy) {
     const auto& s = proxy->stats();
@@ -171,7 +198,12 @@ int main(int argc, char** argv) {
   app.add_flag("--cleanup", o.cleanup, "detach and unpin everything under --bpf-root, remove the routing rule, exit");
   app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
-  app.add_option("--config", o.config_path, "mesh config (JSON: workloads, services)")->check(CLI::ExistingFile);
+  app.add_option("--config", o.config_path,
+                 "mesh config (JSON: workloads, services, policies; docs/config.md); reloaded when it changes and on SIGHUP")
+      ->check(CLI::ExistingFile);
+  app.add_option("--state-dir", o.state_dir,
+                 "control socket (control.sock, root only) and runtime changes (runtime.json); one per daemon")
+      ->capture_default_str();
   app.add_option("--node", o.node, "this node's name: workloads with this node are enrolled here");
   app.add_option("--bpf-root", o.datapath.pin_root, "where maps and links are pinned (one per daemon)")
       ->capture_default_str();

@@ -47,6 +47,10 @@ std::string prometheus_text(const ProxyStats& p, const DatapathCounters& kernel,
   header(out, denials);
   write(out, denials, "{layer=\"proxy\"}", p.denied);
   write(out, denials, "{layer=\"kernel\"}", kernel.tc_drop_deny);
+  const Metric revoked{"zmesh_connections_revoked_total", "counter",
+                       "Open connections closed because a policy change denies them."};
+  header(out, revoked);
+  write(out, revoked, "", p.revoked);
   const Metric renewed{"zmesh_certificate_renewals_total", "counter", "Workload certificates renewed."};
   header(out, renewed);
   write(out, renewed, "", renewals);
@@ -69,33 +73,10 @@ nlohmann::json stats_json(const ProxyStats& p, const DatapathCounters& kernel, u
             {"streamsOpened", p.streams_opened},
             {"refused", p.refused},
             {"denied", p.denied},
+            {"revoked", p.revoked},
             {"active", p.active}}},
           {"certificateRenewals", renewals},
           {"kernel", k}};
-}
-
-nlohmann::json config_dump(const Mesh& mesh, const MeshConfig& config) {
-  nlohmann::json workloads = nlohmann::json::array();
-  for (const auto& w : config.workloads) {
-    const Workload* known = w.ips.empty() ? nullptr : mesh.by_ip(w.ips.front());
-    std::vector<std::string> ips;
-    for (const auto& ip : w.ips) ips.push_back(ip.to_string());
-    workloads.push_back({{"name", w.name},
-                         {"namespace", w.namespace_},
-                         {"serviceAccount", w.service_account},
-                         {"node", w.node},
-                         {"workloadIps", ips},
-                         {"mtlsMode", w.mtls_strict ? "STRICT" : "PERMISSIVE"},
-                         {"identity", SpiffeId{mesh.trust_domain(), w.namespace_, w.service_account}.uri()},
-                         {"local", known && known->local}});
-  }
-  nlohmann::json policies = nlohmann::json::array();
-  for (const auto& p : config.policies)
-    policies.push_back({{"name", p.name},
-                        {"namespace", p.namespace_},
-                        {"action", p.action == AuthorizationPolicy::Action::Deny ? "DENY" : "ALLOW"},
-                        {"rules", p.rules.size()}});
-  return {{"node", mesh.node()}, {"trustDomain", mesh.trust_domain()}, {"workloads", workloads}, {"policies", policies}};
 }
 
 }  // namespace zmesh

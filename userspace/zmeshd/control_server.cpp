@@ -1,0 +1,178 @@
+// The control socket's server (see control_server.h).
+#include "control_server.h"
+
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/read_until.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+
+#include "zmesh/control.h"
+
+namespace zmesh {
+namespace {
+
+namespace asio = boost::asio;
+using local = asio::local::stream_protocol;
+using nlohmann::json;
+
+std::string key_argument(const json& request) {
+  if (!request.contains("name") || !request["name"].is_string())
+    throw ConfigError("name: expected \"namespace/name\"");
+  const auto name = request["name"].get<std::string>();
+  const auto slash = name.find('/');
+  if (slash == std::string::npos || slash == 0 || slash + 1 == name.size() || name.find('/', slash + 1) != std::string::npos)
+    throw ConfigError("name: expected \"namespace/name\", got \"" + name + "\"");
+  return name;
+}
+
+const json& object_argument(const json& request, const char* key) {
+  if (!request.contains(key) || !request[key].is_object()) throw ConfigError(std::string(key) + ": expected an object");
+  return request[key];
+}
+
+}  // namespace
+
+ControlServer::ControlServer(asio::io_context& io, std::filesystem::path socket_path, Controller& controller,
+                             std::filesystem::path pin_root, std::function<void()> reload)
+    : io_(io), path_(std::move(socket_path)), controller_(controller), pin_root_(std::move(pin_root)),
+      reload_(std::move(reload)), acceptor_(io) {
+  std::error_code fs_ec;
+  std::filesystem::create_directories(path_.parent_path(), fs_ec);
+  if (fs_ec) throw ConfigError("control socket: create " + path_.parent_path().string() + ": " + fs_ec.message());
+  if (std::filesystem::exists(path_)) {
+    // A live daemon answers; a stale socket (a crashed daemon's) refuses.
+    local::socket probe(io);
+    boost::system::error_code ec;
+    probe.connect(local::endpoint(path_.string()), ec);
+    if (!ec)
+      throw ConfigError("control socket " + path_.string() +
+                        " is served by another zmeshd (give each daemon its own --state-dir)");
+    std::filesystem::remove(path_, fs_ec);
+  }
+  // Created with 0600 from the start: no window in which another user could connect.
+  const mode_t old_mask = ::umask(0177);
+  boost::system::error_code ec;
+  acceptor_.open(local(), ec);
+  if (!ec) acceptor_.bind(local::endpoint(path_.string()), ec);
+  ::umask(old_mask);
+  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) throw ConfigError("control socket " + path_.string() + ": " + ec.message());
+}
+
+ControlServer::~ControlServer() {
+  boost::system::error_code ignored;
+  acceptor_.close(ignored);
+  std::error_code fs_ignored;
+  std::filesystem::remove(path_, fs_ignored);
+}
+
+void ControlServer::start() {
+  asio::co_spawn(
+      io_,
+      [this]() -> asio::awaitable<void> {
+        while (acceptor_.is_open()) {
+          auto [ec, socket] = co_await acceptor_.async_accept(asio::as_tuple(asio::use_awaitable));
+          if (ec == asio::error::operation_aborted) co_return;
+          if (!ec) asio::co_spawn(io_, serve(std::move(socket)), asio::detached);
+        }
+      },
+      asio::detached);
+}
+
+asio::awaitable<void> ControlServer::serve(local::socket socket) {
+  json reply = json::object();
+  ucred peer{};
+  socklen_t len = sizeof peer;
+  getsockopt(socket.native_handle(), SOL_SOCKET, SO_PEERCRED, &peer, &len);
+  if (peer.uid != 0 && peer.uid != ::geteuid()) {
+    spdlog::warn("control: refused a request from uid {} (pid {})", peer.uid, peer.pid);
+    reply["ok"] = false;
+    reply["error"] = "permission denied: the control socket is for root; you are uid " + std::to_string(peer.uid);
+  } else {
+    // A client that sends nothing (or too slowly) is cut off at the deadline.
+    asio::steady_timer deadline(io_, control::kRequestDeadline);
+    deadline.async_wait([&socket](const boost::system::error_code& e) {
+      if (!e) socket.close();
+    });
+    std::string line;
+    auto buffer = asio::dynamic_buffer(line, control::kMaxRequestBytes);
+    auto [ec, n] = co_await asio::async_read_until(socket, buffer, '\n', asio::as_tuple(asio::use_awaitable));
+    deadline.cancel();
+    if (ec == asio::error::not_found) {
+      reply["ok"] = false;
+      reply["error"] = "request larger than " + std::to_string(control::kMaxRequestBytes) + " bytes";
+    } else if (ec) {
+      co_return;  // gone, or the deadline passed: nobody to answer
+    } else {
+      try {
+        reply["result"] = handle(json::parse(line.substr(0, n)));
+        reply["ok"] = true;
+      } catch (const json::exception& e) {
+        reply["ok"] = false;
+        reply["error"] = std::string("request is not valid JSON: ") + e.what();
+      } catch (const std::exception& e) {
+        reply["ok"] = false;
+        reply["error"] = e.what();
+      }
+    }
+  }
+  const std::string out = reply.dump() + "\n";
+  co_await asio::async_write(socket, asio::buffer(out), asio::as_tuple(asio::use_awaitable));
+}
+
+json ControlServer::handle(const json& request) {
+  if (!request.is_object() || !request.contains("command") || !request["command"].is_string())
+    throw ConfigError("command: missing (expected {\"command\": \"status\"} and the like)");
+  const std::string command = request["command"];
+  if (command == "status") return controller_.status();
+  if (command == "workloads") return controller_.workloads();
+  if (command == "services") return controller_.services();
+  if (command == "policies") return controller_.policies();
+  if (command == "certs") return controller_.certificates();
+  if (command == "maps") {
+    json maps = control::maps_json(PinnedMaps(pin_root_));
+    const json policies = controller_.policies();
+    for (auto& rule : maps["denyRules"]) {
+      const auto id = rule["rule"].get<size_t>();
+      if (id >= 1 && id <= policies.size())
+        rule["policy"] = policies[id - 1]["namespace"].get<std::string>() + "/" + policies[id - 1]["name"].get<std::string>();
+    }
+    maps["pinRoot"] = pin_root_.string();
+    return maps;
+  }
+  if (command == "enroll") {
+    json workload = object_argument(request, "workload");
+    if (!workload.contains("node")) workload["node"] = controller_.node();
+    controller_.enroll(parse_workload(workload, "workload"));
+    return controller_.status();
+  }
+  if (command == "unenroll") {
+    controller_.unenroll(key_argument(request));
+    return controller_.status();
+  }
+  if (command == "policy-apply") {
+    controller_.apply_policy(parse_policy(object_argument(request, "policy"), "policy"));
+    return controller_.status();
+  }
+  if (command == "policy-delete") {
+    controller_.delete_policy(key_argument(request));
+    return controller_.status();
+  }
+  if (command == "reload") {
+    reload_();
+    return controller_.status();
+  }
+  throw ConfigError("command: unknown '" + command +
+                    "' (status, workloads, services, policies, certs, maps, enroll, unenroll, policy-apply, "
+                    "policy-delete, reload)");
+}
+
+}  // namespace zmesh

@@ -1,0 +1,360 @@
+// The control path (see controller.h).
+#include "controller.h"
+
+#include <netinet/in.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "zmesh/address.h"
+
+namespace zmesh {
+namespace {
+
+using nlohmann::json;
+
+WorkloadAttachment attachment(const WorkloadConfig& w) {
+  std::vector<IpAddress> ips;
+  for (const auto& ip : w.ips) ips.push_back(unmapped(ip));
+  return {key_of(w), w.cgroup, w.host_veth, ips, w.mtls_strict};
+}
+
+bool same(const WorkloadAttachment& a, const WorkloadAttachment& b) {
+  return a.cgroup == b.cgroup && a.host_veth == b.host_veth && a.ips == b.ips && a.mtls_strict == b.mtls_strict;
+}
+
+std::string timestamp(std::chrono::system_clock::time_point t) {
+  const std::time_t seconds = std::chrono::system_clock::to_time_t(t);
+  std::tm tm{};
+  gmtime_r(&seconds, &tm);
+  char out[32];
+  std::strftime(out, sizeof out, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return out;
+}
+
+std::string read_file(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  if (!in) throw ConfigError(path.string() + ": cannot read: " + std::strerror(errno));
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// Replaces the entry with the same namespace/name, else appends.
+template <typename T>
+void put(std::vector<T>& list, const T& item) {
+  auto it = std::find_if(list.begin(), list.end(), [&](const T& x) { return key_of(x) == key_of(item); });
+  if (it != list.end()) *it = item;
+  else list.push_back(item);
+}
+
+template <typename T>
+bool contains_key(const std::vector<T>& list, const std::string& key) {
+  return std::any_of(list.begin(), list.end(), [&](const T& x) { return key_of(x) == key; });
+}
+
+}  // namespace
+
+Controller::Controller(ControllerOptions options, Datapath& datapath, MeshState& state, Certificates* certificates)
+    : options_(std::move(options)), datapath_(datapath), state_(state), certificates_(certificates) {}
+
+void Controller::start() {
+  MeshConfig file, runtime;
+  if (!options_.config_path.empty()) {
+    file_text_ = read_file(options_.config_path);
+    try {
+      file = parse_config(file_text_);
+    } catch (const ConfigError& e) {
+      throw ConfigError(options_.config_path.string() + ": " + e.what());
+    }
+  }
+  if (!options_.runtime_path.empty() && std::filesystem::exists(options_.runtime_path)) {
+    runtime = load_config(options_.runtime_path);
+    if (!runtime.services.empty())
+      throw ConfigError(options_.runtime_path.string() + ": services: the runtime layer holds only workloads and policies");
+    spdlog::info("controller: runtime layer {}: {} workloads, {} policies", options_.runtime_path.string(),
+                 runtime.workloads.size(), runtime.policies.size());
+  }
+  apply(std::move(file), std::move(runtime), "start-up");
+}
+
+bool Controller::reload_file(bool force) {
+  if (options_.config_path.empty()) return false;
+  const std::string cause = force ? "reload (SIGHUP or zmeshctl reload)" : "config file changed";
+  try {
+    std::string text = read_file(options_.config_path);
+    if (!force && text == file_text_) return false;
+    MeshConfig file;
+    try {
+      file = parse_config(text);
+    } catch (const ConfigError& e) {
+      throw ConfigError(options_.config_path.string() + ": " + e.what());
+    }
+    apply(std::move(file), runtime_, cause);
+    file_text_ = std::move(text);
+    return true;
+  } catch (const std::exception& e) {
+    last_failure_ = {cause, e.what(), std::chrono::system_clock::now()};
+    spdlog::error("controller: {} rejected, generation {} stays in force: {}", cause, generation_, e.what());
+    throw;
+  }
+}
+
+void Controller::enroll(const WorkloadConfig& workload) {
+  MeshConfig runtime = runtime_;
+  put(runtime.workloads, workload);
+  apply(file_, std::move(runtime), "enroll " + key_of(workload));
+}
+
+void Controller::unenroll(const std::string& key) {
+  if (!contains_key(runtime_.workloads, key)) {
+    if (contains_key(file_.workloads, key))
+      throw ConfigError("workload " + key + " comes from the config file " + options_.config_path.string() +
+                        ": remove it there (unenroll removes only what was enrolled at run time)");
+    throw ConfigError("no workload " + key + " was enrolled at run time");
+  }
+  MeshConfig runtime = runtime_;
+  std::erase_if(runtime.workloads, [&](const WorkloadConfig& w) { return key_of(w) == key; });
+  apply(file_, std::move(runtime), "unenroll " + key);
+}
+
+void Controller::apply_policy(const AuthorizationPolicy& policy) {
+  MeshConfig runtime = runtime_;
+  put(runtime.policies, policy);
+  apply(file_, std::move(runtime), "policy apply " + key_of(policy));
+}
+
+void Controller::delete_policy(const std::string& key) {
+  if (!contains_key(runtime_.policies, key)) {
+    if (contains_key(file_.policies, key))
+      throw ConfigError("policy " + key + " comes from the config file " + options_.config_path.string() +
+                        ": remove it there (policy delete removes only what was applied at run time)");
+    throw ConfigError("no policy " + key + " was applied at run time");
+  }
+  MeshConfig runtime = runtime_;
+  std::erase_if(runtime.policies, [&](const AuthorizationPolicy& p) { return key_of(p) == key; });
+  apply(file_, std::move(runtime), "policy delete " + key);
+}
+
+MeshConfig Controller::merged(const MeshConfig& file, const MeshConfig& runtime) const {
+  MeshConfig out = file;
+  for (const auto& w : runtime.workloads) put(out.workloads, w);
+  for (const auto& p : runtime.policies) put(out.policies, p);
+  return out;
+}
+
+Controller::Kernel Controller::kernel_for(const MeshSnapshot& snapshot) const {
+  Kernel k;
+  for (const auto& w : snapshot.config.workloads) {
+    if (w.protocol != "HBONE") continue;  // not meshed: its connects stay plain TCP
+    for (const auto& ip : w.ips) k.destinations[unmapped(ip)] = DestinationKind::Workload;
+    if (w.node != options_.node) continue;
+    if (w.cgroup.empty())
+      throw ConfigError("workload " + key_of(w) + " is on node " + options_.node +
+                        " but has no cgroup: zmesh cannot capture its connections");
+    k.enrolled[key_of(w)] = attachment(w);
+  }
+  for (const auto& s : snapshot.config.services)
+    for (const auto& vip : s.vips) k.destinations[unmapped(vip)] = DestinationKind::Service;
+  for (const auto& d : snapshot.authorizer.kernel_denies(snapshot.mesh))
+    k.deny.push_back({static_cast<uint32_t>(d.policy + 1), d.source.address, d.source.prefix, d.destination, d.port,
+                      IPPROTO_TCP});
+  return k;
+}
+
+void Controller::reconcile(const Kernel& from, const Kernel& to) {
+  // What `to` still uses must survive the removal of an old attachment that shared it (a pod
+  // renamed, an address moved to another workload).
+  std::set<IpAddress> ips_kept;
+  std::set<std::string> cgroups_kept, veths_kept;
+  for (const auto& [key, w] : to.enrolled) {
+    ips_kept.insert(w.ips.begin(), w.ips.end());
+    cgroups_kept.insert(w.cgroup.string());
+    if (!w.host_veth.empty()) veths_kept.insert(w.host_veth);
+  }
+  auto leftover = [&](const WorkloadAttachment& old) {
+    WorkloadAttachment rest{old.name, {}, {}, {}, old.mtls_strict};
+    if (!cgroups_kept.contains(old.cgroup.string())) rest.cgroup = old.cgroup;
+    if (!old.host_veth.empty() && !veths_kept.contains(old.host_veth)) rest.host_veth = old.host_veth;
+    for (const auto& ip : old.ips)
+      if (!ips_kept.contains(ip)) rest.ips.push_back(ip);
+    return rest;
+  };
+  // Additions first: a destination is captured, a pod enrolled, before anything goes away.
+  for (const auto& [ip, kind] : to.destinations) {
+    auto it = from.destinations.find(ip);
+    if (it == from.destinations.end() || it->second != kind) datapath_.add_destination(ip, kind);
+  }
+  for (const auto& [key, w] : to.enrolled) {
+    auto it = from.enrolled.find(key);
+    if (it != from.enrolled.end() && same(it->second, w)) continue;
+    datapath_.enroll(w);  // in place when the cgroup is the same
+    spdlog::info("controller: enrolled {} ({} IPs, cgroup {})", key, w.ips.size(), w.cgroup.string());
+  }
+  datapath_.set_deny_rules(to.deny);
+  for (const auto& [key, old] : from.enrolled) {
+    auto it = to.enrolled.find(key);
+    if (it != to.enrolled.end() && same(it->second, old)) continue;
+    datapath_.unenroll(leftover(old));
+    if (it == to.enrolled.end()) spdlog::info("controller: unenrolled {}", key);
+  }
+  for (const auto& [ip, kind] : from.destinations)
+    if (!to.destinations.contains(ip)) datapath_.remove_destination(ip);
+}
+
+void Controller::apply(MeshConfig file, MeshConfig runtime, const std::string& cause) {
+  MeshConfig config = merged(file, runtime);
+  if (!options_.has_outbound_ip6) {
+    // IPv6 mesh addresses need an IPv6 proxy address, or connect6 would send them to [::].
+    auto v6 = [](const IpAddress& ip) { return ip.is_v6() && !ip.to_v6().is_v4_mapped(); };
+    for (const auto& w : config.workloads)
+      for (const auto& ip : w.ips)
+        if (v6(ip))
+          throw ConfigError("workload " + key_of(w) + " has IPv6 address " + ip.to_string() +
+                            ": give --outbound-ip6 (the IPv6 address pods reach the proxy on)");
+    for (const auto& s : config.services)
+      for (const auto& ip : s.vips)
+        if (v6(ip)) throw ConfigError("service " + key_of(s) + " has IPv6 VIP " + ip.to_string() + ": give --outbound-ip6");
+  }
+  auto snapshot = std::make_shared<const MeshSnapshot>(std::move(config), options_.trust_domain, options_.node,
+                                                       generation_ + 1);
+  Kernel want = kernel_for(*snapshot);
+  if (certificates_)
+    for (const auto* w : snapshot->mesh.local_workloads()) certificates_->ensure(w->identity);
+  try {
+    reconcile(kernel_, want);
+  } catch (const std::exception&) {
+    // Put back what was there: the old state stays in force as a whole. At start-up there is
+    // nothing of ours to put back: what a previous daemon pinned stays (BpfDatapath::enroll
+    // undoes its own part), so the pods stay captured while this daemon exits.
+    if (generation_ == 0) throw;
+    try {
+      reconcile(want, kernel_);
+    } catch (const std::exception& again) {
+      spdlog::error("controller: restoring generation {} after a failed change also failed: {}", generation_,
+                    again.what());
+    }
+    throw;
+  }
+  kernel_ = std::move(want);
+  file_ = std::move(file);
+  const bool runtime_changed = to_json(runtime) != to_json(runtime_);
+  runtime_ = std::move(runtime);
+  generation_ = snapshot->generation;
+  state_.publish(snapshot);
+  last_change_ = {cause, "", std::chrono::system_clock::now()};
+  const size_t closed = proxy_ ? proxy_->reauthorize() : 0;
+  spdlog::info("controller: generation {} in force ({}): {} workloads ({} enrolled here), {} services, {} policies, "
+               "{} kernel deny entries{}",
+               generation_, cause, snapshot->config.workloads.size(), kernel_.enrolled.size(),
+               snapshot->config.services.size(), snapshot->config.policies.size(), kernel_.deny.size(),
+               closed ? ", " + std::to_string(closed) + " connections now denied were closed" : "");
+  if (runtime_changed) save_runtime(runtime_);
+}
+
+void Controller::save_runtime(const MeshConfig& runtime) const {
+  if (options_.runtime_path.empty()) return;
+  json j = to_json(runtime);
+  j.erase("services");
+  const auto tmp = options_.runtime_path.string() + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << j.dump(2) << '\n';
+    if (!out.flush())
+      throw ConfigError("the change is in force but was not saved to " + tmp + ": " + std::strerror(errno) +
+                        " (it will not survive a restart)");
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, options_.runtime_path, ec);
+  if (ec)
+    throw ConfigError("the change is in force but was not saved to " + options_.runtime_path.string() + ": " +
+                      ec.message() + " (it will not survive a restart)");
+}
+
+std::string Controller::source_of_workload(const std::string& key) const {
+  return contains_key(runtime_.workloads, key) ? "runtime" : "file";
+}
+std::string Controller::source_of_policy(const std::string& key) const {
+  return contains_key(runtime_.policies, key) ? "runtime" : "file";
+}
+
+json Controller::status() const {
+  const auto snapshot = state_.current();
+  auto change = [](const Change& c) -> json {
+    if (c.cause.empty()) return nullptr;
+    json j = {{"cause", c.cause}, {"at", timestamp(c.at)}};
+    if (!c.error.empty()) j["error"] = c.error;
+    return j;
+  };
+  return {{"node", options_.node},
+          {"trustDomain", options_.trust_domain},
+          {"generation", generation_},
+          {"configFile", options_.config_path.string()},
+          {"runtimeFile", options_.runtime_path.string()},
+          {"workloads", snapshot->config.workloads.size()},
+          {"enrolledHere", kernel_.enrolled.size()},
+          {"runtimeWorkloads", runtime_.workloads.size()},
+          {"services", snapshot->config.services.size()},
+          {"policies", snapshot->config.policies.size()},
+          {"runtimePolicies", runtime_.policies.size()},
+          {"kernelDenyEntries", kernel_.deny.size()},
+          {"lastChange", change(last_change_)},
+          {"lastFailure", change(last_failure_)}};
+}
+
+json Controller::workloads() const {
+  const auto snapshot = state_.current();
+  json out = json::array();
+  for (const auto& w : snapshot->config.workloads) {
+    json j = to_json(w);
+    const std::string key = key_of(w);
+    j["source"] = source_of_workload(key);
+    j["identity"] = SpiffeId{options_.trust_domain, w.namespace_, w.service_account}.uri();
+    j["enrolledHere"] = kernel_.enrolled.contains(key);
+    out.push_back(j);
+  }
+  return out;
+}
+
+json Controller::services() const {
+  json out = json::array();
+  for (const auto& s : state_.current()->config.services) out.push_back(to_json(s));
+  return out;
+}
+
+json Controller::policies() const {
+  const auto snapshot = state_.current();
+  json out = json::array();
+  for (size_t i = 0; i < snapshot->config.policies.size(); ++i) {
+    const auto& p = snapshot->config.policies[i];
+    json j = to_json(p);
+    j["source"] = source_of_policy(key_of(p));
+    j["kernelDenyEntries"] =
+        std::count_if(kernel_.deny.begin(), kernel_.deny.end(), [&](const DenyRule& r) { return r.id == i + 1; });
+    j["ruleId"] = i + 1;
+    out.push_back(j);
+  }
+  return out;
+}
+
+json Controller::certificates() const {
+  json out = json::array();
+  if (!certificates_) return out;
+  for (const auto& id : certificates_->identities()) {
+    const auto& cert = certificates_->certificate(id);
+    out.push_back({{"identity", id.uri()},
+                   {"serial", cert.serial_hex()},
+                   {"notBefore", timestamp(cert.not_before)},
+                   {"notAfter", timestamp(cert.not_after)},
+                   {"source", certificates_->source_name()}});
+  }
+  return out;
+}
+
+}  // namespace zmesh

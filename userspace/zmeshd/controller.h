@@ -1,0 +1,90 @@
+// The daemon's control path, the only writer of the mesh state. The effective config is the
+// config file plus the runtime layer (workloads and policies added over the control socket,
+// kept in STATE_DIR/runtime.json); a runtime entry wins over a file entry with the same
+// namespace/name. Every change goes through apply(): check the whole merged config, issue
+// certificates for new local identities, bring the kernel maps to match (additions before
+// removals, so a pod is never left uncaptured), publish the new snapshot, and have the proxy
+// close open connections the new policies deny. A change that fails leaves the last good
+// state in place and says why.
+#pragma once
+
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+
+#include "zmesh/certificates.h"
+#include "zmesh/config.h"
+#include "zmesh/datapath.h"
+#include "zmesh/policy.h"
+#include "zmesh/proxy.h"
+
+namespace zmesh {
+
+struct ControllerOptions {
+  std::string node;
+  std::string trust_domain;
+  std::filesystem::path config_path;   // empty = no file
+  std::filesystem::path runtime_path;  // empty = runtime changes are not kept across restarts
+  bool has_outbound_ip6 = false;
+};
+
+class Controller {
+ public:
+  Controller(ControllerOptions options, Datapath& datapath, MeshState& state, Certificates* certificates);
+
+  // Start-up: the file and the runtime layer; throws ConfigError when either is bad.
+  void start();
+  void set_proxy(Proxy* proxy) { proxy_ = proxy; }
+
+  // Re-reads the config file. `force` = also when its text did not change (SIGHUP). On error
+  // the current state stays and ConfigError says why. Returns whether anything was applied.
+  bool reload_file(bool force);
+
+  // Runtime changes; each throws ConfigError (nothing changed) when the result would be bad.
+  void enroll(const WorkloadConfig& workload);
+  void unenroll(const std::string& key);  // "namespace/name"
+  void apply_policy(const AuthorizationPolicy& policy);
+  void delete_policy(const std::string& key);
+
+  // For the control socket and /config_dump.
+  nlohmann::json status() const;
+  nlohmann::json workloads() const;
+  nlohmann::json services() const;
+  nlohmann::json policies() const;
+  nlohmann::json certificates() const;
+  const std::string& node() const { return options_.node; }
+
+ private:
+  // What the kernel holds for one merged config.
+  struct Kernel {
+    std::map<std::string, WorkloadAttachment> enrolled;  // by namespace/name
+    std::map<IpAddress, DestinationKind> destinations;
+    std::vector<DenyRule> deny;
+  };
+  void apply(MeshConfig file, MeshConfig runtime, const std::string& cause);
+  MeshConfig merged(const MeshConfig& file, const MeshConfig& runtime) const;
+  Kernel kernel_for(const MeshSnapshot& snapshot) const;
+  void reconcile(const Kernel& from, const Kernel& to);
+  void save_runtime(const MeshConfig& runtime) const;
+  std::string source_of_workload(const std::string& key) const;
+  std::string source_of_policy(const std::string& key) const;
+
+  ControllerOptions options_;
+  Datapath& datapath_;
+  MeshState& state_;
+  Certificates* certificates_;
+  Proxy* proxy_ = nullptr;
+  MeshConfig file_, runtime_;
+  std::string file_text_;  // as last applied, to skip reloads that change nothing
+  Kernel kernel_;
+  uint64_t generation_ = 0;
+  struct Change {
+    std::string cause, error;
+    std::chrono::system_clock::time_point at;
+  };
+  Change last_change_, last_failure_;
+};
+
+}  // namespace zmesh
