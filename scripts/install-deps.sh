@@ -13,7 +13,8 @@ packages=(
   libspdlog-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   # lab, demo and tests
-  iproute2 procps psmisc util-linux openssl unzip
+  iproute2 procps psmisc util-linux openssl unzip python3 python3-yaml
+  prometheus  # promtool, to check /metrics
   # test and benchmark peers
   iperf3 stunnel4 haproxy nginx-light wrk sockperf redis-server curl nghttp2-client tshark
 )

@@ -1,7 +1,9 @@
 // The admin endpoints: small HTTP/1.1 servers (Boost.Beast) on the daemon's executor.
-//   :15021 /healthz/ready   200 once the datapath is attached and certificates are loaded
-//   :15020 /metrics         Prometheus text: zmesh's counters and the kernel's
-//   127.0.0.1:15000 /stats (JSON), /config_dump (the mesh as this node sees it)
+//   :15021 /healthz/ready   200 once the datapath is attached and certificates are loaded,
+//                           503 before that and while draining
+//   :15020 /metrics         Prometheus text: Istio's TCP metrics, zmesh's, the kernel's
+//   127.0.0.1:15000 /stats (JSON), /config_dump (the mesh as this node sees it),
+//                   /logging (GET shows, POST ?level=debug changes), /quitquitquit (drain, exit)
 // Every request has a deadline; bodies are produced on demand from the handlers given.
 #pragma once
 
@@ -14,6 +16,12 @@
 
 namespace zmesh {
 
+struct AdminRequest {
+  std::string method;                        // "GET", "POST", ...
+  std::string path;                          // without the query
+  std::map<std::string, std::string> query;  // ?a=1&b=2 (no percent-decoding: values are plain words)
+};
+
 struct AdminResponse {
   unsigned status = 200;
   std::string content_type = "text/plain; charset=utf-8";
@@ -22,7 +30,7 @@ struct AdminResponse {
 
 class AdminServer {
  public:
-  using Handler = std::function<AdminResponse()>;
+  using Handler = std::function<AdminResponse(const AdminRequest&)>;
   static constexpr uint16_t kAdminPort = 15000;
   static constexpr uint16_t kMetricsPort = 15020;
   static constexpr uint16_t kReadinessPort = 15021;

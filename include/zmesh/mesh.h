@@ -32,6 +32,9 @@ class Mesh {
   // The service that owns VIP `ip`, or nullptr.
   const Service* service_by_vip(const boost::asio::ip::address& ip) const;
   std::vector<const Workload*> local_workloads() const;
+  // The first service with `workload` as an endpoint and `target_port` as a target port, or
+  // nullptr: what a connection straight to a pod is reported against.
+  const Service* service_for(const Workload& workload, uint16_t target_port) const;
   const std::string& node() const { return node_; }
   const std::string& trust_domain() const { return trust_domain_; }
 

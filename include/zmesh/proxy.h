@@ -13,13 +13,16 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "zmesh/certificates.h"
 #include "zmesh/datapath.h"
 #include "zmesh/mesh.h"
 #include "zmesh/policy.h"
+#include "zmesh/telemetry.h"
 
 namespace zmesh {
 
@@ -41,12 +44,17 @@ struct ProxyStats {
   uint64_t inbound_plain_accepted = 0;
   uint64_t client_handshakes = 0;  // HBONE connections this node opened
   uint64_t server_handshakes = 0;  // HBONE connections other nodes opened to this one
-  uint64_t handshake_failures = 0;
+  uint64_t handshake_failures = 0;  // the sum of the next
+  std::map<std::string, uint64_t> handshake_failures_by_reason;  // timeout, certificate, identity, protocol
   uint64_t streams_opened = 0;
   uint64_t refused = 0;            // connections refused (no identity, unknown destination, ...)
   uint64_t denied = 0;             // of those, by authorization policy
   uint64_t revoked = 0;            // open connections closed because a new policy denies them
   uint64_t active = 0;             // connections being served now
+  // Gauges, computed when stats() is called.
+  uint64_t pool_connections = 0;   // usable pooled HBONE connections this node opened
+  uint64_t pool_streams = 0;       // streams open on them
+  uint64_t served_connections = 0; // HBONE connections other nodes opened to this one
 };
 
 // Everything the proxy needs, handed down from the composition root.
@@ -55,6 +63,7 @@ struct ProxyInputs {
   Datapath& datapath;
   const MeshState& state;  // read per connection: a new snapshot applies to new connections
   Certificates& certificates;
+  Telemetry& telemetry;
   ProxyOptions options;
 };
 
@@ -67,7 +76,7 @@ class Proxy {
   // Stops accepting, lets open connections finish up to `deadline`, then closes the rest and
   // calls `done`.
   void drain(std::chrono::milliseconds deadline, std::function<void()> done);
-  const ProxyStats& stats() const;
+  ProxyStats stats() const;
   // After a new snapshot is published: closes (with a reset, both ends) the open connections
   // this node authorized that the new policies deny, or whose destination left this node.
   // Returns how many it closed.

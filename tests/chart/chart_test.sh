@@ -19,14 +19,15 @@ check "helm lint passes" "$helm" lint "$chart"
 defaults=$("$helm" template z "$chart" --namespace zmesh-system 2>&1)
 ds=$("$helm" template z "$chart" --namespace zmesh-system --show-only templates/daemonset.yaml 2>&1)
 check "renders a DaemonSet" has "$defaults" '^kind: DaemonSet$'
-check "renders ServiceAccount, ClusterRole(+Binding), ConfigMap" \
-  bash -c "grep -c '^kind: \(ServiceAccount\|ClusterRole\|ClusterRoleBinding\|ConfigMap\)$' <<<\"\$0\" | grep -qx 4" "$defaults"
+check "renders ServiceAccount, ClusterRole(+Binding), ConfigMaps (mesh, dashboard)" \
+  bash -c "grep -c '^kind: \(ServiceAccount\|ClusterRole\|ClusterRoleBinding\|ConfigMap\)$' <<<\"\$0\" | grep -qx 5" "$defaults"
 check "runs in the node's network namespace" has "$ds" 'hostNetwork: true'
 check "is not privileged" has "$ds" 'privileged: false'
 check "adds BPF, NET_ADMIN, SYS_ADMIN" has "$ds" 'add: \[BPF, NET_ADMIN, SYS_ADMIN'
 check "drops every other capability" has "$ds" 'drop: \[ALL\]'
 check "mounts bpffs and cgroups from the host" bash -c "grep -q 'path: /sys/fs/bpf' <<<\"\$0\" && grep -q 'path: /sys/fs/cgroup' <<<\"\$0\"" "$ds"
 check "control socket and runtime state on the host (/run/zmesh)" bash -c "grep -q -- '--state-dir=/run/zmesh' <<<\"\$0\" && grep -q 'path: /run/zmesh, type: DirectoryOrCreate' <<<\"\$0\"" "$ds"
+check "preStop drains through /quitquitquit" has "$ds" 'httpGet: {host: 127.0.0.1, path: /quitquitquit, port: 15000}'
 check "tolerates every taint" has "$ds" 'operator: Exists'
 check "readiness probe on 15021" has "$ds" 'path: /healthz/ready, port: 15021'
 check "short-cut off by default" has "$ds" -- '--sockmap=off'
@@ -34,7 +35,18 @@ check "grace period = drain + 5 s" has "$ds" 'terminationGracePeriodSeconds: 15'
 check "image tag defaults to appVersion" has "$ds" 'zmeshd:0.1.0"'
 check "one --uplink by default" bash -c "grep -c -- '--uplink=' <<<\"\$0\" | grep -qx 1" "$ds"
 check "no PodMonitor by default" lacks "$defaults" 'kind: PodMonitor'
-check "the mesh config is valid JSON" bash -c "grep -A1 'mesh.json: |' <<<\"\$0\" | tail -1 | grep -q '{\"policies\":\[\],\"services\":\[\],\"workloads\":\[\]}'" "$defaults"
+check "the mesh config is valid JSON" bash -c "grep -A1 '^  mesh.json: |' <<<\"\$0\" | tail -1 | grep -q '{\"policies\":\[\],\"services\":\[\],\"workloads\":\[\]}'" "$defaults"
+
+dashboard=$("$helm" template z "$chart" --namespace zmesh-system --show-only templates/dashboard.yaml 2>&1)
+check "the Grafana dashboard ConfigMap carries the sidecar's label" has "$dashboard" 'grafana_dashboard: "1"'
+check "the rendered dashboard is the chart's dashboards/zmesh.json, valid JSON" bash -c \
+  "python3 - \"\$0\" \"\$1\" <<'PY'
+import json, sys, yaml
+rendered = json.loads(yaml.safe_load(sys.argv[1])['data']['zmesh.json'])
+assert rendered == json.load(open(sys.argv[2])), 'differs'
+assert len(rendered['panels']) >= 8
+PY" "$dashboard" "$chart/dashboards/zmesh.json"
+check "no dashboard when disabled" bash -c "\"\$0\" template z \"\$1\" --set grafanaDashboard.enabled=false | grep -q 'zmesh.json: |' && exit 1 || exit 0" "$helm" "$chart"
 
 custom=$("$helm" template z "$chart" --namespace mesh --set image.tag=1.2.3 --set sockmap=true \
   --set 'uplinks={eth0,eth1}' --set drainTimeoutSeconds=30 --set podMonitor.enabled=true \

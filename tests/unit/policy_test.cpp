@@ -280,6 +280,8 @@ TEST(Authorizer, IstioL4SemanticsTable) {
       {"ipBlocks: an IPv4-mapped IPv6 source outside the IPv4 block does not match",
        deny_from(R"({"ipBlocks": ["192.168.0.0/16"]})"), {"", "::ffff:10.0.0.7"}, "default/server", 8080, true,
        kNoPolicy},
+      {"ipBlocks: an IPv4-mapped block is an IPv4 block", deny_from(R"({"ipBlocks": ["::ffff:10.9.0.0/112"]})"),
+       {"", "10.9.3.4"}, "default/server", 8080, false, kDenied},
       {"ipBlocks: one of several blocks is enough", deny_from(R"({"ipBlocks": ["10.9.0.0/16", "10.0.0.0/24"]})"),
        kPlain, "default/server", 8080, false, kDenied},
       {"ipBlocks: apply to mTLS sources too", deny_from(R"({"ipBlocks": ["10.0.0.0/24"]})"), kApp1, "default/server",
@@ -527,6 +529,10 @@ TEST(PolicyConfig, MistakesAreNamedWithTheirPath) {
        "policies[0].rules[0].to[0].operation: must not be empty"},
       {R"([{"name": "p", "namespace": "a", "rules": [{"from": [{"source": {"notPrincipals": [""]}}]}]}])",
        "policies[0].rules[0].from[0].source.notPrincipals[0]: must not be an empty string"},
+      {R"([{"name": "p", "namespace": "a", "rules": [{"to": [{"operation": {"ports": [4294967297]}}]}]}])",
+       "policies[0].rules[0].to[0].operation.ports[0]: expected a port 1..65535"},
+      {R"([{"name": "p", "namespace": "a", "rules": [{"from": [{"source": {"ipBlocks": ["::ffff:0:0/64"]}}]}]}])",
+       "mixes IPv4-mapped and other IPv6 addresses"},
   };
   for (const auto& c : cases) {
     try {

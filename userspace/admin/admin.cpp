@@ -36,7 +36,10 @@ struct AdminServer::Impl : std::enable_shared_from_this<AdminServer::Impl> {
     if (!ec && at.protocol() == tcp::v6()) acceptor.set_option(asio::ip::v6_only(false), ec);
     if (!ec) acceptor.bind(at, ec);
     if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
-    if (ec) throw boost::system::system_error(ec, "admin: listen on port " + std::to_string(at.port()));
+    if (ec)
+      throw boost::system::system_error(
+          ec, "admin: listen on port " + std::to_string(at.port()) +
+                  (ec == asio::error::address_in_use ? " (is another zmeshd running in this network namespace?)" : ""));
   }
 
   asio::awaitable<void> serve(tcp::socket socket) {
@@ -48,13 +51,25 @@ struct AdminServer::Impl : std::enable_shared_from_this<AdminServer::Impl> {
       http::request<http::string_body> request;
       auto [ec, n] = co_await http::async_read(stream, buffer, request, use_tuple);
       if (ec) co_return;
-      const std::string path(request.target().substr(0, request.target().find('?')));
+      const std::string target(request.target());
+      const auto question = target.find('?');
+      AdminRequest parsed{std::string(request.method_string()), target.substr(0, question), {}};
+      if (question != std::string::npos) {
+        std::string query = target.substr(question + 1);
+        for (size_t at = 0; at <= query.size();) {
+          const size_t end = std::min(query.find('&', at), query.size());
+          const std::string pair = query.substr(at, end - at);
+          const size_t eq = pair.find('=');
+          if (!pair.empty()) parsed.query[pair.substr(0, eq)] = eq == std::string::npos ? "" : pair.substr(eq + 1);
+          at = end + 1;
+        }
+      }
       AdminResponse answer;
-      if (auto it = routes.find(path); it == routes.end()) {
-        answer = {404, "text/plain; charset=utf-8", "no such endpoint: " + path + "\n"};
+      if (auto it = routes.find(parsed.path); it == routes.end()) {
+        answer = {404, "text/plain; charset=utf-8", "no such endpoint: " + parsed.path + "\n"};
       } else {
         try {
-          answer = it->second();
+          answer = it->second(parsed);
         } catch (const std::exception& e) {
           answer = {500, "text/plain; charset=utf-8", std::string(e.what()) + "\n"};
         }

@@ -92,7 +92,7 @@ ServiceConfig service(const json& j, const std::string& path) {
       const bool key_ok = !key.empty() && key.size() <= 5 && key.find_first_not_of("0123456789") == std::string::npos &&
                           std::stoi(key) >= 1 && std::stoi(key) <= 65535;
       if (!key_ok) fail(here, "the service port must be 1..65535");
-      if (!value.is_number_integer() || value.get<int>() < 1 || value.get<int>() > 65535)
+      if (!value.is_number_integer() || value.get<int64_t>() < 1 || value.get<int64_t>() > 65535)
         fail(here, "the target port must be a number 1..65535");
       s.ports[static_cast<uint16_t>(std::stoi(key))] = static_cast<uint16_t>(value.get<int>());
     }
@@ -133,6 +133,12 @@ std::vector<IpBlock> ip_blocks(const json& object, const std::string& path, cons
           (prefix = std::stoi(bits)) > max)
         fail(item, "'" + texts[i] + "' has a bad prefix length");
     }
+    if (block.address.is_v6() && block.address.to_v6().is_v4_mapped()) {
+      // Sources are compared as IPv4 when IPv4-mapped: so is the block.
+      if (prefix < 96) fail(item, "'" + texts[i] + "' mixes IPv4-mapped and other IPv6 addresses (prefix < 96)");
+      block.address = block.address.to_v6().to_v4();
+      prefix -= 96;
+    }
     block.prefix = static_cast<uint8_t>(prefix);
     out.push_back(block);
   }
@@ -147,8 +153,8 @@ std::vector<uint16_t> port_list(const json& object, const std::string& path, con
   if (!list.is_array()) fail(here, "expected a list of ports");
   for (size_t i = 0; i < list.size(); ++i) {
     // Istio writes ports as strings; numbers are accepted too.
-    int port = -1;
-    if (list[i].is_number_integer()) port = list[i].get<int>();
+    int64_t port = -1;
+    if (list[i].is_number_integer()) port = list[i].get<int64_t>();
     else if (list[i].is_string() && !list[i].get<std::string>().empty() &&
              list[i].get<std::string>().find_first_not_of("0123456789") == std::string::npos &&
              list[i].get<std::string>().size() <= 5)

@@ -569,10 +569,11 @@ void BpfDatapath::set_deny_rules(const std::vector<DenyRule>& rules) {
     wanted[bytes_of(&key, sizeof key)] = zm_deny{rule.id};
   }
   const int fd = impl_->maps.fds_->deny.get();
-  for (const auto& [key, value] : wanted)
-    update(fd, key.data(), &value, "zm_l4_deny", "add deny rule " + std::to_string(value.rule_id), 16384);
+  // Stale entries out first, so that the old and the new set need not fit side by side.
   for (const auto& key : map_keys(fd, sizeof(zm_deny_key)))
     if (!wanted.contains(key)) bpf_map_delete_elem(fd, key.data());
+  for (const auto& [key, value] : wanted)
+    update(fd, key.data(), &value, "zm_l4_deny", "add deny rule " + std::to_string(value.rule_id), 16384);
 }
 
 DatapathCounters BpfDatapath::counters() const { return impl_->maps.counters(); }

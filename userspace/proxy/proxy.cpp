@@ -343,6 +343,19 @@ std::string verification_failure(SSL* ssl) {
   return why ? " (peer certificate: " + *why + ")" : std::string();
 }
 
+// A service's name in Istio's labels: its hostname, else name.namespace.
+std::string service_hostname(const Service& service) {
+  return service.config.hostname.empty() ? service.config.name + "." + service.config.namespace_
+                                         : service.config.hostname;
+}
+
+// Why a TLS handshake failed, for zmesh_tls_handshake_failures_total{reason}.
+const char* failure_reason(const error_code& ec, SSL* ssl) {
+  if (ec == asio::error::timed_out) return "timeout";
+  if (SSL_get_verify_result(ssl) != X509_V_OK) return "certificate";
+  return "protocol";
+}
+
 // Wakes every waiter at once (a Signal wakes one).
 class Latch {
  public:
@@ -379,6 +392,7 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
   Datapath& datapath;
   const MeshState& state;
   Certificates& certs;
+  Telemetry& telemetry;
   ProxyOptions options;
   std::vector<tcp::acceptor> outbound, hbone, plain;
   ProxyStats stats;
@@ -394,7 +408,13 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
         datapath(in.datapath),
         state(in.state),
         certs(in.certificates),
+        telemetry(in.telemetry),
         options(in.options) {}
+
+  void handshake_failed(const char* reason) {
+    ++stats.handshake_failures;
+    ++stats.handshake_failures_by_reason[reason];
+  }
 
   // A connection this node authorized (it is the destination's node), kept while it is
   // relayed so that a policy change can take it back: closing `upstream` (the socket to the
@@ -420,19 +440,33 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
   };
   uint64_t next_grant = 1;
 
+  // Why `snap` would not let this connection through any more; nullopt when it would.
+  static std::optional<std::string> why_denied(const MeshSnapshot& snap, const std::optional<SpiffeId>& source,
+                                               const asio::ip::address& source_ip,
+                                               const asio::ip::address& destination, uint16_t port) {
+    const Workload* w = snap.mesh.by_ip(destination);
+    if (!w || !w->local) return "the destination is no longer a workload of this node";
+    if (!source && w->config.mtls_strict) return "the workload now requires mTLS";
+    if (const auto d = snap.authorizer.decide({source, source_ip, w, port}); !d.allowed) return d.reason;
+    return std::nullopt;
+  }
+
+  // After a wait (the connect to the pod), a change may have landed since `decided_with` was
+  // taken: decide again with what is in force now, before the grant is registered.
+  std::optional<std::string> denied_since(const MeshSnapshot& decided_with, const std::optional<SpiffeId>& source,
+                                          const asio::ip::address& source_ip, const tcp::endpoint& target) {
+    const auto now = state.current();
+    if (now->generation == decided_with.generation) return std::nullopt;
+    return why_denied(*now, source, source_ip, target.address(), target.port());
+  }
+
   size_t reauthorize() {
     const auto snap = state.current();
     std::vector<tcp::socket*> revoke;
     for (const auto& [id, g] : grants) {
-      const Workload* w = snap->mesh.by_ip(g.destination);
-      std::string why;
-      if (!w || !w->local) {
-        why = "the destination is no longer a workload of this node";
-      } else if (const auto d = snap->authorizer.decide({g.source, g.source_ip, w, g.port}); !d.allowed) {
-        why = d.reason;
-      }
-      if (why.empty()) continue;
-      spdlog::warn("{} closed: {} (config generation {})", g.tag, why, snap->generation);
+      const auto why = why_denied(*snap, g.source, g.source_ip, g.destination, g.port);
+      if (!why) continue;
+      spdlog::warn("{} closed: {} (config generation {})", g.tag, *why, snap->generation);
       revoke.push_back(g.upstream);
     }
     for (auto* socket : revoke) abort_socket(*socket);
@@ -483,10 +517,12 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
 
   // --- outbound -------------------------------------------------------------------------------
 
-  // A destination to try: a workload and the address to reach it at.
+  // A destination to try: a workload and the address to reach it at (and the service it was
+  // reached through, if any).
   struct Candidate {
     const Workload* workload;
     tcp::endpoint target;
+    const Service* service = nullptr;
   };
   static constexpr auto kFailurePenalty = std::chrono::seconds(10);  // a failed endpoint goes last this long
   std::map<asio::ip::address, std::chrono::steady_clock::time_point> failed_until;
@@ -502,7 +538,7 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
     const size_t first = round_robin[service.config.namespace_ + "/" + service.config.name]++ % n;
     for (size_t i = 0; i < n; ++i) {
       const Workload* w = service.endpoints[(first + i) % n];
-      if (!w->config.ips.empty()) out.push_back({w, tcp::endpoint(w->config.ips.front(), target_port)});
+      if (!w->config.ips.empty()) out.push_back({w, tcp::endpoint(w->config.ips.front(), target_port), &service});
     }
     const auto now = std::chrono::steady_clock::now();
     std::stable_partition(out.begin(), out.end(), [&](const Candidate& c) {
@@ -512,45 +548,92 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
     return out;
   }
 
+  // Istio's labels for a connection from `src` (with identity `principal`, if any) to `dst`.
+  static ConnectionLabels labels(const char* reporter, const Workload* src, const std::optional<SpiffeId>& principal,
+                                 const Workload& dst, const Service* service, const Mesh& mesh, uint16_t port,
+                                 const char* security) {
+    ConnectionLabels l;
+    l.reporter = reporter;
+    if (src) {
+      l.source_workload = src->config.name;
+      l.source_workload_namespace = src->config.namespace_;
+    } else if (principal) {
+      l.source_workload_namespace = principal->namespace_;
+    }
+    if (principal) l.source_principal = principal->uri();
+    l.destination_workload = dst.config.name;
+    l.destination_workload_namespace = dst.config.namespace_;
+    l.destination_principal = dst.identity.uri();
+    if (!service) service = mesh.service_for(dst, port);
+    if (service) l.destination_service = service_hostname(*service);
+    l.connection_security_policy = security;
+    return l;
+  }
+
   enum class Delivery { Done, TryNext };
 
   // Carries `client` to one candidate. TryNext when it could not reach it before any byte
   // moved (the next endpoint may serve it); Done otherwise (relayed, or refused for good).
+  // `record` gets the labels and, when Done, the outcome.
   awaitable<Delivery> deliver(const MeshSnapshot& snap, tcp::socket& client, uint64_t id, const tcp::endpoint& peer,
-                              const Workload& src, const Candidate& to) {
+                              const Workload& src, const Candidate& to, ConnectionRecord& record) {
     const Workload& dst = *to.workload;
+    const bool over_hbone = dst.config.protocol != "TCP" && !dst.local;
+    record.destination = to.target;
+    record.labels = labels("source", &src, src.identity, dst, to.service, snap.mesh, to.target.port(),
+                           over_hbone ? "mutual_tls" : "none");
+    auto refused = [&](const char* flags) {
+      record.labels.response_flags = flags;
+      telemetry.failed(record);
+      abort_socket(client);
+      return Delivery::Done;
+    };
     RelayResult result;
-    if (dst.config.protocol == "TCP" && !dst.local) {
-      // Not in the mesh (a service endpoint outside it): plain TCP, as the app asked.
+    bool same_node = false;
+    if (!over_hbone) {
+      if (dst.local) {
+        // This node is the destination's node: it authorizes, as the far side of HBONE would.
+        same_node = true;
+        const auto decision = snap.authorizer.decide({src.identity, peer.address(), &dst, to.target.port()});
+        if (!decision.allowed) {
+          ++stats.refused;
+          ++stats.denied;
+          spdlog::warn("[c{}] {} ({}) -> {} (same node): {}", id, text(peer), src.identity.uri(), text(to.target),
+                       decision.reason);
+          record.error = decision.reason;
+          co_return refused("DENY");
+        }
+      }
+      // Same node, or a workload outside the mesh (a service endpoint; plain TCP as the app asked).
       tcp::socket upstream(io);
       try {
         upstream = co_await connect(to.target, options.proxy_mark, options.connect_timeout);
       } catch (const system_error& e) {
-        spdlog::warn("[c{}] {} -> {} (plain TCP workload): {}", id, text(peer), text(to.target), e.what());
+        spdlog::warn("[c{}] {} -> {} ({}): {}", id, text(peer), text(to.target),
+                     same_node ? "same node" : "plain TCP workload", e.what());
+        record.error = e.code().message();
         co_return Delivery::TryNext;
       }
-      result = co_await relay(client, upstream);
-    } else if (dst.local) {
-      // This node is the destination's node: it authorizes, as the far side of HBONE would.
-      const auto decision = snap.authorizer.decide({src.identity, peer.address(), &dst, to.target.port()});
-      if (!decision.allowed) {
-        ++stats.refused;
-        ++stats.denied;
-        spdlog::warn("[c{}] {} ({}) -> {} (same node): {}", id, text(peer), src.identity.uri(), text(to.target),
-                     decision.reason);
-        abort_socket(client);
-        co_return Delivery::Done;
+      if (same_node) {
+        if (auto why = denied_since(snap, src.identity, peer.address(), to.target)) {
+          ++stats.refused;
+          ++stats.denied;
+          spdlog::warn("[c{}] {} -> {} (same node): {}", id, text(peer), text(to.target), *why);
+          record.error = *why;
+          co_return refused("DENY");
+        }
       }
-      tcp::socket upstream(io);
-      try {
-        upstream = co_await connect(to.target, options.proxy_mark, options.connect_timeout);
-      } catch (const system_error& e) {
-        spdlog::warn("[c{}] {} -> {} (same node): {}", id, text(peer), text(to.target), e.what());
-        co_return Delivery::TryNext;
+      telemetry.opened(record.labels);
+      if (same_node) {
+        ConnectionLabels inbound = record.labels;
+        inbound.reporter = "destination";
+        telemetry.opened(inbound);
       }
-      GrantScope grant(*this, next_grant++,
-                       {src.identity, peer.address(), to.target.address(), to.target.port(), &upstream,
-                        "[c" + std::to_string(id) + "] " + text(peer) + " -> " + text(to.target) + " (same node)"});
+      std::optional<GrantScope> grant;  // same node: this node authorized it, and may take it back
+      if (same_node)
+        grant.emplace(*this, next_grant++,
+                      Grant{src.identity, peer.address(), to.target.address(), to.target.port(), &upstream,
+                            "[c" + std::to_string(id) + "] " + text(peer) + " -> " + text(to.target) + " (same node)"});
       result = co_await relay(client, upstream);
     } else {
       std::shared_ptr<http2::Stream> stream;
@@ -562,20 +645,32 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
       } catch (const std::exception& e) {
         spdlog::warn("[c{}] {} -> {}: HBONE to node {} failed: {}", id, text(peer), text(to.target), dst.config.node,
                      e.what());
+        record.error = e.what();
         co_return Delivery::TryNext;
       }
       if (stream->status() != 200) {
         spdlog::warn("[c{}] {} -> {}: node {} answered {}", id, text(peer), text(to.target), dst.config.node,
                      stream->status());
+        record.error = "node " + dst.config.node + " answered " + std::to_string(stream->status());
         if (stream->status() == 503) co_return Delivery::TryNext;
-        abort_socket(client);
-        co_return Delivery::Done;
+        co_return refused(stream->status() == 401 ? "DENY" : "CONNECT");
       }
+      telemetry.opened(record.labels);
       result = co_await relay(client, stream);
     }
     spdlog::info("[c{}] outbound {} ({}) -> {} ({}): sent {} received {}{}{}", id, text(peer), src.identity.uri(),
                  text(to.target), dst.identity.uri(), result.sent, result.received,
                  result.error.empty() ? "" : ", error: ", result.error);
+    record.request_bytes = result.sent;
+    record.response_bytes = result.received;
+    record.error = result.error;
+    telemetry.closed(record);
+    if (same_node) {
+      ConnectionRecord inbound = record;
+      inbound.direction = "inbound";
+      inbound.labels.reporter = "destination";
+      telemetry.closed(inbound);
+    }
     co_return Delivery::Done;
   }
 
@@ -585,22 +680,35 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
     if (!ends) co_return;  // reset before we got to it: nothing to carry
     const auto& [peer, local] = *ends;
     const auto orig = datapath.original_destination(peer, local);
+    ConnectionRecord record;
+    record.id = id;
+    record.direction = "outbound";
+    record.source = peer;
+    record.destination = orig.value_or(local);
+    record.labels.reporter = "source";
     auto refuse = [&](const std::string& why) {
       ++stats.refused;
       spdlog::warn("[c{}] outbound {} -> {}: {}", id, text(peer), orig ? text(*orig) : std::string("?"), why);
       abort_socket(client);
+      record.error = why;
+      if (record.labels.response_flags == "-") record.labels.response_flags = "CONNECT";
+      telemetry.failed(record);
     };
     if (!orig) co_return refuse("no original destination recorded (a connect zmesh did not capture?)");
     const auto snap = state.current();
     const Mesh& mesh = snap->mesh;
     const Workload* src = mesh.by_ip(peer.address());
     if (!src || !src->local) co_return refuse("the source is not a workload of this node");
+    record.labels.source_workload = src->config.name;
+    record.labels.source_workload_namespace = src->config.namespace_;
+    record.labels.source_principal = src->identity.uri();
 
     std::vector<Candidate> candidates;
     if (const Workload* dst = mesh.by_ip(orig->address())) {
       candidates.push_back({dst, *orig});
     } else if (const Service* service = mesh.service_by_vip(orig->address())) {
       const std::string name = service->config.namespace_ + "/" + service->config.name;
+      record.labels.destination_service = service_hostname(*service);
       const auto port = service->config.ports.find(orig->port());
       if (port == service->config.ports.end())
         co_return refuse("service " + name + " has no port " + std::to_string(orig->port()));
@@ -610,12 +718,11 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
       co_return refuse("unknown destination, refused");
     }
     for (const auto& candidate : candidates) {
-      if (co_await deliver(*snap, client, id, peer, *src, candidate) == Delivery::Done) co_return;
+      if (co_await deliver(*snap, client, id, peer, *src, candidate, record) == Delivery::Done) co_return;
       failed_until[candidate.target.address()] = std::chrono::steady_clock::now() + kFailurePenalty;
     }
     refuse(candidates.size() > 1 ? "every endpoint failed" : "the destination cannot be reached");
   }
-
 
   // `source_ip` goes along in a `forwarded: for=` header: the destination's policies match
   // source addresses, and it sees only this node's address.
@@ -670,17 +777,17 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
       co_await with_deadline(tls.async_handshake(asio::ssl::stream_base::client, asio::use_awaitable),
                              options.handshake_timeout, what);
     } catch (const system_error& e) {
-      ++stats.handshake_failures;
+      handshake_failed(failure_reason(e.code(), tls.native_handle()));
       throw system_error(e.code(), "TLS handshake with " + text(target) + ": " + e.code().message() +
                                        verification_failure(tls.native_handle()));
     }
     const auto peer = verified_peer_identity(tls.native_handle());
     if (const auto* why = std::get_if<std::string>(&peer)) {
-      ++stats.handshake_failures;
+      handshake_failed("certificate");
       throw IdentityError("server " + text(target) + " rejected: " + *why);
     }
     if (std::get<SpiffeId>(peer) != key.destination) {
-      ++stats.handshake_failures;
+      handshake_failed("identity");
       throw IdentityError("server " + text(target) + " is " + std::get<SpiffeId>(peer).uri() + ", expected " +
                           key.destination.uri());
     }
@@ -734,14 +841,14 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
       co_await with_deadline(tls.async_handshake(asio::ssl::stream_base::server, asio::use_awaitable),
                              options.handshake_timeout, what);
     } catch (const system_error& e) {
-      ++stats.handshake_failures;
+      handshake_failed(failure_reason(e.code(), tls.native_handle()));
       spdlog::warn("[c{}] HBONE from {}: TLS handshake failed: {}{}", id, text(peer), e.code().message(),
                    verification_failure(tls.native_handle()));
       co_return;
     }
     const auto client = verified_peer_identity(tls.native_handle());
     if (const auto* why = std::get_if<std::string>(&client)) {
-      ++stats.handshake_failures;
+      handshake_failed("certificate");
       spdlog::warn("[c{}] HBONE from {} refused: client certificate: {}", id, text(peer), *why);
       co_return;
     }
@@ -767,11 +874,23 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
     auto self = shared_from_this();
     Active active(*this);
     const std::string tag = "[c" + std::to_string(conn_id) + "/s" + std::to_string(stream->id()) + "]";
+    ConnectionRecord record;
+    record.id = conn_id;
+    record.direction = "inbound";
+    record.source = peer;
+    record.labels.reporter = "destination";
+    record.labels.source_principal = client.uri();
+    record.labels.source_workload_namespace = client.namespace_;
+    record.labels.destination_principal = server.uri();
+    record.labels.connection_security_policy = "mutual_tls";
     auto refuse = [&](int status, const std::string& why) {
       ++stats.refused;
       spdlog::warn("{} HBONE {} from {} ({}) -> {}: {}", tag, status, text(peer), client.uri(), stream->authority(),
                    why);
       stream->respond(status, false);
+      record.error = why;
+      record.labels.response_flags = status == 401 ? "DENY" : "CONNECT";
+      telemetry.failed(record);
     };
     if (stream->method() != "CONNECT") co_return refuse(400, "method " + stream->method() + " is not CONNECT");
     const auto target = parse_authority(stream->authority());
@@ -782,6 +901,11 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
     if (workload->identity != server) co_return refuse(400, "the pod is " + workload->identity.uri() +
                                                                 ", not the identity this connection presented");
     const auto source_ip = forwarded_for(stream->forwarded(), peer.address());
+    record.source = tcp::endpoint(source_ip, peer.port());
+    record.destination = *target;
+    const Workload* source = snap->mesh.by_ip(source_ip);
+    record.labels = labels("destination", source && source->identity == client ? source : nullptr, client, *workload,
+                           nullptr, snap->mesh, target->port(), "mutual_tls");
     const auto decision = snap->authorizer.decide({client, source_ip, workload, target->port()});
     if (!decision.allowed) {
       ++stats.denied;
@@ -793,14 +917,23 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
     } catch (const system_error& e) {
       co_return refuse(503, e.code() == asio::error::timed_out ? std::string(e.what()) : e.code().message());
     }
+    if (auto why = denied_since(*snap, client, source_ip, *target)) {
+      ++stats.denied;
+      co_return refuse(401, *why);
+    }
     stream->respond(200, true);
     GrantScope grant(*this, next_grant++,
                      {client, source_ip, target->address(), target->port(), &upstream,
                       tag + " " + text(peer) + " (" + client.uri() + ") -> " + text(*target)});
+    telemetry.opened(record.labels);
     const auto result = co_await relay(upstream, stream);
     spdlog::info("{} inbound {} ({}) -> {} ({}): sent {} received {}{}{}", tag, text(peer), client.uri(),
                  text(*target), server.uri(), result.received, result.sent, result.error.empty() ? "" : ", error: ",
                  result.error);
+    record.request_bytes = result.received;  // into the pod
+    record.response_bytes = result.sent;     // out of it
+    record.error = result.error;
+    telemetry.closed(record);
   }
 
   // --- inbound plaintext ----------------------------------------------------------------------
@@ -812,29 +945,40 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
     const auto& [peer, local] = *ends;
     const auto snap = state.current();
     const Workload* target = snap->mesh.by_ip(local.address());
-    if (!target || !target->local || target->config.mtls_strict) {
+    ConnectionRecord record;
+    record.id = id;
+    record.direction = "inbound";
+    record.source = peer;
+    record.destination = local;
+    record.labels.reporter = "destination";
+    auto refuse = [&](const std::string& why, const char* flags) {
       ++stats.refused;
-      spdlog::warn("[c{}] plaintext {} -> {} refused: {}", id, text(peer), text(local),
-                   target && target->local ? "the workload requires mTLS" : "not a workload of this node");
+      spdlog::warn("[c{}] plaintext {} -> {} refused: {}", id, text(peer), text(local), why);
       abort_socket(client);
-      co_return;
-    }
+      record.error = why;
+      record.labels.response_flags = flags;
+      telemetry.failed(record);
+    };
+    if (!target || !target->local) co_return refuse("not a workload of this node", "CONNECT");
+    record.labels = labels("destination", snap->mesh.by_ip(peer.address()), std::nullopt, *target, nullptr,
+                           snap->mesh, local.port(), "none");
+    if (target->config.mtls_strict) co_return refuse("the workload requires mTLS", "DENY");
     const auto decision = snap->authorizer.decide({std::nullopt, peer.address(), target, local.port()});
     if (!decision.allowed) {
-      ++stats.refused;
       ++stats.denied;
-      spdlog::warn("[c{}] plaintext {} -> {}: {}", id, text(peer), text(local), decision.reason);
-      abort_socket(client);
-      co_return;
+      co_return refuse(decision.reason, "DENY");
     }
     tcp::socket upstream(io);
     try {
       upstream = co_await connect(local, options.proxy_mark, options.connect_timeout);
     } catch (const system_error& e) {
-      spdlog::warn("[c{}] plaintext {} -> {}: {}", id, text(peer), text(local), e.what());
-      abort_socket(client);
-      co_return;
+      co_return refuse(e.what(), "CONNECT");
     }
+    if (auto why = denied_since(*snap, std::nullopt, peer.address(), local)) {
+      ++stats.denied;
+      co_return refuse(*why, "DENY");
+    }
+    telemetry.opened(record.labels);
     GrantScope grant(*this, next_grant++,
                      {std::nullopt, peer.address(), local.address(), local.port(), &upstream,
                       "[c" + std::to_string(id) + "] plaintext " + text(peer) + " -> " + text(local)});
@@ -842,6 +986,10 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
     spdlog::info("[c{}] plaintext {} -> {} ({}): sent {} received {}{}{}", id, text(peer), text(local),
                  target->identity.uri(), result.sent, result.received, result.error.empty() ? "" : ", error: ",
                  result.error);
+    record.request_bytes = result.sent;
+    record.response_bytes = result.received;
+    record.error = result.error;
+    telemetry.closed(record);
   }
 };
 
@@ -891,7 +1039,17 @@ void Proxy::drain(std::chrono::milliseconds deadline, std::function<void()> done
       asio::detached);
 }
 
-const ProxyStats& Proxy::stats() const { return impl_->stats; }
+ProxyStats Proxy::stats() const {
+  ProxyStats s = impl_->stats;
+  for (const auto& [key, conns] : impl_->pool)
+    for (const auto& c : conns)
+      if (c->usable()) {
+        ++s.pool_connections;
+        s.pool_streams += c->active_streams();
+      }
+  s.served_connections = impl_->served.size();
+  return s;
+}
 
 size_t Proxy::reauthorize() { return impl_->reauthorize(); }
 

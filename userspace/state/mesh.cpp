@@ -48,6 +48,16 @@ const Workload* Mesh::by_ip(const boost::asio::ip::address& ip) const {
   return it == by_ip_.end() ? nullptr : &workloads_[it->second];
 }
 
+const Service* Mesh::service_for(const Workload& workload, uint16_t target_port) const {
+  for (const auto& service : services_) {
+    const bool has_port = std::any_of(service.config.ports.begin(), service.config.ports.end(),
+                                      [&](const auto& p) { return p.second == target_port; });
+    if (has_port && std::find(service.endpoints.begin(), service.endpoints.end(), &workload) != service.endpoints.end())
+      return &service;
+  }
+  return nullptr;
+}
+
 std::vector<const Workload*> Mesh::local_workloads() const {
   std::vector<const Workload*> out;
   for (const auto& w : workloads_)

@@ -90,9 +90,10 @@ void ControlServer::start() {
 asio::awaitable<void> ControlServer::serve(local::socket socket) {
   json reply = json::object();
   ucred peer{};
+  peer.uid = static_cast<uid_t>(-1);  // unknown until the kernel says: never root by default
   socklen_t len = sizeof peer;
-  getsockopt(socket.native_handle(), SOL_SOCKET, SO_PEERCRED, &peer, &len);
-  if (peer.uid != 0 && peer.uid != ::geteuid()) {
+  const bool known = getsockopt(socket.native_handle(), SOL_SOCKET, SO_PEERCRED, &peer, &len) == 0;
+  if (!known || (peer.uid != 0 && peer.uid != ::geteuid())) {
     spdlog::warn("control: refused a request from uid {} (pid {})", peer.uid, peer.pid);
     reply["ok"] = false;
     reply["error"] = "permission denied: the control socket is for root; you are uid " + std::to_string(peer.uid);

@@ -19,10 +19,14 @@ namespace {
 
 using nlohmann::json;
 
+// Paths compared as the kernel sees them: "/a/pod1/" and "/a//pod1" are one cgroup.
 WorkloadAttachment attachment(const WorkloadConfig& w) {
   std::vector<IpAddress> ips;
   for (const auto& ip : w.ips) ips.push_back(unmapped(ip));
-  return {key_of(w), w.cgroup, w.host_veth, ips, w.mtls_strict};
+  std::error_code ec;
+  auto cgroup = std::filesystem::weakly_canonical(w.cgroup, ec);
+  if (ec) cgroup = std::filesystem::path(w.cgroup).lexically_normal();
+  return {key_of(w), cgroup, w.host_veth, ips, w.mtls_strict};
 }
 
 bool same(const WorkloadAttachment& a, const WorkloadAttachment& b) {
@@ -85,7 +89,10 @@ void Controller::start() {
 }
 
 bool Controller::reload_file(bool force) {
-  if (options_.config_path.empty()) return false;
+  if (options_.config_path.empty()) {
+    if (force) throw ConfigError("zmeshd runs without --config: there is no file to reload");
+    return false;
+  }
   const std::string cause = force ? "reload (SIGHUP or zmeshctl reload)" : "config file changed";
   try {
     std::string text = read_file(options_.config_path);
@@ -158,13 +165,34 @@ Controller::Kernel Controller::kernel_for(const MeshSnapshot& snapshot) const {
     if (w.cgroup.empty())
       throw ConfigError("workload " + key_of(w) + " is on node " + options_.node +
                         " but has no cgroup: zmesh cannot capture its connections");
-    k.enrolled[key_of(w)] = attachment(w);
+    if (std::find(options_.uplinks.begin(), options_.uplinks.end(), w.host_veth) != options_.uplinks.end())
+      throw ConfigError("workload " + key_of(w) + ": hostVeth " + w.host_veth +
+                        " is an uplink of this node (--uplink), not a pod's veth");
+    const auto a = attachment(w);
+    for (const auto& [other, b] : k.enrolled) {
+      if (b.cgroup == a.cgroup)
+        throw ConfigError("workloads " + other + " and " + key_of(w) + " share the cgroup " + a.cgroup.string());
+      if (!a.host_veth.empty() && b.host_veth == a.host_veth)
+        throw ConfigError("workloads " + other + " and " + key_of(w) + " share the hostVeth " + a.host_veth);
+    }
+    k.enrolled[key_of(w)] = a;
   }
   for (const auto& s : snapshot.config.services)
     for (const auto& vip : s.vips) k.destinations[unmapped(vip)] = DestinationKind::Service;
-  for (const auto& d : snapshot.authorizer.kernel_denies(snapshot.mesh))
+  // Kernel deny entries for PERMISSIVE pods only: a STRICT pod's plaintext SYNs are dropped
+  // anyway (tc_drop_mtls), and HBONE is the proxy's to decide.
+  for (const auto& d : snapshot.authorizer.kernel_denies(snapshot.mesh)) {
+    const Workload* w = snapshot.mesh.by_ip(d.destination);
+    if (!w || w->config.mtls_strict || w->config.protocol != "HBONE") continue;
     k.deny.push_back({static_cast<uint32_t>(d.policy + 1), d.source.address, d.source.prefix, d.destination, d.port,
                       IPPROTO_TCP});
+  }
+  if (k.deny.size() > kKernelDenyCapacity) {
+    spdlog::warn("controller: the DENY policies expand to {} kernel entries, more than the map's {}: none go to the "
+                 "kernel, the proxy enforces them all",
+                 k.deny.size(), kKernelDenyCapacity);
+    k.deny.clear();
+  }
   return k;
 }
 
@@ -255,7 +283,11 @@ void Controller::apply(MeshConfig file, MeshConfig runtime, const std::string& c
                generation_, cause, snapshot->config.workloads.size(), kernel_.enrolled.size(),
                snapshot->config.services.size(), snapshot->config.policies.size(), kernel_.deny.size(),
                closed ? ", " + std::to_string(closed) + " connections now denied were closed" : "");
-  if (runtime_changed) save_runtime(runtime_);
+  if (runtime_changed || !runtime_saved_) {
+    runtime_saved_ = false;  // until the file says so: a retry of the same change saves again
+    save_runtime(runtime_);
+    runtime_saved_ = true;
+  }
 }
 
 void Controller::save_runtime(const MeshConfig& runtime) const {

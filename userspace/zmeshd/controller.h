@@ -28,6 +28,7 @@ struct ControllerOptions {
   std::filesystem::path config_path;   // empty = no file
   std::filesystem::path runtime_path;  // empty = runtime changes are not kept across restarts
   bool has_outbound_ip6 = false;
+  std::vector<std::string> uplinks;  // never a pod's veth
 };
 
 class Controller {
@@ -80,6 +81,8 @@ class Controller {
   std::string file_text_;  // as last applied, to skip reloads that change nothing
   Kernel kernel_;
   uint64_t generation_ = 0;
+  bool runtime_saved_ = true;  // false after a save failed: the next change saves again
+  static constexpr size_t kKernelDenyCapacity = 16384;  // zm_l4_deny's max_entries
   struct Change {
     std::string cause, error;
     std::chrono::system_clock::time_point at;

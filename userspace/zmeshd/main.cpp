@@ -9,6 +9,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <csignal>
 #include <iostream>
@@ -18,7 +19,7 @@
 #include "controller.h"
 #include "file_watch.h"
 #include "self_check.h"
-#include "telemetry.h"
+#include "metrics.h"
 #include "zmesh/admin.h"
 #include "zmesh/certificates.h"
 #include "zmesh/config.h"
@@ -27,6 +28,7 @@
 #include "zmesh/identity.h"
 #include "zmesh/mesh.h"
 #include "zmesh/proxy.h"
+#include "zmesh/telemetry.h"
 
 namespace {
 
@@ -50,6 +52,7 @@ struct Options {
   int64_t drain_timeout_ms = 10000;
   zmesh::DatapathOptions datapath;
   zmesh::ProxyOptions proxy_options;
+  zmesh::AccessLogOptions access_log;
 };
 
 zmesh::DatapathOptions datapath_options(Options& o) {
@@ -66,13 +69,22 @@ int serve(Options& o) {
   boost::asio::io_context io;
   boost::asio::signal_set signals(io, SIGINT, SIGTERM);
   std::unique_ptr<zmesh::Proxy> proxy;
-  signals.async_wait([&](const boost::system::error_code&, int signal) {
-    spdlog::info("zmeshd: signal {}, draining for up to {} ms (redirection stays pinned; --cleanup removes it)",
-                 signal, o.drain_timeout_ms);
+  // Readiness answers once the datapath is up: 503 until the config is applied and the proxy
+  // listens, 503 again while draining, so a kubelet (or a load balancer) sees each step.
+  std::string not_ready = "starting";
+  bool draining = false;
+  auto drain = [&](const std::string& why) {
+    if (draining) return;
+    draining = true;
+    not_ready = "draining";
+    spdlog::info("zmeshd: {}, draining for up to {} ms (redirection stays pinned; --cleanup removes it)", why,
+                 o.drain_timeout_ms);
     if (!proxy) return io.stop();
     proxy->drain(std::chrono::milliseconds(o.drain_timeout_ms), [&] { io.stop(); });
-  });
+  };
+  signals.async_wait([&](const boost::system::error_code&, int signal) { drain("signal " + std::to_string(signal)); });
   boost::asio::signal_set hangup(io, SIGHUP);
+  zmesh::Telemetry telemetry(o.access_log);
 
   const zmesh::SelfCheck check = zmesh::run_self_check();
   if (!check.ok()) {
@@ -96,10 +108,18 @@ int serve(Options& o) {
     }
   }
   const std::filesystem::path state_dir = o.state_dir;
-  auto datapath = zmesh::BpfDatapath::start(datapath_options(o));
+  auto datapath = zmesh::BpfDatapath::start(datapath_options(o));  // first: it takes the pin root's lock
+  const auto any = boost::asio::ip::address_v6::any();
+  const zmesh::AdminServer::Handler ready = [&](const zmesh::AdminRequest&) {
+    return not_ready.empty() ? zmesh::AdminResponse{200, "text/plain", "ready\n"}
+                             : zmesh::AdminResponse{503, "text/plain", "not ready: " + not_ready + "\n"};
+  };
+  zmesh::AdminServer readiness(io, boost::asio::ip::tcp::endpoint(any, zmesh::AdminServer::kReadinessPort),
+                               {{"/healthz/ready", ready}});
+  readiness.start();
   zmesh::MeshState state;
   zmesh::Controller controller({o.node, o.trust_domain, o.config_path, state_dir / zmesh::control::kRuntimeName,
-                                !o.outbound_ip6.empty()},
+                                !o.outbound_ip6.empty(), o.datapath.uplinks},
                                *datapath, state, certificates.get());
   // Before anything is applied: a second daemon on this state dir stops here.
   zmesh::ControlServer control(io, state_dir / zmesh::control::kSocketName, controller, o.datapath.pin_root,
@@ -110,7 +130,8 @@ int serve(Options& o) {
     zmesh::ProxyOptions proxy_options = o.proxy_options;
     proxy_options.outbound_addresses = {boost::asio::ip::make_address(o.outbound_ip4)};
     if (!o.outbound_ip6.empty()) proxy_options.outbound_addresses.push_back(boost::asio::ip::make_address(o.outbound_ip6));
-    proxy = std::make_unique<zmesh::Proxy>(zmesh::ProxyInputs{io, *datapath, state, *certificates, proxy_options});
+    proxy = std::make_unique<zmesh::Proxy>(
+        zmesh::ProxyInputs{io, *datapath, state, *certificates, telemetry, proxy_options});
     controller.set_proxy(proxy.get());
     proxy->start();
     boost::asio::co_spawn(io, certificates->renew_forever(), boost::asio::detached);
@@ -139,39 +160,79 @@ int serve(Options& o) {
     watch->start();
   }
   control.start();
-  // Admin endpoints last: once they answer, the datapath is attached and certificates loaded.
-  auto stats = [&] { return proxy ? proxy->stats() : zmesh::ProxyStats{}; };
-  auto renewals = [&] { return certificates ? certificates->renewals() : 0; };
-  const auto any = boost::asio::ip::address_v6::any();
-  const zmesh::AdminServer::Handler ready = [] { return zmesh::AdminResponse{200, "text/plain", "ready\n"}; };
+  // Metrics and admin last: once readiness says 200, the datapath is attached and
+  // certificates are loaded.
+  auto metrics = [&] {
+    zmesh::DaemonMetrics m;
+    if (proxy) m.proxy = proxy->stats();
+    m.kernel = datapath->counters();
+    if (certificates) {
+      m.renewals = certificates->renewals();
+      for (const auto& id : certificates->identities())
+        m.certificate_expiry.emplace_back(id.uri(), certificates->certificate(id).not_after);
+    }
+    return m;
+  };
+  using zmesh::AdminRequest;
+  using zmesh::AdminResponse;
+  const std::string text = "text/plain; charset=utf-8";
   std::vector<std::unique_ptr<zmesh::AdminServer>> admin;
-  admin.push_back(std::make_unique<zmesh::AdminServer>(
-      io, boost::asio::ip::tcp::endpoint(any, zmesh::AdminServer::kReadinessPort),
-      std::map<std::string, zmesh::AdminServer::Handler>{{"/healthz/ready", ready}}));
   admin.push_back(std::make_unique<zmesh::AdminServer>(
       io, boost::asio::ip::tcp::endpoint(any, zmesh::AdminServer::kMetricsPort),
       std::map<std::string, zmesh::AdminServer::Handler>{
-          {"/metrics", [&] {
-             return zmesh::AdminResponse{200, "text/plain; version=0.0.4",
-                                         zmesh::prometheus_text(stats(), datapath->counters(), renewals())};
+          {"/metrics", [&](const AdminRequest&) {
+             return AdminResponse{200, "text/plain; version=0.0.4; charset=utf-8",
+                                  telemetry.prometheus_text() + zmesh::prometheus_text(metrics())};
            }}}));
   admin.push_back(std::make_unique<zmesh::AdminServer>(
       io, boost::asio::ip::tcp::endpoint(boost::asio::ip::address_v4::loopback(), zmesh::AdminServer::kAdminPort),
       std::map<std::string, zmesh::AdminServer::Handler>{
           {"/healthz/ready", ready},
-          {"/stats", [&] {
-             return zmesh::AdminResponse{200, "application/json",
-                                         zmesh::stats_json(stats(), datapath->counters(), renewals()).dump(2) + "\n"};
+          {"/stats", [&](const AdminRequest&) {
+             return AdminResponse{200, "application/json", zmesh::stats_json(metrics()).dump(2) + "\n"};
            }},
-          {"/config_dump", [&] {
+          {"/config_dump", [&](const AdminRequest&) {
              const nlohmann::json dump = {{"status", controller.status()},
                                           {"workloads", controller.workloads()},
                                           {"services", controller.services()},
                                           {"policies", controller.policies()},
                                           {"certificates", controller.certificates()}};
-             return zmesh::AdminResponse{200, "application/json", dump.dump(2) + "\n"};
+             return AdminResponse{200, "application/json", dump.dump(2) + "\n"};
+           }},
+          // As Envoy's: GET shows, POST ?level=debug (and/or ?accessLogFormat=json|text) changes.
+          {"/logging", [&](const AdminRequest& r) {
+             if (!r.query.empty() && r.method != "POST")
+               return AdminResponse{405, text, "change the log with POST /logging?level=LEVEL\n"};
+             if (auto it = r.query.find("level"); it != r.query.end()) {
+               const auto level = spdlog::level::from_str(it->second);
+               if (level == spdlog::level::off && it->second != "off")
+                 return AdminResponse{400, text, "level '" + it->second + "': expected trace, debug, info, warn, error, off\n"};
+               spdlog::set_level(level);
+               spdlog::info("zmeshd: log level now {}", it->second);
+             }
+             if (auto it = r.query.find("accessLogFormat"); it != r.query.end()) {
+               if (it->second != "json" && it->second != "text")
+                 return AdminResponse{400, text, "accessLogFormat '" + it->second + "': expected json or text\n"};
+               telemetry.set_access_log_json(it->second == "json");
+             }
+             for (const auto& [key, value] : r.query)
+               if (key != "level" && key != "accessLogFormat")
+                 return AdminResponse{400, text, "unknown parameter '" + key + "' (level, accessLogFormat)\n"};
+             const nlohmann::json shown = {
+                 {"level", spdlog::level::to_string_view(spdlog::get_level()).data()},
+                 {"accessLog", telemetry.access_log().target},
+                 {"accessLogFormat", telemetry.access_log().json ? "json" : "text"}};
+             return AdminResponse{200, "application/json", shown.dump() + "\n"};
+           }},
+          // POST as Envoy's; GET too, since a kubelet preStop httpGet hook can only GET.
+          {"/quitquitquit", [&](const AdminRequest& r) {
+             if (r.method != "POST" && r.method != "GET") return AdminResponse{405, text, "use POST\n"};
+             boost::asio::post(io, [&] { drain("/quitquitquit"); });
+             return AdminResponse{200, text, "draining; exiting when connections end (at most " +
+                                                 std::to_string(o.drain_timeout_ms) + " ms)\n"};
            }}}));
   for (auto& server : admin) server->start();
+  not_ready.clear();
   const auto status = controller.status();
   spdlog::info("zmeshd ready: node {}, {} workloads enrolled, {} policies, {} links pinned under {}, proxy {}, "
                "control socket {}",
@@ -180,7 +241,7 @@ int serve(Options& o) {
                (state_dir / zmesh::control::kSocketName).string());
   io.run();
   if (proxy) {
-    const auto& s = proxy->stats();
+    const auto s = proxy->stats();
     spdlog::info("zmeshd: stopped; served {} outbound, {} HBONE, {} plaintext connections; {} TLS handshakes out, {} in",
                  s.outbound_accepted, s.inbound_hbone_accepted, s.inbound_plain_accepted, s.client_handshakes,
                  s.server_handshakes);
@@ -232,12 +293,20 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--drain-timeout-ms", o.drain_timeout_ms, "on SIGTERM, how long open connections may finish")
       ->capture_default_str();
+  app.add_option("--access-log", o.access_log.target,
+                 "one line per connection when it ends: - (stdout), off, or a file (appended)")
+      ->capture_default_str();
+  std::string access_log_format = "json";
+  app.add_option("--access-log-format", access_log_format, "json or text (also at run time: POST /logging)")
+      ->check(CLI::IsMember({"json", "text"}))
+      ->capture_default_str();
   int64_t pool_idle_ms = o.proxy_options.pool_idle_timeout.count();
   app.add_option("--pool-idle-timeout-ms", pool_idle_ms, "close pooled HBONE connections idle this long")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   o.proxy_options.pool_idle_timeout = std::chrono::milliseconds(pool_idle_ms);
+  o.access_log.json = access_log_format == "json";
   // The log goes to stderr; stdout carries only what a command prints for scripts (--check).
   spdlog::set_default_logger(spdlog::stderr_color_mt("zmeshd"));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");

@@ -1,6 +1,12 @@
-#include "telemetry.h"
+#include "metrics.h"
 
+#include <dirent.h>
+#include <unistd.h>
+
+#include <fstream>
 #include <sstream>
+
+#include "zmesh/telemetry.h"
 
 namespace zmesh {
 namespace {
@@ -18,9 +24,30 @@ void header(std::ostringstream& out, const Metric& m) {
   out << "# HELP " << m.name << ' ' << m.help << "\n# TYPE " << m.name << ' ' << m.type << '\n';
 }
 
+// Resident set size in bytes, from /proc/self/statm (pages).
+uint64_t resident_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  uint64_t size = 0, resident = 0;
+  statm >> size >> resident;
+  return resident * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+}
+
+uint64_t open_fds() {
+  uint64_t n = 0;
+  if (DIR* dir = opendir("/proc/self/fd")) {
+    while (const dirent* entry = readdir(dir))
+      if (entry->d_name[0] != '.') ++n;
+    closedir(dir);
+    if (n) --n;  // the directory's own fd
+  }
+  return n;
+}
+
 }  // namespace
 
-std::string prometheus_text(const ProxyStats& p, const DatapathCounters& kernel, uint64_t renewals) {
+std::string prometheus_text(const DaemonMetrics& m) {
+  const ProxyStats& p = m.proxy;
+  const DatapathCounters& kernel = m.kernel;
   std::ostringstream out;
   const Metric accepted{"zmesh_connections_accepted_total", "counter", "Connections accepted, by listener."};
   header(out, accepted);
@@ -34,9 +61,22 @@ std::string prometheus_text(const ProxyStats& p, const DatapathCounters& kernel,
   header(out, handshakes);
   write(out, handshakes, "{side=\"client\"}", p.client_handshakes);
   write(out, handshakes, "{side=\"server\"}", p.server_handshakes);
-  const Metric failures{"zmesh_tls_handshake_failures_total", "counter", "Failed or rejected TLS handshakes."};
+  const Metric failures{"zmesh_tls_handshake_failures_total", "counter",
+                        "Failed or rejected TLS handshakes, by reason (timeout, certificate, identity, protocol)."};
   header(out, failures);
-  write(out, failures, "", p.handshake_failures);
+  for (const char* reason : {"timeout", "certificate", "identity", "protocol"}) {
+    auto it = p.handshake_failures_by_reason.find(reason);
+    write(out, failures, std::string("{reason=\"") + reason + "\"}", it == p.handshake_failures_by_reason.end() ? 0 : it->second);
+  }
+  const Metric pool{"zmesh_hbone_pool_connections", "gauge", "Pooled HBONE connections this node opened (usable)."};
+  header(out, pool);
+  write(out, pool, "", p.pool_connections);
+  const Metric pool_streams{"zmesh_hbone_pool_streams", "gauge", "Streams open on the pooled HBONE connections."};
+  header(out, pool_streams);
+  write(out, pool_streams, "", p.pool_streams);
+  const Metric served{"zmesh_hbone_served_connections", "gauge", "HBONE connections other nodes opened to this one."};
+  header(out, served);
+  write(out, served, "", p.served_connections);
   const Metric streams{"zmesh_hbone_streams_opened_total", "counter", "HBONE streams opened on pooled connections."};
   header(out, streams);
   write(out, streams, "", p.streams_opened);
@@ -53,14 +93,28 @@ std::string prometheus_text(const ProxyStats& p, const DatapathCounters& kernel,
   write(out, revoked, "", p.revoked);
   const Metric renewed{"zmesh_certificate_renewals_total", "counter", "Workload certificates renewed."};
   header(out, renewed);
-  write(out, renewed, "", renewals);
+  write(out, renewed, "", m.renewals);
+  const Metric expiry{"zmesh_certificate_expiration_timestamp_seconds", "gauge",
+                      "When each workload certificate of this node expires (Unix time)."};
+  header(out, expiry);
+  for (const auto& [identity, not_after] : m.certificate_expiry)
+    write(out, expiry, "{identity=\"" + prometheus_escape(identity) + "\"}",
+          static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::seconds>(not_after.time_since_epoch()).count()));
+  const Metric rss{"process_resident_memory_bytes", "gauge", "Resident memory of zmeshd."};
+  header(out, rss);
+  write(out, rss, "", resident_bytes());
+  const Metric fds{"process_open_fds", "gauge", "Open file descriptors of zmeshd."};
+  header(out, fds);
+  write(out, fds, "", open_fds());
   const Metric datapath{"zmesh_datapath_events_total", "counter", "Kernel datapath counters (bpf/zmesh_maps.h)."};
   header(out, datapath);
   for (const auto& [name, value] : named_counters(kernel)) write(out, datapath, std::string("{event=\"") + name + "\"}", value);
   return out.str();
 }
 
-nlohmann::json stats_json(const ProxyStats& p, const DatapathCounters& kernel, uint64_t renewals) {
+nlohmann::json stats_json(const DaemonMetrics& m) {
+  const ProxyStats& p = m.proxy;
+  const DatapathCounters& kernel = m.kernel;
   nlohmann::json k = nlohmann::json::object();
   for (const auto& [name, value] : named_counters(kernel)) k[name] = value;
   return {{"proxy",
@@ -74,8 +128,12 @@ nlohmann::json stats_json(const ProxyStats& p, const DatapathCounters& kernel, u
             {"refused", p.refused},
             {"denied", p.denied},
             {"revoked", p.revoked},
-            {"active", p.active}}},
-          {"certificateRenewals", renewals},
+            {"active", p.active},
+            {"poolConnections", p.pool_connections},
+            {"poolStreams", p.pool_streams},
+            {"servedConnections", p.served_connections},
+            {"handshakeFailuresByReason", p.handshake_failures_by_reason}}},
+          {"certificateRenewals", m.renewals},
           {"kernel", k}};
 }
 
