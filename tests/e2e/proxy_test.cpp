@@ -196,6 +196,10 @@ TEST_F(ProxyTest, ClientsWithAForeignExpiredOrNoCertificateAreRefused) {
   EXPECT_NE(node2.find("HBONE from 10.100.0.1"), std::string::npos) << node2;
   EXPECT_GE(count(node2, "TLS handshake failed") + count(node2, "client certificate:"), 3u) << node2;
   EXPECT_NE(node2.find("expired"), std::string::npos) << node2;
+  // Counted by reason: all three are certificate failures.
+  auto metrics = run(lab_->exec("node1", {"curl", "-sS", "--max-time", "5", "http://10.100.0.2:15020/metrics"}));
+  EXPECT_NE(metrics.out.find("zmesh_tls_handshake_failures_total{reason=\"certificate\"} 3\n"), std::string::npos)
+      << metrics.out;
 }
 
 TEST_F(ProxyTest, TheLinkBetweenNodesCarriesNoApplicationPlaintext) {

@@ -2,6 +2,9 @@
 // HBONE connection pool and the relays.
 #include "zmesh/proxy.h"
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #include <linux/netfilter_ipv6.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -353,6 +356,9 @@ std::string service_hostname(const Service& service) {
 const char* failure_reason(const error_code& ec, SSL* ssl) {
   if (ec == asio::error::timed_out) return "timeout";
   if (SSL_get_verify_result(ssl) != X509_V_OK) return "certificate";
+  if (ec.category() == asio::error::get_ssl_category() &&
+      ERR_GET_REASON(static_cast<unsigned long>(ec.value())) == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE)
+    return "certificate";  // a client without one
   return "protocol";
 }
 

@@ -237,6 +237,7 @@ void Controller::reconcile(const Kernel& from, const Kernel& to) {
 }
 
 void Controller::apply(MeshConfig file, MeshConfig runtime, const std::string& cause) {
+  const auto began = std::chrono::steady_clock::now();
   MeshConfig config = merged(file, runtime);
   if (!options_.has_outbound_ip6) {
     // IPv6 mesh addresses need an IPv6 proxy address, or connect6 would send them to [::].
@@ -278,9 +279,10 @@ void Controller::apply(MeshConfig file, MeshConfig runtime, const std::string& c
   state_.publish(snapshot);
   last_change_ = {cause, "", std::chrono::system_clock::now()};
   const size_t closed = proxy_ ? proxy_->reauthorize() : 0;
-  spdlog::info("controller: generation {} in force ({}): {} workloads ({} enrolled here), {} services, {} policies, "
-               "{} kernel deny entries{}",
-               generation_, cause, snapshot->config.workloads.size(), kernel_.enrolled.size(),
+  const auto took = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - began);
+  spdlog::info("controller: generation {} in force ({}) after {} us: {} workloads ({} enrolled here), {} services, "
+               "{} policies, {} kernel deny entries{}",
+               generation_, cause, took.count(), snapshot->config.workloads.size(), kernel_.enrolled.size(),
                snapshot->config.services.size(), snapshot->config.policies.size(), kernel_.deny.size(),
                closed ? ", " + std::to_string(closed) + " connections now denied were closed" : "");
   if (runtime_changed || !runtime_saved_) {
