@@ -15,16 +15,27 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #define ZM_CONNECT_PROCEED 1 /* cgroup sock_addr programs: 1 = let the connect go on */
 
-/* Whether this connect is ours to capture: TCP, not zmeshd's own socket, mesh destination. */
+/* Whether this connect is ours to capture: TCP, not zmeshd's own socket, a mesh destination
+ * (an exact one, else inside a pod CIDR), and not the proxy's own address (the pods' gateway
+ * lies inside their pod CIDR). */
 static __always_inline bool zm_capture(struct bpf_sock_addr *ctx, const struct zm_ip_key *dst)
 {
 	struct bpf_sock *sk = ctx->sk;
+	struct zm_cidr_key cidr = {};
 
 	if (ctx->protocol != IPPROTO_TCP)
 		return false;
 	if (sk && zm_cfg.proxy_mark && sk->mark == zm_cfg.proxy_mark)
 		return false;
-	return bpf_map_lookup_elem(&zm_dests, dst) != NULL;
+	if (bpf_map_lookup_elem(&zm_dests, dst))
+		return true;
+	if (dst->family == ZM_AF_INET && dst->addr.v4 == zm_cfg.outbound_ip4.v4)
+		return false;
+	if (dst->family == ZM_AF_INET6 && zm_ip6_equal(&dst->addr, &zm_cfg.outbound_ip6))
+		return false;
+	cidr.prefixlen = ZM_CIDR_FAMILY_BITS + (dst->family == ZM_AF_INET ? 32 : 128);
+	cidr.ip = *dst;
+	return bpf_map_lookup_elem(&zm_dest_cidrs, &cidr) != NULL;
 }
 
 /* Remembers where the socket was going; -ENOSPC when the map refuses. */

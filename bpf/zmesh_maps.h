@@ -46,10 +46,21 @@ struct zm_orig {
 enum zm_dest_kind {
 	ZM_DEST_WORKLOAD = 1, /* a pod IP */
 	ZM_DEST_SERVICE = 2,  /* a service VIP */
+	ZM_DEST_POD_CIDR = 3, /* inside a pod CIDR (zm_dest_cidrs) */
 };
 struct zm_dest {
 	__u32 kind; /* enum zm_dest_kind */
 };
+
+/* zm_dest_cidrs key (LPM trie): a whole range of mesh destinations, the cluster's pod CIDRs,
+ * whose pods other nodes enroll through their CNI plugin without this node's config naming
+ * them. The data is a zm_ip_key; prefixlen = ZM_CIDR_FAMILY_BITS (family and pad, compared
+ * whole) + the CIDR's length. Value: struct zm_dest (kind ZM_DEST_POD_CIDR). */
+struct zm_cidr_key {
+	__u32 prefixlen;
+	struct zm_ip_key ip;
+};
+#define ZM_CIDR_FAMILY_BITS 32
 
 /* zm_workloads value: a pod enrolled on this node. */
 #define ZM_WL_MTLS_STRICT 1 /* plaintext inbound is dropped, not sent to the plaintext port */

@@ -14,6 +14,11 @@ static __always_inline bool zm_is_v4mapped(const __u32 *ip6)
 	return ip6[0] == 0 && ip6[1] == 0 && ip6[2] == bpf_htonl(0x0000ffff);
 }
 
+static __always_inline bool zm_ip6_equal(const union zm_ip *a, const volatile union zm_ip *b)
+{
+	return a->v6[0] == b->v6[0] && a->v6[1] == b->v6[1] && a->v6[2] == b->v6[2] && a->v6[3] == b->v6[3];
+}
+
 /* Fills `ip` and returns the family from a socket's (family, ip4, ip6) view, folding
  * IPv4-mapped IPv6 into IPv4 so that both ends of a dual-stack connection key alike. */
 static __always_inline __u8 zm_ip_from_sock(__u32 sk_family, __u32 ip4, const __u32 *ip6, union zm_ip *ip)

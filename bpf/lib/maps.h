@@ -24,6 +24,17 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } zm_dests SEC(".maps");
 
+/* key: struct zm_cidr_key (a pod CIDR, --pod-cidr); value: struct zm_dest. Written by
+ * userspace (Datapath::set_destination_cidrs); read by connect4/6 when zm_dests has no entry. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 64);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct zm_cidr_key);
+	__type(value, struct zm_dest);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} zm_dest_cidrs SEC(".maps");
+
 /* key: struct zm_ip_key (an IP of a pod enrolled on this node); value: struct zm_workload.
  * Written by userspace (Datapath::enroll); read by tc_ingress and sockops. */
 struct {

@@ -84,6 +84,9 @@ class ConfigError : public std::runtime_error {
 
 MeshConfig parse_config(const std::string& json_text);            // throws ConfigError
 MeshConfig load_config(const std::filesystem::path& path);        // prefixes the file name
+// "10.244.0.0/16", "fd00::/8" or a bare address; IPv4-mapped forms become IPv4. Throws
+// ConfigError naming `what`.
+IpBlock parse_ip_block(const std::string& text, const std::string& what);
 // One object of the config, as the control socket receives it; errors are prefixed `path`.
 WorkloadConfig parse_workload(const nlohmann::json& j, const std::string& path);
 AuthorizationPolicy parse_policy(const nlohmann::json& j, const std::string& path);

@@ -43,7 +43,13 @@ struct WorkloadAttachment {
   bool mtls_strict = false;           // plaintext inbound is dropped instead of proxied
 };
 
-enum class DestinationKind : uint32_t { Workload = ZM_DEST_WORKLOAD, Service = ZM_DEST_SERVICE };
+enum class DestinationKind : uint32_t { Workload = ZM_DEST_WORKLOAD, Service = ZM_DEST_SERVICE, PodCidr = ZM_DEST_POD_CIDR };
+
+// An address range: a pod CIDR.
+struct Cidr {
+  IpAddress address;
+  uint8_t prefix = 0;
+};
 
 // Drop packets from `source`/`source_prefix` to local pod `destination` on `port` (0 = any)
 // and `protocol` (IPPROTO_*), at TC, before any socket sees them.
@@ -99,6 +105,8 @@ class Datapath {
   virtual void unenroll(const WorkloadAttachment& workload) = 0;
   virtual void add_destination(const IpAddress& ip, DestinationKind kind) = 0;
   virtual void remove_destination(const IpAddress& ip) = 0;
+  // Replaces the ranges whose every address is a mesh destination (the cluster's pod CIDRs).
+  virtual void set_destination_cidrs(const std::vector<Cidr>& cidrs) = 0;
   // Replaces every deny rule: afterwards the kernel holds exactly `rules`.
   virtual void set_deny_rules(const std::vector<DenyRule>& rules) = 0;
   virtual DatapathCounters counters() const = 0;
@@ -132,6 +140,7 @@ class PinnedMaps {
   std::vector<WorkloadEntry> workload_entries() const;
   std::vector<std::pair<IpAddress, DestinationKind>> destination_entries() const;
   std::vector<DenyRule> deny_rules() const;  // source = the prefix's network address
+  std::vector<Cidr> destination_cidrs() const;
 
   struct Fds;
 
@@ -156,6 +165,7 @@ class BpfDatapath final : public Datapath {
   void unenroll(const WorkloadAttachment& workload) override;
   void add_destination(const IpAddress& ip, DestinationKind kind) override;
   void remove_destination(const IpAddress& ip) override;
+  void set_destination_cidrs(const std::vector<Cidr>& cidrs) override;
   void set_deny_rules(const std::vector<DenyRule>& rules) override;
   DatapathCounters counters() const override;
   std::optional<TcpEndpoint> original_destination(const TcpEndpoint& peer, const TcpEndpoint& local) override;

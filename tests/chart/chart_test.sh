@@ -11,8 +11,9 @@ check() {  # check DESCRIPTION COMMAND...: one assertion
   local what=$1; shift
   if "$@" >/dev/null 2>&1; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAILED: $what"; fi
 }
-has() { grep -qE -- "$2" <<<"$1"; }
-lacks() { ! grep -qE -- "$2" <<<"$1"; }
+# has TEXT [--] PATTERN: the "--" lets a pattern start with dashes.
+has() { local text=$1; shift; [ "$1" = -- ] && shift; grep -qE -- "$1" <<<"$text"; }
+lacks() { ! has "$@"; }
 
 check "helm lint passes" "$helm" lint "$chart"
 
@@ -28,6 +29,8 @@ check "drops every other capability" has "$ds" 'drop: \[ALL\]'
 check "mounts bpffs and cgroups from the host" bash -c "grep -q 'path: /sys/fs/bpf' <<<\"\$0\" && grep -q 'path: /sys/fs/cgroup' <<<\"\$0\"" "$ds"
 check "control socket and runtime state on the host (/run/zmesh)" bash -c "grep -q -- '--state-dir=/run/zmesh' <<<\"\$0\" && grep -q 'path: /run/zmesh, type: DirectoryOrCreate' <<<\"\$0\"" "$ds"
 check "preStop drains through /quitquitquit" has "$ds" 'httpGet: {host: 127.0.0.1, path: /quitquitquit, port: 15000}'
+check "installs zmesh-cni into the node's chain and waits to remove it" bash -c "grep -q 'name: install-cni' <<<\"\$0\" && grep -q -- '--conf-dir=/host/cni/net.d' <<<\"\$0\" && grep -q -- '--wait\]' <<<\"\$0\" && grep -q 'path: /etc/cni/net.d, type: DirectoryOrCreate' <<<\"\$0\" && grep -q 'path: /opt/cni/bin, type: DirectoryOrCreate' <<<\"\$0\"" "$ds"
+check "CNI fails closed by default" lacks "$ds" -- '--fail-open'
 check "tolerates every taint" has "$ds" 'operator: Exists'
 check "readiness probe on 15021" has "$ds" 'path: /healthz/ready, port: 15021'
 check "short-cut off by default" has "$ds" -- '--sockmap=off'
@@ -50,7 +53,11 @@ check "no dashboard when disabled" bash -c "\"\$0\" template z \"\$1\" --set gra
 
 custom=$("$helm" template z "$chart" --namespace mesh --set image.tag=1.2.3 --set sockmap=true \
   --set 'uplinks={eth0,eth1}' --set drainTimeoutSeconds=30 --set podMonitor.enabled=true \
-  --set trustDomain=example.org 2>&1)
+  --set trustDomain=example.org --set cni.failOpen=true --set 'podCidrs={10.244.0.0/16,fd00:244::/48}' 2>&1)
+check "custom: pod CIDRs become --pod-cidr flags" bash -c "grep -c -- '--pod-cidr=' <<<\"\$0\" | grep -qx 2" "$custom"
+check "custom: CNI fails open" has "$custom" -- '--fail-open'
+check "no CNI installer when disabled" bash -c "\"\$0\" template z \"\$1\" --set cni.enabled=false | grep -q 'install-cni' && exit 1 || exit 0" "$helm" "$chart"
+check "schema refuses a pod CIDR that is not one" bash -c "! \"\$0\" template z \"\$1\" --set 'podCidrs={everything}'" "$helm" "$chart"
 check "custom: image tag" has "$custom" 'zmeshd:1.2.3"'
 check "custom: short-cut on" has "$custom" -- '--sockmap=on'
 check "custom: two uplinks" bash -c "grep -c -- '--uplink=' <<<\"\$0\" | grep -qx 2" "$custom"

@@ -13,6 +13,8 @@ static_assert(sizeof(struct zm_tuple) == 40);
 static_assert(offsetof(struct zm_tuple, local_port) == 32);
 static_assert(sizeof(struct zm_orig) == 20);
 static_assert(sizeof(struct zm_dest) == 4);
+static_assert(sizeof(struct zm_cidr_key) == 4 + sizeof(struct zm_ip_key));
+static_assert(ZM_CIDR_FAMILY_BITS == 8 * (sizeof(struct zm_ip_key) - sizeof(union zm_ip)));
 static_assert(sizeof(struct zm_workload) == 16);
 static_assert(sizeof(struct zm_deny_key) == 4 + ZM_DENY_EXACT_BITS / 8 + 16);
 static_assert(offsetof(struct zm_deny_key, src) == 4 + ZM_DENY_EXACT_BITS / 8,

@@ -118,30 +118,8 @@ std::vector<std::string> string_list(const json& object, const std::string& path
 std::vector<IpBlock> ip_blocks(const json& object, const std::string& path, const char* key) {
   std::vector<IpBlock> out;
   const auto texts = string_list(object, path, key);
-  for (size_t i = 0; i < texts.size(); ++i) {
-    const std::string item = path + "." + key + "[" + std::to_string(i) + "]";
-    const auto slash = texts[i].find('/');
-    boost::system::error_code ec;
-    IpBlock block;
-    block.address = boost::asio::ip::make_address(texts[i].substr(0, slash), ec);
-    if (ec) fail(item, "'" + texts[i] + "' is not an IP address or CIDR");
-    const int max = block.address.is_v4() ? 32 : 128;
-    int prefix = max;
-    if (slash != std::string::npos) {
-      const std::string bits = texts[i].substr(slash + 1);
-      if (bits.empty() || bits.size() > 3 || bits.find_first_not_of("0123456789") != std::string::npos ||
-          (prefix = std::stoi(bits)) > max)
-        fail(item, "'" + texts[i] + "' has a bad prefix length");
-    }
-    if (block.address.is_v6() && block.address.to_v6().is_v4_mapped()) {
-      // Sources are compared as IPv4 when IPv4-mapped: so is the block.
-      if (prefix < 96) fail(item, "'" + texts[i] + "' mixes IPv4-mapped and other IPv6 addresses (prefix < 96)");
-      block.address = block.address.to_v6().to_v4();
-      prefix -= 96;
-    }
-    block.prefix = static_cast<uint8_t>(prefix);
-    out.push_back(block);
-  }
+  for (size_t i = 0; i < texts.size(); ++i)
+    out.push_back(parse_ip_block(texts[i], path + "." + key + "[" + std::to_string(i) + "]"));
   return out;
 }
 
@@ -228,6 +206,30 @@ void unique_keys(const std::vector<T>& list, const char* what) {
 }
 
 }  // namespace
+
+IpBlock parse_ip_block(const std::string& text, const std::string& what) {
+  const auto slash = text.find('/');
+  boost::system::error_code ec;
+  IpBlock block;
+  block.address = boost::asio::ip::make_address(text.substr(0, slash), ec);
+  if (ec) fail(what, "'" + text + "' is not an IP address or CIDR");
+  const int max = block.address.is_v4() ? 32 : 128;
+  int prefix = max;
+  if (slash != std::string::npos) {
+    const std::string bits = text.substr(slash + 1);
+    if (bits.empty() || bits.size() > 3 || bits.find_first_not_of("0123456789") != std::string::npos ||
+        (prefix = std::stoi(bits)) > max)
+      fail(what, "'" + text + "' has a bad prefix length");
+  }
+  if (block.address.is_v6() && block.address.to_v6().is_v4_mapped()) {
+    // Sources are compared as IPv4 when IPv4-mapped: so is the block.
+    if (prefix < 96) fail(what, "'" + text + "' mixes IPv4-mapped and other IPv6 addresses (prefix < 96)");
+    block.address = block.address.to_v6().to_v4();
+    prefix -= 96;
+  }
+  block.prefix = static_cast<uint8_t>(prefix);
+  return block;
+}
 
 bool IpBlock::contains(const boost::asio::ip::address& ip) const {
   if (ip.is_v4() != address.is_v4()) return false;

@@ -90,7 +90,10 @@ nlohmann::json maps_json(const PinnedMaps& maps) {
                     {"destination", r.destination.to_string()},
                     {"port", r.port},
                     {"protocol", r.protocol == 6 ? "TCP" : r.protocol == 17 ? "UDP" : std::to_string(r.protocol)}});
-  return {{"counters", counters}, {"workloads", workloads}, {"destinations", destinations}, {"denyRules", deny}};
+  nlohmann::json cidrs = nlohmann::json::array();
+  for (const auto& c : maps.destination_cidrs()) cidrs.push_back(c.address.to_string() + "/" + std::to_string(c.prefix));
+  return {{"counters", counters}, {"workloads", workloads}, {"destinations", destinations}, {"podCidrs", cidrs},
+          {"denyRules", deny}};
 }
 
 }  // namespace zmesh::control

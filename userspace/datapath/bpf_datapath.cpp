@@ -188,7 +188,7 @@ std::vector<std::pair<const char*, uint64_t>> named_counters(const DatapathCount
 // PinnedMaps
 
 struct PinnedMaps::Fds {
-  UniqueFd dests, workloads, orig, deny, counters;
+  UniqueFd dests, workloads, orig, deny, counters, dest_cidrs;
 };
 
 PinnedMaps::PinnedMaps(const fs::path& pin_root) : fds_(std::make_unique<Fds>()) {
@@ -197,6 +197,7 @@ PinnedMaps::PinnedMaps(const fs::path& pin_root) : fds_(std::make_unique<Fds>())
   fds_->orig = open_pinned_map(pin_root, "zm_orig");
   fds_->deny = open_pinned_map(pin_root, "zm_l4_deny");
   fds_->counters = open_pinned_map(pin_root, "zm_counters");
+  fds_->dest_cidrs = open_pinned_map(pin_root, "zm_dest_cidrs");
 }
 PinnedMaps::~PinnedMaps() = default;
 PinnedMaps::PinnedMaps(PinnedMaps&&) noexcept = default;
@@ -261,6 +262,16 @@ std::vector<std::pair<IpAddress, DestinationKind>> PinnedMaps::destination_entri
     zm_dest value{};
     if (bpf_map_lookup_elem(fds_->dests.get(), key, &value) != 0) continue;
     out.emplace_back(datapath::from_zm_ip(key->addr, key->family), static_cast<DestinationKind>(value.kind));
+  }
+  return out;
+}
+
+std::vector<Cidr> PinnedMaps::destination_cidrs() const {
+  std::vector<Cidr> out;
+  for (const auto& raw : map_keys(fds_->dest_cidrs.get(), sizeof(zm_cidr_key))) {
+    auto* key = reinterpret_cast<const zm_cidr_key*>(raw.data());
+    out.push_back({datapath::from_zm_ip(key->ip.addr, key->ip.family),
+                   static_cast<uint8_t>(key->prefixlen - ZM_CIDR_FAMILY_BITS)});
   }
   return out;
 }
@@ -545,6 +556,27 @@ void BpfDatapath::remove_destination(const IpAddress& ip) {
   const zm_ip_key key = datapath::ip_key(ip);
   bpf_map_delete_elem(impl_->maps.fds_->dests.get(), &key);
   impl_->claimed_dests.erase(bytes_of(&key, sizeof key));
+}
+
+void BpfDatapath::set_destination_cidrs(const std::vector<Cidr>& cidrs) {
+  std::set<std::string> wanted;
+  const int fd = impl_->maps.fds_->dest_cidrs.get();
+  for (const auto& c : cidrs) {
+    zm_cidr_key key{};
+    key.ip = datapath::ip_key(c.address);
+    const unsigned max_prefix = key.ip.family == ZM_AF_INET ? 32 : 128;
+    if (c.prefix > max_prefix)
+      throw std::invalid_argument("pod CIDR " + c.address.to_string() + "/" + std::to_string(c.prefix) +
+                                  ": the prefix is longer than the address");
+    auto* bytes = reinterpret_cast<uint8_t*>(&key.ip.addr);
+    for (unsigned bit = c.prefix; bit < 128; ++bit) bytes[bit / 8] &= static_cast<uint8_t>(~(0x80u >> (bit % 8)));
+    key.prefixlen = ZM_CIDR_FAMILY_BITS + c.prefix;
+    wanted.insert(bytes_of(&key, sizeof key));
+  }
+  for (const auto& key : map_keys(fd, sizeof(zm_cidr_key)))
+    if (!wanted.contains(key)) bpf_map_delete_elem(fd, key.data());
+  const zm_dest value{ZM_DEST_POD_CIDR};
+  for (const auto& key : wanted) update(fd, key.data(), &value, "zm_dest_cidrs", "add a pod CIDR", 64);
 }
 
 void BpfDatapath::set_deny_rules(const std::vector<DenyRule>& rules) {

@@ -554,6 +554,12 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
     return out;
   }
 
+  bool in_pod_cidr(const asio::ip::address& ip) const {
+    const auto address = unmapped(ip);
+    return std::any_of(options.pod_cidrs.begin(), options.pod_cidrs.end(),
+                       [&](const IpBlock& b) { return b.contains(address); });
+  }
+
   // Istio's labels for a connection from `src` (with identity `principal`, if any) to `dst`.
   static ConnectionLabels labels(const char* reporter, const Workload* src, const std::optional<SpiffeId>& principal,
                                  const Workload& dst, const Service* service, const Mesh& mesh, uint16_t port,
@@ -569,7 +575,7 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
     if (principal) l.source_principal = principal->uri();
     l.destination_workload = dst.config.name;
     l.destination_workload_namespace = dst.config.namespace_;
-    l.destination_principal = dst.identity.uri();
+    if (!dst.identity.namespace_.empty()) l.destination_principal = dst.identity.uri();
     if (!service) service = mesh.service_for(dst, port);
     if (service) l.destination_service = service_hostname(*service);
     l.connection_security_policy = security;
@@ -710,8 +716,15 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
     record.labels.source_principal = src->identity.uri();
 
     std::vector<Candidate> candidates;
+    Workload unknown_pod;  // a pod of another node's CNI, inside a pod CIDR: lives in this frame
     if (const Workload* dst = mesh.by_ip(orig->address())) {
       candidates.push_back({dst, *orig});
+    } else if (in_pod_cidr(orig->address())) {
+      unknown_pod.config.name = "unknown";
+      unknown_pod.config.namespace_ = "unknown";
+      unknown_pod.config.node = "pod " + unmapped(orig->address()).to_string();  // its own pool entry
+      unknown_pod.identity = SpiffeId{mesh.trust_domain(), "", ""};
+      candidates.push_back({&unknown_pod, *orig});
     } else if (const Service* service = mesh.service_by_vip(orig->address())) {
       const std::string name = service->config.namespace_ + "/" + service->config.name;
       record.labels.destination_service = service_hostname(*service);
@@ -792,7 +805,11 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
       handshake_failed("certificate");
       throw IdentityError("server " + text(target) + " rejected: " + *why);
     }
-    if (std::get<SpiffeId>(peer) != key.destination) {
+    // An unknown pod inside a pod CIDR (key.destination has no namespace): any identity of
+    // this trust domain; else exactly the workload's.
+    const bool unknown = key.destination.namespace_.empty();
+    if (unknown ? std::get<SpiffeId>(peer).trust_domain != key.destination.trust_domain
+                : std::get<SpiffeId>(peer) != key.destination) {
       handshake_failed("identity");
       throw IdentityError("server " + text(target) + " is " + std::get<SpiffeId>(peer).uri() + ", expected " +
                           key.destination.uri());

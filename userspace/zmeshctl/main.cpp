@@ -125,6 +125,7 @@ void print_result(const std::string& command, const nlohmann::json& result, bool
     print_table(result["workloads"], {{"IP", "ip"}, {"MTLS", "mtlsMode"}, {"IFINDEX", "ifindex"}, {"CGROUP", "cgroupId"}});
     std::cout << "\ndestinations (zm_dests)\n";
     print_table(result["destinations"], {{"IP", "ip"}, {"KIND", "kind"}});
+    std::cout << "\npod CIDRs (zm_dest_cidrs): " << cell(result["podCidrs"]) << "\n";
     std::cout << "\ndeny rules (zm_l4_deny)\n";
     print_table(result["denyRules"], {{"RULE", "rule"}, {"POLICY", "policy"}, {"SOURCE", "source"},
                                       {"DESTINATION", "destination"}, {"PORT", "port"}, {"PROTOCOL", "protocol"}});

@@ -84,6 +84,15 @@ void Controller::start() {
       throw ConfigError(options_.runtime_path.string() + ": services: the runtime layer holds only workloads and policies");
     spdlog::info("controller: runtime layer {}: {} workloads, {} policies", options_.runtime_path.string(),
                  runtime.workloads.size(), runtime.policies.size());
+    // Pods deleted while no zmeshd ran (their DEL found nobody): their cgroup is gone.
+    const size_t before = runtime.workloads.size();
+    std::erase_if(runtime.workloads, [&](const WorkloadConfig& w) {
+      std::error_code ec;
+      const bool gone = w.node == options_.node && !w.cgroup.empty() && !std::filesystem::exists(w.cgroup, ec);
+      if (gone) spdlog::info("controller: {} left while zmeshd was down (cgroup {} is gone): dropped", key_of(w), w.cgroup);
+      return gone;
+    });
+    if (runtime.workloads.size() != before) runtime_saved_ = false;
   }
   apply(std::move(file), std::move(runtime), "start-up");
 }

@@ -53,6 +53,7 @@ struct Options {
   zmesh::DatapathOptions datapath;
   zmesh::ProxyOptions proxy_options;
   zmesh::AccessLogOptions access_log;
+  std::vector<std::string> pod_cidrs;
 };
 
 zmesh::DatapathOptions datapath_options(Options& o) {
@@ -108,7 +109,14 @@ int serve(Options& o) {
     }
   }
   const std::filesystem::path state_dir = o.state_dir;
+  std::vector<zmesh::Cidr> pod_cidrs;
+  for (const auto& text : o.pod_cidrs) {
+    const auto block = zmesh::parse_ip_block(text, "--pod-cidr");
+    o.proxy_options.pod_cidrs.push_back(block);
+    pod_cidrs.push_back({block.address, block.prefix});
+  }
   auto datapath = zmesh::BpfDatapath::start(datapath_options(o));  // first: it takes the pin root's lock
+  datapath->set_destination_cidrs(pod_cidrs);
   const auto any = boost::asio::ip::address_v6::any();
   const zmesh::AdminServer::Handler ready = [&](const zmesh::AdminRequest&) {
     return not_ready.empty() ? zmesh::AdminResponse{200, "text/plain", "ready\n"}
@@ -293,6 +301,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--drain-timeout-ms", o.drain_timeout_ms, "on SIGTERM, how long open connections may finish")
       ->capture_default_str();
+  app.add_option("--pod-cidr", o.pod_cidrs,
+                 "a cluster pod CIDR (repeatable): pods in it that the config does not name are reached over "
+                 "HBONE, trusting any identity of the trust domain (pods a CNI plugin enrolled on other nodes)");
   app.add_option("--access-log", o.access_log.target,
                  "one line per connection when it ends: - (stdout), off, or a file (appended)")
       ->capture_default_str();

@@ -1,0 +1,374 @@
+// zmesh-cni: a chained CNI plugin (spec 1.0.0; 0.4.0 accepted) that runs after the cluster's
+// main plugin and enrolls the pod with the node's zmeshd over its control socket, as istio-cni
+// does for ztunnel. Invoked by a container runtime with CNI_COMMAND in the environment and the
+// network config on stdin:
+//   ADD     the pod's IPs (prevResult), host-side veth (prevResult), cgroup (the cgroup v2 of a
+//           process in CNI_NETNS: the pod's, when K8S_POD_UID names an ancestor) and identity
+//           (K8S_POD_NAMESPACE, K8S_POD_NAME, K8S_POD_SERVICE_ACCOUNT in CNI_ARGS) -> `enroll`;
+//           prints prevResult. zmeshd unreachable: error 11 (fail closed) unless "failOpen".
+//   DEL     `unenroll`; succeeds also when zmeshd or the pod is gone (zmeshd drops pods whose
+//           cgroup vanished when it starts).
+//   CHECK   the pod is enrolled here with the addresses of prevResult.
+//   VERSION the versions above.
+// With arguments it is the installer a DaemonSet runs: `zmesh-cni install|uninstall --bin-dir
+// D --conf-dir D [--wait]` copies itself into the CNI bin dir and adds itself to the end of the
+// first .conflist (removing both again on uninstall, or on SIGTERM with --wait).
+// Errors are CNI error JSON on stdout (code, msg, details) and exit status 1.
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "zmesh/control.h"
+#include "zmesh/kernel.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+// CNI spec error codes.
+enum Code { kIncompatibleVersion = 1, kInvalidEnvironment = 4, kDecodeFailed = 6, kInvalidConfig = 7, kTryAgain = 11,
+            kNotEnrolled = 100 };
+
+struct CniError {
+  int code;
+  std::string msg, details;
+};
+
+std::string env(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? v : "";
+}
+
+// CNI_ARGS: "K8S_POD_NAMESPACE=a;K8S_POD_NAME=b;..."
+std::map<std::string, std::string> cni_args() {
+  std::map<std::string, std::string> out;
+  std::stringstream in(env("CNI_ARGS"));
+  for (std::string pair; std::getline(in, pair, ';');) {
+    const auto eq = pair.find('=');
+    if (eq != std::string::npos) out[pair.substr(0, eq)] = pair.substr(eq + 1);
+  }
+  return out;
+}
+
+const std::vector<std::string> kVersions = {"0.4.0", "1.0.0"};
+
+// The cgroup v2 directory of a process in the netns at `netns_path`, climbed up to the pod's
+// own cgroup when `pod_uid` names an ancestor (kubepods/.../pod<uid> with '-' or '_').
+fs::path pod_cgroup(const std::string& netns_path, const std::string& pod_uid) {
+  struct stat target{};
+  if (stat(netns_path.c_str(), &target) != 0)
+    throw CniError{kInvalidEnvironment, "CNI_NETNS " + netns_path + ": " + std::strerror(errno), ""};
+  const auto mount = zmesh::find_mount("cgroup2");
+  if (!mount) throw CniError{kTryAgain, "cgroup v2 is not mounted on this node", "zmesh needs cgroup v2"};
+  for (const auto& entry : fs::directory_iterator("/proc")) {
+    const std::string pid = entry.path().filename();
+    if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    struct stat ns{};
+    if (stat((entry.path() / "ns/net").c_str(), &ns) != 0 || ns.st_ino != target.st_ino || ns.st_dev != target.st_dev)
+      continue;
+    std::ifstream in(entry.path() / "cgroup");
+    for (std::string line; std::getline(in, line);) {
+      if (line.rfind("0::", 0) != 0) continue;
+      fs::path cgroup = *mount / fs::path(line.substr(3)).relative_path();
+      if (!pod_uid.empty()) {
+        std::string dashed = pod_uid, underscored = pod_uid;
+        std::replace(underscored.begin(), underscored.end(), '-', '_');
+        for (fs::path p = cgroup; p != *mount && p.has_relative_path(); p = p.parent_path()) {
+          const std::string name = p.filename();
+          if (name.find(dashed) != std::string::npos || name.find(underscored) != std::string::npos) return p;
+        }
+      }
+      return cgroup;
+    }
+  }
+  throw CniError{kTryAgain, "no process runs in " + netns_path + " yet, so its cgroup is unknown",
+                 "zmesh-cni finds the pod's cgroup through a process in the pod's network namespace"};
+}
+
+json read_config() {
+  std::stringstream text;
+  text << std::cin.rdbuf();
+  json conf;
+  try {
+    conf = json::parse(text.str());
+  } catch (const json::parse_error& e) {
+    throw CniError{kDecodeFailed, "the network config on stdin is not JSON", e.what()};
+  }
+  if (!conf.is_object()) throw CniError{kDecodeFailed, "the network config on stdin is not a JSON object", ""};
+  const std::string version = conf.value("cniVersion", "");
+  if (std::find(kVersions.begin(), kVersions.end(), version) == kVersions.end())
+    throw CniError{kIncompatibleVersion, "cniVersion '" + version + "' is not supported", "supported: 0.4.0, 1.0.0"};
+  for (const char* key : {"socket"})
+    if (conf.contains(key) && !conf[key].is_string()) throw CniError{kInvalidConfig, std::string(key) + ": expected a string", ""};
+  if (conf.contains("failOpen") && !conf["failOpen"].is_boolean())
+    throw CniError{kInvalidConfig, "failOpen: expected true or false", ""};
+  if (conf.contains("excludeNamespaces") && !conf["excludeNamespaces"].is_array())
+    throw CniError{kInvalidConfig, "excludeNamespaces: expected a list of namespaces", ""};
+  return conf;
+}
+
+struct Pod {
+  std::string namespace_, name, uid;
+};
+
+Pod pod_of(const std::map<std::string, std::string>& args) {
+  auto get = [&](const char* key) {
+    auto it = args.find(key);
+    return it == args.end() ? std::string() : it->second;
+  };
+  Pod pod{get("K8S_POD_NAMESPACE"), get("K8S_POD_NAME"), get("K8S_POD_UID")};
+  if (pod.namespace_.empty() || pod.name.empty())
+    throw CniError{kInvalidEnvironment, "CNI_ARGS has no K8S_POD_NAMESPACE and K8S_POD_NAME",
+                   "zmesh-cni names workloads after their pods; CNI_ARGS='" + env("CNI_ARGS") + "'"};
+  return pod;
+}
+
+bool excluded(const json& conf, const Pod& pod, const std::map<std::string, std::string>& args) {
+  const json namespaces = conf.value("excludeNamespaces", json::array({"kube-system"}));
+  for (const auto& ns : namespaces)
+    if (ns.is_string() && ns.get<std::string>() == pod.namespace_) return true;
+  auto opt = args.find("ZMESH_MESH");  // the pod's opt-out, as an annotation would say it
+  return opt != args.end() && opt->second == "false";
+}
+
+fs::path socket_of(const json& conf) {
+  return conf.value("socket", std::string(zmesh::control::kDefaultStateDir) + "/" + zmesh::control::kSocketName);
+}
+
+std::vector<std::string> pod_ips(const json& prev) {
+  std::vector<std::string> out;
+  if (prev.contains("ips") && prev["ips"].is_array())
+    for (const auto& ip : prev["ips"]) {
+      const std::string cidr = ip.value("address", "");
+      if (!cidr.empty()) out.push_back(cidr.substr(0, cidr.find('/')));
+    }
+  return out;
+}
+
+// The node side of the pod's veth: the last interface without a sandbox (ptp: [veth, eth0];
+// bridge: [cni0, veth, eth0]).
+std::string host_veth(const json& prev) {
+  std::string out;
+  if (prev.contains("interfaces") && prev["interfaces"].is_array())
+    for (const auto& i : prev["interfaces"])
+      if (!i.contains("sandbox") || i["sandbox"].get<std::string>().empty()) out = i.value("name", "");
+  return out;
+}
+
+json add(const json& conf) {
+  if (!conf.contains("prevResult") || !conf["prevResult"].is_object())
+    throw CniError{kInvalidConfig, "no prevResult: zmesh-cni is a chained plugin and runs after the main one", ""};
+  const json& prev = conf["prevResult"];
+  const auto args = cni_args();
+  const Pod pod = pod_of(args);
+  json result = prev;
+  result["cniVersion"] = conf["cniVersion"];
+  if (excluded(conf, pod, args)) return result;
+  const auto ips = pod_ips(prev);
+  if (ips.empty()) throw CniError{kInvalidConfig, "prevResult has no IP addresses for the pod", prev.dump()};
+  auto sa = args.find("K8S_POD_SERVICE_ACCOUNT");
+  std::string service_account = sa != args.end() ? sa->second : conf.value("defaultServiceAccount", "");
+  if (service_account.empty())
+    throw CniError{kInvalidEnvironment, "the pod's service account is unknown",
+                   "pass K8S_POD_SERVICE_ACCOUNT in CNI_ARGS, or set \"defaultServiceAccount\" in the config "
+                   "(the identity would then be that account's for every pod)"};
+  json workload = {{"name", pod.name},
+                   {"namespace", pod.namespace_},
+                   {"serviceAccount", service_account},
+                   {"workloadIps", ips},
+                   {"cgroup", pod_cgroup(env("CNI_NETNS"), pod.uid).string()}};
+  if (!pod.uid.empty()) workload["uid"] = pod.uid;
+  if (const auto veth = host_veth(prev); !veth.empty()) workload["hostVeth"] = veth;
+  try {
+    zmesh::control::call(socket_of(conf), {{"command", "enroll"}, {"workload", workload}});
+  } catch (const zmesh::control::ControlError& e) {
+    if (conf.value("failOpen", false)) {
+      std::cerr << "zmesh-cni: " << pod.namespace_ << "/" << pod.name << " is NOT meshed (failOpen): " << e.what()
+                << '\n';
+      return result;
+    }
+    throw CniError{kTryAgain, "zmesh could not enroll " + pod.namespace_ + "/" + pod.name, e.what()};
+  }
+  return result;
+}
+
+void del(const json& conf) {
+  const auto args = cni_args();
+  const Pod pod = pod_of(args);
+  try {
+    zmesh::control::call(socket_of(conf), {{"command", "unenroll"}, {"name", pod.namespace_ + "/" + pod.name}});
+  } catch (const zmesh::control::ControlError& e) {
+    // Gone already, or zmeshd down (it drops pods whose cgroup vanished when it starts): DEL
+    // must succeed so that the runtime can finish deleting the pod.
+    std::cerr << "zmesh-cni: DEL " << pod.namespace_ << "/" << pod.name << ": " << e.what() << '\n';
+  }
+}
+
+void check(const json& conf) {
+  const auto args = cni_args();
+  const Pod pod = pod_of(args);
+  if (excluded(conf, pod, args)) return;
+  json workloads;
+  try {
+    workloads = zmesh::control::call(socket_of(conf), {{"command", "workloads"}});
+  } catch (const zmesh::control::ControlError& e) {
+    throw CniError{kTryAgain, "zmesh cannot be asked about " + pod.namespace_ + "/" + pod.name, e.what()};
+  }
+  const auto ips = conf.contains("prevResult") ? pod_ips(conf["prevResult"]) : std::vector<std::string>{};
+  for (const auto& w : workloads)
+    if (w.value("namespace", "") == pod.namespace_ && w.value("name", "") == pod.name) {
+      if (!w.value("enrolledHere", false))
+        throw CniError{kNotEnrolled, pod.namespace_ + "/" + pod.name + " is known but not enrolled on this node", ""};
+      for (const auto& ip : ips)
+        if (std::find(w["workloadIps"].begin(), w["workloadIps"].end(), ip) == w["workloadIps"].end())
+          throw CniError{kNotEnrolled, pod.namespace_ + "/" + pod.name + " is enrolled without " + ip, w.dump()};
+      return;
+    }
+  throw CniError{kNotEnrolled, pod.namespace_ + "/" + pod.name + " is not enrolled in zmesh", ""};
+}
+
+// --- installer --------------------------------------------------------------------------------
+
+void write_atomically(const fs::path& path, const std::string& text, fs::perms perms) {
+  const fs::path tmp = path.string() + ".zmesh-tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc | std::ios::binary);
+    out << text;
+    if (!out.flush()) throw std::runtime_error("write " + tmp.string() + ": " + std::strerror(errno));
+  }
+  fs::permissions(tmp, perms);
+  fs::rename(tmp, path);
+}
+
+// The config the runtime uses: the first .conflist by name.
+fs::path conflist_in(const fs::path& dir) {
+  std::vector<fs::path> lists;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.path().extension() == ".conflist") lists.push_back(e.path());
+  if (lists.empty())
+    throw std::runtime_error("no .conflist in " + dir.string() + " (install the cluster's main CNI plugin first)");
+  std::sort(lists.begin(), lists.end());
+  return lists.front();
+}
+
+int install(const fs::path& bin_dir, const fs::path& conf_dir, const json& entry, bool remove) {
+  const fs::path list_path = conflist_in(conf_dir);
+  std::ifstream in(list_path);
+  json list = json::parse(in);
+  if (!list.contains("plugins") || !list["plugins"].is_array())
+    throw std::runtime_error(list_path.string() + ": no \"plugins\" list");
+  auto& plugins = list["plugins"];
+  for (size_t i = 0; i < plugins.size(); ++i)
+    if (plugins[i].value("type", "") == "zmesh-cni") plugins.erase(i--);
+  if (!remove) {
+    std::ifstream self("/proc/self/exe", std::ios::binary);
+    std::stringstream bytes;
+    bytes << self.rdbuf();
+    write_atomically(bin_dir / "zmesh-cni", bytes.str(), fs::perms::owner_all | fs::perms::group_read |
+                                                               fs::perms::group_exec | fs::perms::others_read |
+                                                               fs::perms::others_exec);
+    plugins.push_back(entry);
+  } else {
+    std::error_code ec;
+    fs::remove(bin_dir / "zmesh-cni", ec);
+  }
+  write_atomically(list_path, list.dump(2) + "\n",
+                   fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read | fs::perms::others_read);
+  std::cerr << "zmesh-cni: " << (remove ? "removed from " : "added to ") << list_path.string() << '\n';
+  return 0;
+}
+
+int installer(int argc, char** argv) {
+  const std::string command = argv[1];
+  fs::path bin_dir = "/opt/cni/bin", conf_dir = "/etc/cni/net.d";
+  json entry = {{"type", "zmesh-cni"},
+                {"socket", std::string(zmesh::control::kDefaultStateDir) + "/" + zmesh::control::kSocketName},
+                {"failOpen", false},
+                {"excludeNamespaces", {"kube-system"}}};
+  bool wait = false;
+  for (int i = 2; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) throw std::runtime_error(a + " needs a value");
+      return argv[++i];
+    };
+    auto inline_value = [&](const char* flag) -> std::optional<std::string> {
+      const std::string prefix = std::string(flag) + "=";
+      if (a.rfind(prefix, 0) == 0) return a.substr(prefix.size());
+      return std::nullopt;
+    };
+    if (auto v = inline_value("--bin-dir")) bin_dir = *v;
+    else if (auto v2 = inline_value("--conf-dir")) conf_dir = *v2;
+    else if (auto v3 = inline_value("--socket")) entry["socket"] = *v3;
+    else if (a == "--bin-dir") bin_dir = value();
+    else if (a == "--conf-dir") conf_dir = value();
+    else if (a == "--socket") entry["socket"] = value();
+    else if (a == "--fail-open") entry["failOpen"] = true;
+    else if (a == "--wait") wait = true;
+    else throw std::runtime_error("unknown argument '" + a + "' (install|uninstall --bin-dir D --conf-dir D "
+                                  "[--socket S] [--fail-open] [--wait])");
+  }
+  if (command == "uninstall") return install(bin_dir, conf_dir, entry, true);
+  if (command != "install") throw std::runtime_error("unknown command '" + command + "' (install, uninstall)");
+  install(bin_dir, conf_dir, entry, false);
+  if (!wait) return 0;
+  // As istio-cni's installer: stay, and take the plugin out when the DaemonSet pod stops.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  sigprocmask(SIG_BLOCK, &set, nullptr);
+  int sig = 0;
+  sigwait(&set, &sig);
+  return install(bin_dir, conf_dir, entry, true);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc > 1) {
+    try {
+      return installer(argc, argv);
+    } catch (const std::exception& e) {
+      std::cerr << "zmesh-cni: " << e.what() << '\n';
+      return 1;
+    }
+  }
+  const std::string command = env("CNI_COMMAND");
+  std::string version = "1.0.0";
+  try {
+    if (command == "VERSION") {
+      std::cout << json{{"cniVersion", "1.0.0"}, {"supportedVersions", kVersions}}.dump() << '\n';
+      return 0;
+    }
+    if (command != "ADD" && command != "DEL" && command != "CHECK")
+      throw CniError{kInvalidEnvironment, "CNI_COMMAND '" + command + "' is not ADD, DEL, CHECK or VERSION", ""};
+    const json conf = read_config();
+    version = conf["cniVersion"];
+    if (command == "ADD") std::cout << add(conf).dump() << '\n';
+    if (command == "DEL") del(conf);
+    if (command == "CHECK") check(conf);
+    return 0;
+  } catch (const CniError& e) {
+    std::cout << json{{"cniVersion", version}, {"code", e.code}, {"msg", e.msg}, {"details", e.details}}.dump() << '\n';
+    return 1;
+  } catch (const std::exception& e) {
+    std::cout << json{{"cniVersion", version}, {"code", 999}, {"msg", "zmesh-cni failed"}, {"details", e.what()}}.dump()
+              << '\n';
+    return 1;
+  }
+}
