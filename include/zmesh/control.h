@@ -7,10 +7,12 @@
 
 #include <chrono>
 #include <filesystem>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
 
+#include "zmesh/config.h"
 #include "zmesh/datapath.h"
 
 namespace zmesh::control {
@@ -25,6 +27,18 @@ class ControlError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
+
+// One request, decoded and checked: what the daemon acts on. Throws ConfigError naming the
+// field ("name: expected \"namespace/name\"", "workload.workloadIps[0]: ...").
+struct Request {
+  enum class Command { Status, Workloads, Services, Policies, Certs, Maps, Enroll, Unenroll, PolicyApply,
+                       PolicyDelete, Reload };
+  Command command = Command::Status;
+  std::optional<WorkloadConfig> workload;   // Enroll (node defaults to `this_node`)
+  std::optional<AuthorizationPolicy> policy;  // PolicyApply
+  std::string name;                          // Unenroll, PolicyDelete: "namespace/name"
+};
+Request parse_request(const std::string& line, const std::string& this_node);
 
 // Sends `request`, returns the daemon's "result"; throws ControlError with the daemon's error,
 // or with what went wrong reaching it (and the usual cause).

@@ -29,8 +29,7 @@ check "drops every other capability" has "$ds" 'drop: \[ALL\]'
 check "mounts bpffs and cgroups from the host" bash -c "grep -q 'path: /sys/fs/bpf' <<<\"\$0\" && grep -q 'path: /sys/fs/cgroup' <<<\"\$0\"" "$ds"
 check "control socket and runtime state on the host (/run/zmesh)" bash -c "grep -q -- '--state-dir=/run/zmesh' <<<\"\$0\" && grep -q 'path: /run/zmesh, type: DirectoryOrCreate' <<<\"\$0\"" "$ds"
 check "preStop drains through /quitquitquit" has "$ds" 'httpGet: {host: 127.0.0.1, path: /quitquitquit, port: 15000}'
-check "installs zmesh-cni into the node's chain and waits to remove it" bash -c "grep -q 'name: install-cni' <<<\"\$0\" && grep -q -- '--conf-dir=/host/cni/net.d' <<<\"\$0\" && grep -q -- '--wait\]' <<<\"\$0\" && grep -q 'path: /etc/cni/net.d, type: DirectoryOrCreate' <<<\"\$0\" && grep -q 'path: /opt/cni/bin, type: DirectoryOrCreate' <<<\"\$0\"" "$ds"
-check "CNI fails closed by default" lacks "$ds" -- '--fail-open'
+check "no CNI plugin unless asked (it needs the pod CIDRs)" lacks "$ds" 'install-cni'
 check "tolerates every taint" has "$ds" 'operator: Exists'
 check "readiness probe on 15021" has "$ds" 'path: /healthz/ready, port: 15021'
 check "short-cut off by default" has "$ds" -- '--sockmap=off'
@@ -53,10 +52,11 @@ check "no dashboard when disabled" bash -c "\"\$0\" template z \"\$1\" --set gra
 
 custom=$("$helm" template z "$chart" --namespace mesh --set image.tag=1.2.3 --set sockmap=true \
   --set 'uplinks={eth0,eth1}' --set drainTimeoutSeconds=30 --set podMonitor.enabled=true \
-  --set trustDomain=example.org --set cni.failOpen=true --set 'podCidrs={10.244.0.0/16,fd00:244::/48}' 2>&1)
+  --set trustDomain=example.org --set cni.enabled=true --set 'podCidrs={10.244.0.0/16,fd00:244::/48}' 2>&1)
 check "custom: pod CIDRs become --pod-cidr flags" bash -c "grep -c -- '--pod-cidr=' <<<\"\$0\" | grep -qx 2" "$custom"
-check "custom: CNI fails open" has "$custom" -- '--fail-open'
-check "no CNI installer when disabled" bash -c "\"\$0\" template z \"\$1\" --set cni.enabled=false | grep -q 'install-cni' && exit 1 || exit 0" "$helm" "$chart"
+check "custom: installs zmesh-cni into the node's chain and keeps it there" bash -c "grep -q 'name: install-cni' <<<\"\$0\" && grep -q -- '--conf-dir=/host/cni/net.d' <<<\"\$0\" && grep -q -- '--wait\]' <<<\"\$0\" && grep -q 'path: /etc/cni/net.d, type: DirectoryOrCreate' <<<\"\$0\" && grep -q 'path: /opt/cni/bin, type: DirectoryOrCreate' <<<\"\$0\"" "$custom"
+check "custom: the CNI plugin fails closed unless told" lacks "$custom" -- '--fail-open'
+check "CNI without pod CIDRs is refused with the reason" bash -c "\"\$0\" template z \"\$1\" --set cni.enabled=true 2>&1 | grep -q 'cni.enabled needs podCidrs'" "$helm" "$chart"
 check "schema refuses a pod CIDR that is not one" bash -c "! \"\$0\" template z \"\$1\" --set 'podCidrs={everything}'" "$helm" "$chart"
 check "custom: image tag" has "$custom" 'zmeshd:1.2.3"'
 check "custom: short-cut on" has "$custom" -- '--sockmap=on'

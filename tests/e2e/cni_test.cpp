@@ -45,19 +45,17 @@ class CniTest : public ::testing::Test {
 
   struct Pod {
     std::string name, netns, cgroup;
-    std::unique_ptr<Process> holder;  // the sandbox's process: the pod's netns and cgroup
   };
-  // A sandbox as a runtime makes it before calling CNI: a netns with a process in a cgroup.
-  Pod sandbox(const std::string& name) const {
+  // What exists when a runtime calls CNI (containerd calls it before it starts the pause
+  // container): the pod-level cgroup kubelet made, pod<uid>, and the netns; no process yet.
+  Pod sandbox(const std::string& name, const std::string& k8s_name) const {
     Pod pod{name, "zm-" + lab_->name() + "-" + name,
-            lab_->topology().at("cgroupRoot").get<std::string>() + "/node1/" + name, nullptr};
+            lab_->topology().at("cgroupRoot").get<std::string>() + "/node1/pod" + uid_of(k8s_name)};
     EXPECT_EQ(run({"ip", "netns", "add", pod.netns}).exit_code, 0);
     fs::create_directories(pod.cgroup);
-    pod.holder = std::make_unique<Process>(in_pod(pod, {"sleep", "600"}));
-    for (int i = 0; i < 50 && read_file(pod.cgroup + "/cgroup.procs").empty(); ++i)
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
     return pod;
   }
+  static std::string uid_of(const std::string& k8s_name) { return "0000-" + k8s_name; }
   // argv that runs `command` inside the pod (its cgroup, then its netns).
   std::vector<std::string> in_pod(const Pod& pod, const std::vector<std::string>& command) const {
     std::vector<std::string> argv{
@@ -98,7 +96,7 @@ class CniTest : public ::testing::Test {
   }
   static std::string k8s_args(const std::string& name, const std::string& ns = "default") {
     // As kubelet passes them (IgnoreUnknown: the Go plugins refuse keys they do not know).
-    return "IgnoreUnknown=1;K8S_POD_NAMESPACE=" + ns + ";K8S_POD_NAME=" + name + ";K8S_POD_UID=uid-" + name +
+    return "IgnoreUnknown=1;K8S_POD_NAMESPACE=" + ns + ";K8S_POD_NAME=" + name + ";K8S_POD_UID=" + uid_of(name) +
            ";K8S_POD_SERVICE_ACCOUNT=cni-sa";
   }
   // ptp then zmesh-cni ADD: returns ptp's result (the chain's prevResult) and zmesh-cni's.
@@ -127,7 +125,7 @@ class CniTest : public ::testing::Test {
 };
 
 TEST_F(CniTest, AChainedAddMeshesThePodAndDelLeavesNothing) {
-  Pod pod = sandbox("app91-n1");
+  Pod pod = sandbox("app91-n1", "cni-pod");
   const std::string args = k8s_args("cni-pod");
   auto [prev, added] = add(pod, args);
   ASSERT_EQ(added.exit_code, 0) << added.out << added.err;
@@ -189,7 +187,7 @@ TEST_F(CniTest, AChainedAddMeshesThePodAndDelLeavesNothing) {
 }
 
 TEST_F(CniTest, BadInputZmeshdDownOptOutsAndRestartReconciliation) {
-  Pod pod = sandbox("app92-n1");
+  Pod pod = sandbox("app92-n1", "p");
   auto code_of = [](const Result& r) { return json::parse(r.out).at("code").get<int>(); };
   // Malformed: not JSON (6), no prevResult (7), bad version (1), no pod name (4), unknown command (4).
   const std::string file = state() + "/garbage.json";
@@ -205,6 +203,11 @@ TEST_F(CniTest, BadInputZmeshdDownOptOutsAndRestartReconciliation) {
   EXPECT_EQ(code_of(plugin("zmesh-cni", "ADD", pod, zmesh_conf(json::object()), "IgnoreUnknown=1;K8S_POD_NAME=p")), 4);
   EXPECT_EQ(code_of(plugin("zmesh-cni", "FROB", pod, zmesh_conf(json::object()), k8s_args("p"))), 4);
   auto version = plugin("zmesh-cni", "VERSION", pod, json::object(), "");
+  // No pod cgroup for that UID: refused (never a guessed cgroup).
+  auto prev_stub = json::parse(R"({"cniVersion": "1.0.0", "ips": [{"address": "10.244.1.119/24"}]})");
+  auto nocg = plugin("zmesh-cni", "ADD", pod, zmesh_conf(prev_stub), k8s_args("nobody"));
+  EXPECT_EQ(code_of(nocg), 11) << nocg.out;
+  EXPECT_NE(nocg.out.find("no cgroup for pod UID 0000-nobody"), std::string::npos) << nocg.out;
   EXPECT_EQ(json::parse(version.out).at("supportedVersions"), json::array({"0.4.0", "1.0.0"}));
 
   auto ptp = plugin("ptp", "ADD", pod, ptp_conf(), k8s_args("p"));
@@ -230,7 +233,6 @@ TEST_F(CniTest, BadInputZmeshdDownOptOutsAndRestartReconciliation) {
   // zmeshd drops it from the runtime layer and the kernel.
   ASSERT_EQ(plugin("zmesh-cni", "ADD", pod, zmesh_conf(prev), k8s_args("p")).exit_code, 0);
   ASSERT_TRUE(has_ip(maps("node1").at("workloads"), pod_ip(prev)));
-  pod.holder.reset();
   for (int i = 0; i < 50 && rmdir(pod.cgroup.c_str()) != 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   ASSERT_FALSE(fs::exists(pod.cgroup));
   lab_->restart("node1");
@@ -271,11 +273,30 @@ TEST(ZmeshCniInstaller, AddsItselfToTheConflistAndRemovesItself) {
   ASSERT_EQ(install("uninstall").exit_code, 0);
   EXPECT_EQ(conflist("10-ptp.conflist").at("plugins").size(), 2u);
   EXPECT_FALSE(fs::exists(dir / "bin/zmesh-cni"));
+  // A single-plugin .conf sorts first: that is what the runtime uses, and it cannot chain.
+  std::ofstream(dir / "net.d/05-bridge.conf") << R"({"cniVersion": "1.0.0", "name": "b", "type": "bridge"})";
+  auto single = install("install");
+  EXPECT_EQ(single.exit_code, 1);
+  EXPECT_NE(single.err.find("05-bridge.conf, a single-plugin config"), std::string::npos) << single.err;
+  fs::remove(dir / "net.d/05-bridge.conf");
+  // --wait puts the entry back when the main plugin rewrites its config, and leaves it on SIGTERM.
+  std::vector<std::string> argv{bin_path("zmesh-cni"), "install", "--wait"};
+  argv.insert(argv.end(), where.begin(), where.end());
+  {
+    Process waiting(argv, Process::Stderr::Merge);
+    ASSERT_TRUE(waiting.wait_for("added to").has_value());
+    std::ofstream(dir / "net.d/10-ptp.conflist")
+        << R"({"cniVersion": "1.0.0", "name": "k8s", "plugins": [{"type": "ptp"}]})";  // as Calico would
+    ASSERT_TRUE(waiting.wait_for("added to").has_value()) << "re-added";
+    waiting.kill(SIGTERM);
+    EXPECT_EQ(waiting.wait(), 0);
+  }
+  EXPECT_EQ(conflist("10-ptp.conflist").at("plugins").back().at("type"), "zmesh-cni") << "SIGTERM leaves it";
   fs::remove(dir / "net.d/10-ptp.conflist");
   fs::remove(dir / "net.d/99-other.conflist");
   auto none = install("install");
   EXPECT_EQ(none.exit_code, 1);
-  EXPECT_NE(none.err.find("no .conflist in"), std::string::npos) << none.err;
+  EXPECT_NE(none.err.find("no CNI config in"), std::string::npos) << none.err;
   fs::remove_all(dir);
 }
 

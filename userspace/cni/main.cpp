@@ -2,9 +2,9 @@
 // main plugin and enrolls the pod with the node's zmeshd over its control socket, as istio-cni
 // does for ztunnel. Invoked by a container runtime with CNI_COMMAND in the environment and the
 // network config on stdin:
-//   ADD     the pod's IPs (prevResult), host-side veth (prevResult), cgroup (the cgroup v2 of a
-//           process in CNI_NETNS: the pod's, when K8S_POD_UID names an ancestor) and identity
-//           (K8S_POD_NAMESPACE, K8S_POD_NAME, K8S_POD_SERVICE_ACCOUNT in CNI_ARGS) -> `enroll`;
+//   ADD     the pod's IPs (prevResult), host-side veth (prevResult), cgroup (the pod-level
+//           cgroup kubelet made for K8S_POD_UID) and identity (K8S_POD_NAMESPACE, K8S_POD_NAME,
+//           K8S_POD_SERVICE_ACCOUNT in CNI_ARGS) -> `enroll`;
 //           prints prevResult. zmeshd unreachable: error 11 (fail closed) unless "failOpen".
 //   DEL     `unenroll`; succeeds also when zmeshd or the pod is gone (zmeshd drops pods whose
 //           cgroup vanished when it starts).
@@ -12,7 +12,8 @@
 //   VERSION the versions above.
 // With arguments it is the installer a DaemonSet runs: `zmesh-cni install|uninstall --bin-dir
 // D --conf-dir D [--wait]` copies itself into the CNI bin dir and adds itself to the end of the
-// first .conflist (removing both again on uninstall, or on SIGTERM with --wait).
+// .conflist the runtime uses (removing both on uninstall); --wait stays and re-adds it when the
+// main plugin rewrites its config.
 // Errors are CNI error JSON on stdout (code, msg, details) and exit status 1.
 #include <signal.h>
 #include <sys/stat.h>
@@ -66,37 +67,41 @@ std::map<std::string, std::string> cni_args() {
 
 const std::vector<std::string> kVersions = {"0.4.0", "1.0.0"};
 
-// The cgroup v2 directory of a process in the netns at `netns_path`, climbed up to the pod's
-// own cgroup when `pod_uid` names an ancestor (kubepods/.../pod<uid> with '-' or '_').
-fs::path pod_cgroup(const std::string& netns_path, const std::string& pod_uid) {
-  struct stat target{};
-  if (stat(netns_path.c_str(), &target) != 0)
-    throw CniError{kInvalidEnvironment, "CNI_NETNS " + netns_path + ": " + std::strerror(errno), ""};
+// The pod's cgroup v2 directory, which kubelet makes before it asks the runtime for the
+// sandbox (so before any process of the pod exists): `pod<uid>` (cgroupfs driver) or
+// `...-pod<uid_with_underscores>.slice` (systemd driver), searched under the cgroup v2 mount.
+// Never a guess: no match, or two, is an error.
+fs::path pod_cgroup(const std::string& pod_uid) {
+  if (pod_uid.empty())
+    throw CniError{kInvalidEnvironment, "CNI_ARGS has no K8S_POD_UID",
+                   "zmesh-cni finds the pod's cgroup by the pod's UID (kubelet passes it)"};
   const auto mount = zmesh::find_mount("cgroup2");
   if (!mount) throw CniError{kTryAgain, "cgroup v2 is not mounted on this node", "zmesh needs cgroup v2"};
-  for (const auto& entry : fs::directory_iterator("/proc")) {
-    const std::string pid = entry.path().filename();
-    if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
-    struct stat ns{};
-    if (stat((entry.path() / "ns/net").c_str(), &ns) != 0 || ns.st_ino != target.st_ino || ns.st_dev != target.st_dev)
+  std::string underscored = pod_uid;
+  std::replace(underscored.begin(), underscored.end(), '-', '_');
+  const std::string cgroupfs = "pod" + pod_uid, systemd = "-pod" + underscored + ".slice";
+  std::vector<fs::path> found;
+  std::error_code ec;
+  for (auto it = fs::recursive_directory_iterator(*mount, fs::directory_options::skip_permission_denied, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (it.depth() > 5) {
+      it.disable_recursion_pending();
       continue;
-    std::ifstream in(entry.path() / "cgroup");
-    for (std::string line; std::getline(in, line);) {
-      if (line.rfind("0::", 0) != 0) continue;
-      fs::path cgroup = *mount / fs::path(line.substr(3)).relative_path();
-      if (!pod_uid.empty()) {
-        std::string dashed = pod_uid, underscored = pod_uid;
-        std::replace(underscored.begin(), underscored.end(), '-', '_');
-        for (fs::path p = cgroup; p != *mount && p.has_relative_path(); p = p.parent_path()) {
-          const std::string name = p.filename();
-          if (name.find(dashed) != std::string::npos || name.find(underscored) != std::string::npos) return p;
-        }
-      }
-      return cgroup;
+    }
+    if (!it->is_directory(ec)) continue;
+    const std::string name = it->path().filename();
+    if (name == cgroupfs || (name.size() > systemd.size() && name.ends_with(systemd))) {
+      found.push_back(it->path());
+      it.disable_recursion_pending();  // its containers' cgroups are inside
     }
   }
-  throw CniError{kTryAgain, "no process runs in " + netns_path + " yet, so its cgroup is unknown",
-                 "zmesh-cni finds the pod's cgroup through a process in the pod's network namespace"};
+  if (found.empty())
+    throw CniError{kTryAgain, "no cgroup for pod UID " + pod_uid + " under " + mount->string(),
+                   "kubelet makes pod" + pod_uid + " (cgroupfs) or *-pod" + underscored + ".slice (systemd)"};
+  if (found.size() > 1)
+    throw CniError{kInvalidEnvironment, "two cgroups claim pod UID " + pod_uid,
+                   found[0].string() + " and " + found[1].string()};
+  return found.front();
 }
 
 json read_config() {
@@ -165,7 +170,8 @@ std::string host_veth(const json& prev) {
   std::string out;
   if (prev.contains("interfaces") && prev["interfaces"].is_array())
     for (const auto& i : prev["interfaces"])
-      if (!i.contains("sandbox") || i["sandbox"].get<std::string>().empty()) out = i.value("name", "");
+      if (!i.contains("sandbox") || !i["sandbox"].is_string() || i["sandbox"].get<std::string>().empty())
+        out = i.value("name", "");
   return out;
 }
 
@@ -190,7 +196,7 @@ json add(const json& conf) {
                    {"namespace", pod.namespace_},
                    {"serviceAccount", service_account},
                    {"workloadIps", ips},
-                   {"cgroup", pod_cgroup(env("CNI_NETNS"), pod.uid).string()}};
+                   {"cgroup", pod_cgroup(pod.uid).string()}};
   if (!pod.uid.empty()) workload["uid"] = pod.uid;
   if (const auto veth = host_veth(prev); !veth.empty()) workload["hostVeth"] = veth;
   try {
@@ -208,6 +214,7 @@ json add(const json& conf) {
 
 void del(const json& conf) {
   const auto args = cni_args();
+  if (!args.contains("K8S_POD_NAMESPACE") || !args.contains("K8S_POD_NAME")) return;  // never enrolled by us
   const Pod pod = pod_of(args);
   try {
     zmesh::control::call(socket_of(conf), {{"command", "unenroll"}, {"name", pod.namespace_ + "/" + pod.name}});
@@ -233,8 +240,9 @@ void check(const json& conf) {
     if (w.value("namespace", "") == pod.namespace_ && w.value("name", "") == pod.name) {
       if (!w.value("enrolledHere", false))
         throw CniError{kNotEnrolled, pod.namespace_ + "/" + pod.name + " is known but not enrolled on this node", ""};
+      const json known = w.value("workloadIps", json::array());
       for (const auto& ip : ips)
-        if (std::find(w["workloadIps"].begin(), w["workloadIps"].end(), ip) == w["workloadIps"].end())
+        if (std::find(known.begin(), known.end(), ip) == known.end())
           throw CniError{kNotEnrolled, pod.namespace_ + "/" + pod.name + " is enrolled without " + ip, w.dump()};
       return;
     }
@@ -254,15 +262,21 @@ void write_atomically(const fs::path& path, const std::string& text, fs::perms p
   fs::rename(tmp, path);
 }
 
-// The config the runtime uses: the first .conflist by name.
+// The config the runtime uses, as libcni picks it: the first .conf, .conflist or .json by
+// name. Chaining needs a list: a single-plugin file there is an error, not a silent miss.
 fs::path conflist_in(const fs::path& dir) {
-  std::vector<fs::path> lists;
-  for (const auto& e : fs::directory_iterator(dir))
-    if (e.path().extension() == ".conflist") lists.push_back(e.path());
-  if (lists.empty())
-    throw std::runtime_error("no .conflist in " + dir.string() + " (install the cluster's main CNI plugin first)");
-  std::sort(lists.begin(), lists.end());
-  return lists.front();
+  std::vector<fs::path> files;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const auto ext = e.path().extension();
+    if (ext == ".conflist" || ext == ".conf" || ext == ".json") files.push_back(e.path());
+  }
+  if (files.empty())
+    throw std::runtime_error("no CNI config in " + dir.string() + " (install the cluster's main CNI plugin first)");
+  std::sort(files.begin(), files.end());
+  if (files.front().extension() != ".conflist")
+    throw std::runtime_error("the runtime uses " + files.front().string() +
+                             ", a single-plugin config: zmesh-cni chains only into a .conflist");
+  return files.front();
 }
 
 int install(const fs::path& bin_dir, const fs::path& conf_dir, const json& entry, bool remove) {
@@ -326,15 +340,26 @@ int installer(int argc, char** argv) {
   if (command != "install") throw std::runtime_error("unknown command '" + command + "' (install, uninstall)");
   install(bin_dir, conf_dir, entry, false);
   if (!wait) return 0;
-  // As istio-cni's installer: stay, and take the plugin out when the DaemonSet pod stops.
+  // Stay, and put the entry back whenever the main plugin rewrites its config. SIGTERM (a
+  // rollout) leaves it in place: pods created meanwhile wait for zmeshd (fail closed) rather
+  // than start unmeshed; `zmesh-cni uninstall` takes it out.
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
   sigprocmask(SIG_BLOCK, &set, nullptr);
-  int sig = 0;
-  sigwait(&set, &sig);
-  return install(bin_dir, conf_dir, entry, true);
+  const timespec period{2, 0};
+  for (;;) {
+    if (sigtimedwait(&set, nullptr, &period) > 0) return 0;
+    try {
+      std::ifstream in(conflist_in(conf_dir));
+      const json list = json::parse(in);
+      const auto& plugins = list.at("plugins");
+      if (plugins.empty() || plugins.back().value("type", "") != "zmesh-cni") install(bin_dir, conf_dir, entry, false);
+    } catch (const std::exception& e) {
+      std::cerr << "zmesh-cni: watching " << conf_dir.string() << ": " << e.what() << '\n';
+    }
+  }
 }
 
 }  // namespace

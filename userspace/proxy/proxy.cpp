@@ -28,6 +28,7 @@
 
 #include "zmesh/address.h"
 #include "zmesh/http2.h"
+#include "hbone_head.h"
 
 namespace zmesh {
 namespace {
@@ -48,42 +49,6 @@ std::optional<std::pair<tcp::endpoint, tcp::endpoint>> ends_of(const tcp::socket
   auto peer = socket.remote_endpoint(ec1), local = socket.local_endpoint(ec2);
   if (ec1 || ec2) return std::nullopt;
   return std::pair{unmapped(peer), unmapped(local)};
-}
-
-// The client's address from a `forwarded: for="10.244.1.2"` header, else `fallback`.
-asio::ip::address forwarded_for(const std::string& header, const asio::ip::address& fallback) {
-  auto at = header.find("for=");
-  if (at == std::string::npos) return fallback;
-  std::string value = header.substr(at + 4, header.find(';', at) - at - 4);
-  std::erase(value, '"');
-  if (!value.empty() && value.front() == '[') value = value.substr(1, value.find(']') - 1);
-  error_code ec;
-  auto ip = asio::ip::make_address(value, ec);
-  return ec ? fallback : ip;
-}
-
-// "10.1.2.3:80" or "[fd00::1]:80"; nullopt when malformed.
-std::optional<tcp::endpoint> parse_authority(const std::string& authority) {
-  std::string host;
-  std::string port;
-  if (!authority.empty() && authority[0] == '[') {
-    auto close = authority.find("]:");
-    if (close == std::string::npos) return std::nullopt;
-    host = authority.substr(1, close - 1);
-    port = authority.substr(close + 2);
-  } else {
-    auto colon = authority.rfind(':');
-    if (colon == std::string::npos || authority.find(':') != colon) return std::nullopt;
-    host = authority.substr(0, colon);
-    port = authority.substr(colon + 1);
-  }
-  error_code ec;
-  auto ip = asio::ip::make_address(host, ec);
-  if (ec || port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos)
-    return std::nullopt;
-  const int n = std::stoi(port);
-  if (n <= 0 || n > 65535) return std::nullopt;
-  return tcp::endpoint(ip, static_cast<uint16_t>(n));
 }
 
 // Closes with RST, so the peer application learns the connection failed (not a clean end).
@@ -594,14 +559,20 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
     record.destination = to.target;
     record.labels = labels("source", &src, src.identity, dst, to.service, snap.mesh, to.target.port(),
                            over_hbone ? "mutual_tls" : "none");
+    bool same_node = false;
     auto refused = [&](const char* flags) {
       record.labels.response_flags = flags;
       telemetry.failed(record);
+      if (same_node) {  // this node is the destination's too: it reports as that side as well
+        ConnectionRecord inbound = record;
+        inbound.direction = "inbound";
+        inbound.labels.reporter = "destination";
+        telemetry.failed(inbound);
+      }
       abort_socket(client);
       return Delivery::Done;
     };
     RelayResult result;
-    bool same_node = false;
     if (!over_hbone) {
       if (dst.local) {
         // This node is the destination's node: it authorizes, as the far side of HBONE would.
@@ -719,12 +690,6 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
     Workload unknown_pod;  // a pod of another node's CNI, inside a pod CIDR: lives in this frame
     if (const Workload* dst = mesh.by_ip(orig->address())) {
       candidates.push_back({dst, *orig});
-    } else if (in_pod_cidr(orig->address())) {
-      unknown_pod.config.name = "unknown";
-      unknown_pod.config.namespace_ = "unknown";
-      unknown_pod.config.node = "pod " + unmapped(orig->address()).to_string();  // its own pool entry
-      unknown_pod.identity = SpiffeId{mesh.trust_domain(), "", ""};
-      candidates.push_back({&unknown_pod, *orig});
     } else if (const Service* service = mesh.service_by_vip(orig->address())) {
       const std::string name = service->config.namespace_ + "/" + service->config.name;
       record.labels.destination_service = service_hostname(*service);
@@ -733,6 +698,12 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
         co_return refuse("service " + name + " has no port " + std::to_string(orig->port()));
       if (service->endpoints.empty()) co_return refuse("service " + name + " has no endpoints");
       candidates = endpoints_of(*service, port->second);
+    } else if (in_pod_cidr(orig->address())) {
+      unknown_pod.config.name = "unknown";
+      unknown_pod.config.namespace_ = "unknown";
+      unknown_pod.config.node = "pod " + unmapped(orig->address()).to_string();  // its own pool entry
+      unknown_pod.identity = SpiffeId{mesh.trust_domain(), "", ""};
+      candidates.push_back({&unknown_pod, *orig});
     } else {
       co_return refuse("unknown destination, refused");
     }
@@ -829,6 +800,7 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
       timer.expires_after(std::min(options.pool_idle_timeout / 2, std::chrono::milliseconds(1000)));
       co_await timer.async_wait(use_tuple);
       const auto now = std::chrono::steady_clock::now();
+      std::erase_if(pool, [&](const auto& entry) { return entry.second.empty() && !connecting.contains(entry.first); });
       for (auto& [key, conns] : pool) {
         std::erase_if(conns, [&](const std::shared_ptr<http2::Connection>& c) {
           if (c->active_streams() == 0 && now - c->idle_since() >= options.pool_idle_timeout) {
@@ -916,14 +888,14 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
       telemetry.failed(record);
     };
     if (stream->method() != "CONNECT") co_return refuse(400, "method " + stream->method() + " is not CONNECT");
-    const auto target = parse_authority(stream->authority());
+    const auto target = hbone::parse_authority(stream->authority());
     if (!target) co_return refuse(400, "malformed :authority (want ip:port)");
     const auto snap = state.current();
     const Workload* workload = snap->mesh.by_ip(target->address());
     if (!workload || !workload->local) co_return refuse(400, "the authority is not a pod on this node");
     if (workload->identity != server) co_return refuse(400, "the pod is " + workload->identity.uri() +
                                                                 ", not the identity this connection presented");
-    const auto source_ip = forwarded_for(stream->forwarded(), peer.address());
+    const auto source_ip = hbone::forwarded_for(stream->forwarded(), peer.address());
     record.source = tcp::endpoint(source_ip, peer.port());
     record.destination = *target;
     const Workload* source = snap->mesh.by_ip(source_ip);

@@ -23,21 +23,6 @@ namespace asio = boost::asio;
 using local = asio::local::stream_protocol;
 using nlohmann::json;
 
-std::string key_argument(const json& request) {
-  if (!request.contains("name") || !request["name"].is_string())
-    throw ConfigError("name: expected \"namespace/name\"");
-  const auto name = request["name"].get<std::string>();
-  const auto slash = name.find('/');
-  if (slash == std::string::npos || slash == 0 || slash + 1 == name.size() || name.find('/', slash + 1) != std::string::npos)
-    throw ConfigError("name: expected \"namespace/name\", got \"" + name + "\"");
-  return name;
-}
-
-const json& object_argument(const json& request, const char* key) {
-  if (!request.contains(key) || !request[key].is_object()) throw ConfigError(std::string(key) + ": expected an object");
-  return request[key];
-}
-
 }  // namespace
 
 ControlServer::ControlServer(asio::io_context& io, std::filesystem::path socket_path, Controller& controller,
@@ -114,11 +99,8 @@ asio::awaitable<void> ControlServer::serve(local::socket socket) {
       co_return;  // gone, or the deadline passed: nobody to answer
     } else {
       try {
-        reply["result"] = handle(json::parse(line.substr(0, n)));
+        reply["result"] = handle(line.substr(0, n));
         reply["ok"] = true;
-      } catch (const json::exception& e) {
-        reply["ok"] = false;
-        reply["error"] = std::string("request is not valid JSON: ") + e.what();
       } catch (const std::exception& e) {
         reply["ok"] = false;
         reply["error"] = e.what();
@@ -129,51 +111,34 @@ asio::awaitable<void> ControlServer::serve(local::socket socket) {
   co_await asio::async_write(socket, asio::buffer(out), asio::as_tuple(asio::use_awaitable));
 }
 
-json ControlServer::handle(const json& request) {
-  if (!request.is_object() || !request.contains("command") || !request["command"].is_string())
-    throw ConfigError("command: missing (expected {\"command\": \"status\"} and the like)");
-  const std::string command = request["command"];
-  if (command == "status") return controller_.status();
-  if (command == "workloads") return controller_.workloads();
-  if (command == "services") return controller_.services();
-  if (command == "policies") return controller_.policies();
-  if (command == "certs") return controller_.certificates();
-  if (command == "maps") {
-    json maps = control::maps_json(PinnedMaps(pin_root_));
-    const json policies = controller_.policies();
-    for (auto& rule : maps["denyRules"]) {
-      const auto id = rule["rule"].get<size_t>();
-      if (id >= 1 && id <= policies.size())
-        rule["policy"] = policies[id - 1]["namespace"].get<std::string>() + "/" + policies[id - 1]["name"].get<std::string>();
+json ControlServer::handle(const std::string& line) {
+  const auto request = control::parse_request(line, controller_.node());
+  using C = control::Request::Command;
+  switch (request.command) {
+    case C::Status: return controller_.status();
+    case C::Workloads: return controller_.workloads();
+    case C::Services: return controller_.services();
+    case C::Policies: return controller_.policies();
+    case C::Certs: return controller_.certificates();
+    case C::Maps: {
+      json maps = control::maps_json(PinnedMaps(pin_root_));
+      const json policies = controller_.policies();
+      for (auto& rule : maps["denyRules"]) {
+        const auto id = rule["rule"].get<size_t>();
+        if (id >= 1 && id <= policies.size())
+          rule["policy"] =
+              policies[id - 1]["namespace"].get<std::string>() + "/" + policies[id - 1]["name"].get<std::string>();
+      }
+      maps["pinRoot"] = pin_root_.string();
+      return maps;
     }
-    maps["pinRoot"] = pin_root_.string();
-    return maps;
+    case C::Enroll: controller_.enroll(*request.workload); break;
+    case C::Unenroll: controller_.unenroll(request.name); break;
+    case C::PolicyApply: controller_.apply_policy(*request.policy); break;
+    case C::PolicyDelete: controller_.delete_policy(request.name); break;
+    case C::Reload: reload_(); break;
   }
-  if (command == "enroll") {
-    json workload = object_argument(request, "workload");
-    if (!workload.contains("node")) workload["node"] = controller_.node();
-    controller_.enroll(parse_workload(workload, "workload"));
-    return controller_.status();
-  }
-  if (command == "unenroll") {
-    controller_.unenroll(key_argument(request));
-    return controller_.status();
-  }
-  if (command == "policy-apply") {
-    controller_.apply_policy(parse_policy(object_argument(request, "policy"), "policy"));
-    return controller_.status();
-  }
-  if (command == "policy-delete") {
-    controller_.delete_policy(key_argument(request));
-    return controller_.status();
-  }
-  if (command == "reload") {
-    reload_();
-    return controller_.status();
-  }
-  throw ConfigError("command: unknown '" + command +
-                    "' (status, workloads, services, policies, certs, maps, enroll, unenroll, policy-apply, "
-                    "policy-delete, reload)");
+  return controller_.status();
 }
 
 }  // namespace zmesh

@@ -25,7 +25,7 @@ class ControlServer {
 
  private:
   boost::asio::awaitable<void> serve(boost::asio::local::stream_protocol::socket socket);
-  nlohmann::json handle(const nlohmann::json& request);
+  nlohmann::json handle(const std::string& line);
 
   boost::asio::io_context& io_;
   std::filesystem::path path_;

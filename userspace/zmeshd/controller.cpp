@@ -87,8 +87,8 @@ void Controller::start() {
     // Pods deleted while no zmeshd ran (their DEL found nobody): their cgroup is gone.
     const size_t before = runtime.workloads.size();
     std::erase_if(runtime.workloads, [&](const WorkloadConfig& w) {
-      std::error_code ec;
-      const bool gone = w.node == options_.node && !w.cgroup.empty() && !std::filesystem::exists(w.cgroup, ec);
+      std::error_code ec;  // only "does not exist" counts: an unreadable path is not a gone pod
+      const bool gone = w.node == options_.node && !w.cgroup.empty() && !std::filesystem::exists(w.cgroup, ec) && !ec;
       if (gone) spdlog::info("controller: {} left while zmeshd was down (cgroup {} is gone): dropped", key_of(w), w.cgroup);
       return gone;
     });
