@@ -4,7 +4,7 @@ BUILD ?= build
 BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build test demo clean
+.PHONY: all deps build test demo fuzz sanitize clean
 
 all: build
 
@@ -21,5 +21,21 @@ test: build
 demo: build
 	scripts/demo $(BUILD)
 
+# libFuzzer (ASan + UBSan, clang) on the config parser, the policy matcher, the control
+# protocol and the HBONE request head: FUZZ_SECONDS each (make test runs 5 s each).
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	fuzz/run --seconds $(FUZZ_SECONDS)
+
+# The whole suite with ASan + UBSan (SANITIZE=thread for TSan); zmeshd reports leaks at exit.
+SANITIZE ?= address,undefined
+sanitize: deps
+	cmake -S . -B build-$(subst $(comma),-,$(SANITIZE)) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DZMESH_SANITIZE=$(SANITIZE)
+	cmake --build build-$(subst $(comma),-,$(SANITIZE)) -j$(JOBS)
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  ctest --test-dir build-$(subst $(comma),-,$(SANITIZE)) -j$(JOBS) --output-on-failure -LE fuzz
+
+comma := ,
+
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) build-fuzz build-address-undefined build-thread

@@ -8,7 +8,7 @@ set -euo pipefail
 packages=(
   # build
   build-essential cmake pkg-config make git
-  clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev
+  clang llvm libclang-rt-14-dev libbpf-dev bpftool libelf-dev zlib1g-dev
   libboost1.81-dev libssl-dev nlohmann-json3-dev libnghttp2-dev
   libspdlog-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev

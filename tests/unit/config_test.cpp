@@ -168,3 +168,19 @@ TEST(Config, TwoEntriesWithOneNameAreRejected) {
 
 }  // namespace
 }  // namespace zmesh
+
+namespace zmesh {
+namespace {
+
+// Found by fuzz/config_fuzz: nlohmann throws out_of_range (not parse_error) for a number too big.
+TEST(Config, ANumberTooBigIsInvalidJsonNotACrash) {
+  try {
+    parse_config(R"({"workloads": [{"name": 3e5796}]})");
+    FAIL() << "accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("not valid JSON"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace zmesh

@@ -110,7 +110,7 @@ json read_config() {
   json conf;
   try {
     conf = json::parse(text.str());
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for a number too big
     throw CniError{kDecodeFailed, "the network config on stdin is not JSON", e.what()};
   }
   if (!conf.is_object()) throw CniError{kDecodeFailed, "the network config on stdin is not a JSON object", ""};

@@ -256,7 +256,7 @@ MeshConfig parse_config(const std::string& json_text) {
   json root;
   try {
     root = json::parse(json_text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for a number too big
     throw ConfigError(std::string("not valid JSON: ") + e.what());
   }
   only_keys(root, "(top level)", {"workloads", "services", "policies"});

@@ -1,6 +1,8 @@
 // HBONE request head parsing (see hbone_head.h).
 #include "hbone_head.h"
 
+#include "zmesh/address.h"
+
 #include <algorithm>
 
 namespace zmesh::hbone {
@@ -38,7 +40,7 @@ std::optional<boost::asio::ip::tcp::endpoint> parse_authority(const std::string&
     return std::nullopt;
   const int n = std::stoi(port);
   if (n <= 0 || n > 65535) return std::nullopt;
-  return boost::asio::ip::tcp::endpoint(ip, static_cast<uint16_t>(n));
+  return boost::asio::ip::tcp::endpoint(unmapped(ip), static_cast<uint16_t>(n));  // ::ffff:a.b.c.d is a.b.c.d
 }
 
 }  // namespace zmesh::hbone

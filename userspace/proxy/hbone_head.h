@@ -9,7 +9,8 @@
 
 namespace zmesh::hbone {
 
-// The target of a CONNECT; nullopt when malformed (no port, port 0 or > 65535, not an IP).
+// The target of a CONNECT, IPv4-mapped addresses as IPv4; nullopt when malformed (no port,
+// port 0 or > 65535, not an IP).
 std::optional<boost::asio::ip::tcp::endpoint> parse_authority(const std::string& authority);
 // The client's address from `for="10.244.1.2"` (or `for="[fd00::2]"`), else `fallback`.
 boost::asio::ip::address forwarded_for(const std::string& header, const boost::asio::ip::address& fallback);

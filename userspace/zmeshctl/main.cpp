@@ -47,7 +47,7 @@ std::string read_input(const std::string& file) {
 nlohmann::json parse_json_input(const std::string& file) {
   try {
     return nlohmann::json::parse(read_input(file));
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {
     throw std::runtime_error((file == "-" ? std::string("stdin") : file) + ": not valid JSON: " + e.what());
   }
 }
