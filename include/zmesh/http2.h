@@ -151,6 +151,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Signal want_write_;
   bool closed_ = false;
   bool draining_ = false;
+  bool bad_input_ = false;  // the peer sent what nghttp2 could not take: flush, then close
   int loops_running_ = 0;
   std::chrono::steady_clock::time_point idle_since_ = std::chrono::steady_clock::now();
 };

@@ -206,7 +206,8 @@ TEST_F(MeshStateTest, AReloadAddsChangesAndRemovesKernelEntriesLeavingNothingSta
   expected.erase(lab_->pod("app2-n2").at("ip6").get<std::string>());
   expected.insert("10.96.0.9");
   EXPECT_EQ(ips_of(maps("node1").at("destinations")), expected) << "exactly the new config's addresses";
-  for (const auto& w : maps("node1").at("workloads")) {
+  const json node1_maps = maps("node1");  // named: a range-for over a temporary's member dangles
+  for (const auto& w : node1_maps.at("workloads")) {
     if (w.at("ip") == ip("app1-n1")) {
       EXPECT_EQ(w.at("mtlsMode"), "PERMISSIVE");
     }

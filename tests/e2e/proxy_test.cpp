@@ -262,6 +262,48 @@ TEST_F(ProxyTest, SigtermDrainsOpenConnectionsThenExits) {
   EXPECT_NE(after.exit_code, 0);
 }
 
+TEST_F(ProxyTest, NonTlsClientsAndHttp2GarbageOn15008EndThereAndNothingElse) {
+  up();
+  auto server = echo_server(*lab_, "app1-n2", 8080);
+  const std::string hbone = ip("app1-n2") + ":15008";
+  // Plain HTTP to the HBONE port: the TLS handshake fails, the connection is closed.
+  auto plain = run(lab_->exec("node1", {"curl", "-sS", "--max-time", "5", "http://" + hbone + "/"}));
+  EXPECT_NE(plain.exit_code, 0);
+  // TLS with a valid certificate and h2, then bytes that are not HTTP/2: the session ends.
+  const auto cert = mint("garbler", lab_ca_dir());
+  auto garbage = run(lab_->exec(
+      "node1", {"sh", "-c",
+                "printf 'this is not an HTTP/2 connection preface at all\\r\\n\\r\\n' | timeout 10 openssl s_client "
+                "-quiet -connect \"$0\" -cert \"$1\" -key \"$2\" -CAfile \"$3\" -alpn h2 2>&1; echo exit=$?",
+                hbone, cert.first, cert.second, lab_->topology().at("ca").at("cert").get<std::string>()}));
+  EXPECT_EQ(garbage.out.find("exit=124"), std::string::npos) << "the server hung up, not the timeout: " << garbage.out;
+  auto metrics = run(lab_->exec("node1", {"curl", "-sS", "--max-time", "5", "http://10.100.0.2:15020/metrics"}));
+  EXPECT_NE(metrics.out.find("zmesh_tls_handshake_failures_total{reason=\"protocol\"} 1\n"), std::string::npos)
+      << metrics.out;
+  // The daemon carries on.
+  expect_whole(echo_send(*lab_, "app1-n1", ip("app1-n2"), 8080, 65536), 65536);
+}
+
+TEST_F(ProxyTest, SigkillUnderTrafficFailsClosedAndARestartRecovers) {
+  up();
+  auto server = echo_server(*lab_, "app1-n2", 8080, {"--connections", "5"});
+  Process slow(lab_->exec("app1-n1", {bin_path("zm-echo"), "send", "--to", ip("app1-n2"), "--port", "8080", "--bytes",
+                                      std::to_string(40 * 65536), "--pause-ms", "100"}));
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  ASSERT_EQ(kill(zmeshd_pid("node1"), SIGKILL), 0);
+  EXPECT_EQ(slow.wait(), 1) << "the carried connection ends with an error, not silently cut short";
+  while (server->read_line(std::chrono::milliseconds(1000))) {
+  }
+  // Redirection stays: a new connection is captured and refused; nothing reaches the server.
+  auto refused = echo_send(*lab_, "app1-n1", ip("app1-n2"), 8080, 1000, {"--connect-timeout-ms", "2000"});
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_FALSE(server->read_line(std::chrono::milliseconds(1000)).has_value()) << "nothing went around the mesh";
+  // Restarted (as a kubelet would restart the pod): it adopts the pins and carries traffic again.
+  lab_->restart("node1");
+  expect_whole(echo_send(*lab_, "app1-n1", ip("app1-n2"), 8080, 65536), 65536);
+  EXPECT_TRUE(log_shows("node1", "zmeshd ready"));
+}
+
 TEST_F(ProxyTest, PlaintextFromOutsideTheMeshReachesOnlyPermissivePods) {
   up({}, {"app1-n2"});
   auto permissive = echo_server(*lab_, "app1-n2", 8080);

@@ -296,8 +296,14 @@ asio::awaitable<void> Connection::read_loop() {
     }
     const ssize_t rv = nghttp2_session_mem_recv(session_, buf.data(), n);
     if (rv < 0) {
+      // Not HTTP/2, or broken beyond repair: nghttp2 may have queued a GOAWAY; the writer sends
+      // it and then ends the connection. Nothing more is read (a peer that sent garbage and
+      // went quiet must not hold the connection open).
       spdlog::debug("http2: bad input from peer: {}", nghttp2_strerror(static_cast<int>(rv)));
-      draining_ = true;  // nghttp2 queued a GOAWAY; the writer sends it and ends the connection
+      draining_ = true;
+      bad_input_ = true;
+      wake_writer();
+      break;
     }
     wake_writer();
   }
@@ -325,6 +331,10 @@ asio::awaitable<void> Connection::write_loop() {
       auto [ec, written] = co_await asio::async_write(tls_, asio::buffer(batch), use_tuple);
       if (ec) finish("write failed");
       continue;
+    }
+    if (bad_input_) {
+      finish("bad HTTP/2 from peer");
+      break;
     }
     if (!nghttp2_session_want_read(session_) && !nghttp2_session_want_write(session_)) {
       finish("session ended");
