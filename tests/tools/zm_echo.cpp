@@ -11,6 +11,7 @@
 #include <netdb.h>
 #include <poll.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -220,7 +221,26 @@ int send_and_verify(const std::string& to, uint16_t port, uint64_t total, int co
 
 // Opens `count` connections and keeps them open and idle until stdin closes (or a signal):
 // how the benchmarks measure a proxy's memory per open connection.
-int hold(const std::string& to, uint16_t port, int count) {
+// With `ping`, every held connection does one redis PING/+PONG round trip after they are all
+// open and again before they are closed: bytes verified on each, twice.
+int ping_all(const std::vector<int>& fds) {
+  int ok = 0;
+  for (int fd : fds) {
+    const char ping[] = "PING\r\n";
+    char reply[8] = {};
+    size_t got = 0;
+    if (write(fd, ping, sizeof ping - 1) != static_cast<ssize_t>(sizeof ping - 1)) continue;
+    while (got < 7) {
+      const ssize_t n = read(fd, reply + got, 7 - got);
+      if (n <= 0) break;
+      got += static_cast<size_t>(n);
+    }
+    if (got == 7 && std::string(reply, 7) == "+PONG\r\n") ++ok;
+  }
+  return ok;
+}
+
+int hold(const std::string& to, uint16_t port, int count, bool ping) {
   addrinfo* res = resolve(to, port);
   if (!res) return 1;
   std::vector<int> fds;
@@ -232,13 +252,27 @@ int hold(const std::string& to, uint16_t port, int count) {
     fds.push_back(fd);
   }
   freeaddrinfo(res);
-  std::printf("{\"held\":%d}\n", count);
+  if (ping) std::printf("{\"held\":%d,\"verified\":%d}\n", count, ping_all(fds));
+  else std::printf("{\"held\":%d}\n", count);
   std::fflush(stdout);
   char c;
   while (read(STDIN_FILENO, &c, 1) > 0) {
   }
+  if (ping) {
+    std::printf("{\"released\":%d,\"verified\":%d}\n", count, ping_all(fds));
+    std::fflush(stdout);
+  }
   for (int fd : fds) close(fd);
   return 0;
+}
+
+// As many descriptors as the hard limit allows: holding thousands of connections needs them.
+void raise_fd_limit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &limit);
+  }
 }
 
 }  // namespace
@@ -270,9 +304,12 @@ int main(int argc, char** argv) {
   hold_cmd->add_option("--to", to)->required();
   hold_cmd->add_option("--port", port);
   hold_cmd->add_option("--count", count)->check(CLI::PositiveNumber);
+  bool ping = false;
+  hold_cmd->add_flag("--ping", ping, "a redis PING/+PONG on every connection once all are open, and again at the end");
   CLI11_PARSE(app, argc, argv);
   std::signal(SIGPIPE, SIG_IGN);
-  if (hold_cmd->parsed()) return hold(to, port, count);  // a write to a reset connection is reported, not fatal
+  raise_fd_limit();
+  if (hold_cmd->parsed()) return hold(to, port, count, ping);  // a write to a reset connection is reported, not fatal
   return serve_cmd->parsed() ? serve(port, connections, after_eof)
                              : send_and_verify(to, port, bytes, connect_timeout_ms, pause_ms, abort_after);
 }

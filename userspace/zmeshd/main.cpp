@@ -11,6 +11,8 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <sys/resource.h>
+
 #include <csignal>
 #include <iostream>
 #include <map>
@@ -65,7 +67,19 @@ zmesh::DatapathOptions datapath_options(Options& o) {
   return d;
 }
 
+// A node proxy holds two descriptors per proxied connection on one side: the soft limit (often
+// 1024) would cap a node at a few hundred connections. Raise it to the hard limit.
+void raise_fd_limit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur >= limit.rlim_max) return;
+  const auto before = limit.rlim_cur;
+  limit.rlim_cur = limit.rlim_max;
+  if (setrlimit(RLIMIT_NOFILE, &limit) == 0)
+    spdlog::info("zmeshd: open file limit raised from {} to {}", before, limit.rlim_cur);
+}
+
 int serve(Options& o) {
+  raise_fd_limit();
   // Signals first: from "ready" on, SIGTERM must find its handler.
   boost::asio::io_context io;
   boost::asio::signal_set signals(io, SIGINT, SIGTERM);
