@@ -284,6 +284,25 @@ TEST_F(ProxyTest, NonTlsClientsAndHttp2GarbageOn15008EndThereAndNothingElse) {
   expect_whole(echo_send(*lab_, "app1-n1", ip("app1-n2"), 8080, 65536), 65536);
 }
 
+TEST_F(ProxyTest, SlowlorisIsCutOffOnTheHboneAndControlListeners) {
+  up({"--handshake-timeout-ms", "1000"});
+  // A TCP connection to :15008 that never starts TLS: closed at the handshake deadline. (A
+  // client that is not cut off would be killed by `timeout` instead: exit 124.)
+  auto hbone = run(lab_->exec("node1", {"timeout", "10", "bash", "-c", "exec 3<>/dev/tcp/$0/15008 && cat <&3 >/dev/null",
+                                        ip("app1-n2")}));
+  EXPECT_EQ(hbone.exit_code, 0) << "closed by zmeshd: " << hbone.err;
+  EXPECT_TRUE(log_shows("node2", "TLS handshake failed: Connection timed out")) << log("node2");
+  // A control socket client that sends nothing: cut off at the 5 s request deadline.
+  auto control = run({"timeout", "15", "python3", "-c",
+                      "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); "
+                      "sys.exit(0 if s.recv(1) == b'' else 1)",
+                      lab_->node("node1").at("zmeshd").at("controlSocket").get<std::string>()});
+  EXPECT_EQ(control.exit_code, 0) << control.err;
+  // The daemon serves as before.
+  auto server = echo_server(*lab_, "app1-n2", 8080);
+  expect_whole(echo_send(*lab_, "app1-n1", ip("app1-n2"), 8080, 4096), 4096);
+}
+
 TEST_F(ProxyTest, SigkillUnderTrafficFailsClosedAndARestartRecovers) {
   up();
   auto server = echo_server(*lab_, "app1-n2", 8080, {"--connections", "5"});

@@ -66,14 +66,22 @@ Result run(const std::vector<std::string>& argv, std::chrono::seconds limit) {
   close(out[1]);
   close(err[1]);
   Result result;
-  drain(out[0], err[0], result.out, result.err, Clock::now() + limit);
+  const auto deadline = Clock::now() + limit;
+  drain(out[0], err[0], result.out, result.err, deadline);
   close(out[0]);
   close(err[0]);
+  // Both pipes at EOF: the child closed them, almost always by exiting — but it is not
+  // reapable until its exit finishes. Killing it when the first waitpid finds it still running
+  // turned busy-machine races into spurious SIGKILLs (exit 137): wait, up to the deadline.
   int status = 0;
-  if (waitpid(pid, &status, WNOHANG) == 0) {
-    ::kill(pid, SIGKILL);
-    result.err += "\n[killed after " + std::to_string(limit.count()) + "s]";
-    waitpid(pid, &status, 0);
+  while (waitpid(pid, &status, WNOHANG) == 0) {
+    if (Clock::now() >= deadline) {
+      ::kill(pid, SIGKILL);
+      result.err += "\n[killed after " + std::to_string(limit.count()) + "s]";
+      waitpid(pid, &status, 0);
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   result.exit_code = decode(status);
   return result;
