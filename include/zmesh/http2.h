@@ -113,6 +113,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
   static std::shared_ptr<Connection> make(TlsStream tls, Role role, RequestHandler on_request = {});
   ~Connection();
 
+  // With an interval set before start(): a PING after `interval` without a byte from the
+  // peer, and the connection closed (every stream failed) after twice that. A peer that
+  // vanished (node gone, link cut) would otherwise hold its streams until TCP gives up,
+  // which takes many minutes.
+  void keep_alive(std::chrono::milliseconds interval) { keepalive_ = interval; }
   // Starts the read and write loops. `on_close` runs once when the connection ends.
   void start(std::function<void()> on_close = {});
 
@@ -138,6 +143,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Connection(TlsStream tls, Role role, RequestHandler on_request);
   asio::awaitable<void> read_loop();
   asio::awaitable<void> write_loop();
+  asio::awaitable<void> keepalive_loop();
   void wake_writer() { want_write_.notify(); }
   void finish(const char* why);
   void stream_closed(Stream& stream, uint32_t http2_error);
@@ -152,8 +158,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool closed_ = false;
   bool draining_ = false;
   bool bad_input_ = false;  // the peer sent what nghttp2 could not take: flush, then close
-  int loops_running_ = 0;
   std::chrono::steady_clock::time_point idle_since_ = std::chrono::steady_clock::now();
+  std::chrono::milliseconds keepalive_{0};
+  std::chrono::steady_clock::time_point last_read_ = std::chrono::steady_clock::now();
 };
 
 }  // namespace zmesh::http2

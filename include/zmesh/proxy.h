@@ -35,6 +35,7 @@ struct ProxyOptions {
   std::chrono::milliseconds connect_timeout{5000};
   std::chrono::milliseconds handshake_timeout{10000};
   std::chrono::milliseconds pool_idle_timeout{60000};  // pooled HBONE connections with no stream
+  std::chrono::milliseconds hbone_keepalive{10000};     // PING after this silence; closed after twice it
   // The cluster's pod CIDRs (--pod-cidr): a destination inside one that the config does not
   // name is a pod some node enrolled through its CNI plugin. It gets HBONE to its address, and
   // the server must present an identity of this trust domain (its exact one is unknown).

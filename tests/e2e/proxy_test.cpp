@@ -303,6 +303,26 @@ TEST_F(ProxyTest, SlowlorisIsCutOffOnTheHboneAndControlListeners) {
   expect_whole(echo_send(*lab_, "app1-n1", ip("app1-n2"), 8080, 4096), 4096);
 }
 
+TEST_F(ProxyTest, APeerNodeThatVanishesEndsItsStreamsWithAnErrorAndNothingElse) {
+  up({"--hbone-keepalive-ms", "500"});
+  auto far = echo_server(*lab_, "app1-n2", 8080);
+  auto near = echo_server(*lab_, "app2-n1", 8080);
+  Process slow(lab_->exec("app1-n1", {bin_path("zm-echo"), "send", "--to", ip("app1-n2"), "--port", "8080", "--bytes",
+                                      std::to_string(100 * 65536), "--pause-ms", "100"}),
+               Process::Stderr::Merge);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  // node2 drops off the fabric: no FIN, no RST, nothing — as a node that lost power.
+  ASSERT_EQ(run({"ip", "-n", lab_->topology().at("fabricNetns").get<std::string>(), "link", "set", "n2", "down"})
+                .exit_code,
+            0);
+  std::string seen;
+  EXPECT_TRUE(slow.wait_for("Connection reset by peer", &seen).has_value())
+      << "the stream failed, and the client was told: " << seen;
+  EXPECT_TRUE(log_shows("node1", "not even a PING answer")) << log("node1");
+  // Nothing else: a connection on node1 itself is carried as before.
+  expect_whole(echo_send(*lab_, "app1-n1", ip("app2-n1"), 8080, 65536), 65536);
+}
+
 TEST_F(ProxyTest, SigkillUnderTrafficFailsClosedAndARestartRecovers) {
   up();
   auto server = echo_server(*lab_, "app1-n2", 8080, {"--connections", "5"});

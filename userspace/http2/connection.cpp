@@ -280,9 +280,32 @@ Connection::~Connection() { nghttp2_session_del(session_); }
 void Connection::start(std::function<void()> on_close) {
   on_close_ = std::move(on_close);
   auto self = shared_from_this();
-  loops_running_ = 2;
   asio::co_spawn(tls_.get_executor(), [self]() { return self->read_loop(); }, asio::detached);
   asio::co_spawn(tls_.get_executor(), [self]() { return self->write_loop(); }, asio::detached);
+  if (keepalive_.count() > 0)
+    asio::co_spawn(tls_.get_executor(), [self]() { return self->keepalive_loop(); }, asio::detached);
+}
+
+asio::awaitable<void> Connection::keepalive_loop() {
+  auto self = shared_from_this();
+  asio::steady_timer timer(tls_.get_executor());
+  while (!closed_) {
+    timer.expires_after(keepalive_);
+    co_await timer.async_wait(use_tuple);
+    if (closed_) break;
+    const auto silent = std::chrono::steady_clock::now() - last_read_;
+    if (silent >= 2 * keepalive_) {
+      spdlog::warn("http2: no byte from the peer for {} ms, not even a PING answer: closing the connection and its "
+                   "{} streams",
+                   std::chrono::duration_cast<std::chrono::milliseconds>(silent).count(), streams_.size());
+      finish("peer silent");
+      break;
+    }
+    if (silent >= keepalive_) {
+      nghttp2_submit_ping(session_, NGHTTP2_FLAG_NONE, nullptr);
+      wake_writer();
+    }
+  }
 }
 
 asio::awaitable<void> Connection::read_loop() {
@@ -290,6 +313,7 @@ asio::awaitable<void> Connection::read_loop() {
   std::array<uint8_t, 64 << 10> buf;
   while (!closed_) {
     auto [ec, n] = co_await tls_.async_read_some(asio::buffer(buf), use_tuple);
+    last_read_ = std::chrono::steady_clock::now();
     if (ec) {
       finish(ec == asio::error::eof || ec == asio::ssl::error::stream_truncated ? "peer closed" : "read failed");
       break;
@@ -307,7 +331,6 @@ asio::awaitable<void> Connection::read_loop() {
     }
     wake_writer();
   }
-  --loops_running_;
 }
 
 asio::awaitable<void> Connection::write_loop() {
@@ -342,7 +365,6 @@ asio::awaitable<void> Connection::write_loop() {
     }
     co_await want_write_.wait();
   }
-  --loops_running_;
 }
 
 void Connection::stream_closed(Stream& stream, uint32_t http2_error) {

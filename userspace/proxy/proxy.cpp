@@ -787,6 +787,7 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
     }
     ++stats.client_handshakes;
     auto connection = http2::Connection::make(std::move(tls), http2::Connection::Role::Client);
+    connection->keep_alive(options.hbone_keepalive);
     connection->start();
     spdlog::info("hbone: connected to {} as {} (server {}, node {})", text(target), key.source.uri(),
                  key.destination.uri(), key.node);
@@ -858,6 +859,7 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
                            asio::detached);
         });
     served.insert(connection);
+    connection->keep_alive(options.hbone_keepalive);
     connection->start([weak, connection]() mutable {
       if (auto impl = weak.lock()) impl->served.erase(connection);
       connection.reset();

@@ -329,6 +329,11 @@ int main(int argc, char** argv) {
   app.add_option("--pool-idle-timeout-ms", pool_idle_ms, "close pooled HBONE connections idle this long")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  int64_t keepalive_ms = o.proxy_options.hbone_keepalive.count();
+  app.add_option("--hbone-keepalive-ms", keepalive_ms,
+                 "HBONE connections: a PING after this long without a byte from the peer, closed after twice it")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   int64_t handshake_ms = o.proxy_options.handshake_timeout.count();
   app.add_option("--handshake-timeout-ms", handshake_ms,
                  "a peer that has not finished its TLS handshake (or sent its CONNECT) by then is cut off")
@@ -337,6 +342,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   o.proxy_options.pool_idle_timeout = std::chrono::milliseconds(pool_idle_ms);
   o.proxy_options.handshake_timeout = std::chrono::milliseconds(handshake_ms);
+  o.proxy_options.hbone_keepalive = std::chrono::milliseconds(keepalive_ms);
   o.access_log.json = access_log_format == "json";
   // The log goes to stderr; stdout carries only what a command prints for scripts (--check).
   spdlog::set_default_logger(spdlog::stderr_color_mt("zmeshd"));
