@@ -36,7 +36,7 @@ class CniTest : public ::testing::Test {
                                             .pods = 1,
                                             .mesh = true,
                                             .zmeshd_args = {"--pod-cidr", "10.244.0.0/16", "--pod-cidr",
-                                                            "fd00:244::/32"}});
+                                                            "fd00:244::/32", "--gc-interval-ms", "300"}});
   }
   std::string state() const { return lab_->topology().at("stateDir"); }
   std::string socket(const std::string& node = "node1") const {
@@ -228,6 +228,20 @@ TEST_F(CniTest, BadInputZmeshdDownOptOutsAndRestartReconciliation) {
   EXPECT_EQ(plugin("zmesh-cni", "ADD", pod, zmesh_conf(prev), k8s_args("p", "kube-system")).exit_code, 0);
   EXPECT_EQ(plugin("zmesh-cni", "ADD", pod, zmesh_conf(prev), k8s_args("p") + ";ZMESH_MESH=false").exit_code, 0);
   EXPECT_FALSE(has_ip(maps("node1").at("workloads"), pod_ip(prev))) << "neither was enrolled";
+
+  // Enrolled, then its cgroup goes with no DEL (the runtime's DEL failed): zmeshd notices on
+  // its own and frees the address.
+  Pod lost = sandbox("app93-n1", "lost");
+  ASSERT_EQ(plugin("zmesh-cni", "ADD", lost, zmesh_conf(prev), k8s_args("lost")).exit_code, 0);
+  ASSERT_TRUE(has_ip(maps("node1").at("workloads"), pod_ip(prev)));
+  ASSERT_EQ(rmdir(lost.cgroup.c_str()), 0);
+  bool dropped = false;
+  for (int i = 0; i < 100 && !dropped; ++i) {
+    dropped = !has_ip(maps("node1").at("workloads"), pod_ip(prev));
+    if (!dropped) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(dropped);
+  EXPECT_TRUE(lab_->log_shows("node1", "pods gone without a DEL (cgroup removed): default/lost")) << lab_->log("node1");
 
   // Enrolled, then the pod vanishes while zmeshd is restarting (no DEL reaches it): the new
   // zmeshd drops it from the runtime layer and the kernel.

@@ -87,14 +87,31 @@ void Controller::start() {
     // Pods deleted while no zmeshd ran (their DEL found nobody): their cgroup is gone.
     const size_t before = runtime.workloads.size();
     std::erase_if(runtime.workloads, [&](const WorkloadConfig& w) {
-      std::error_code ec;  // only "does not exist" counts: an unreadable path is not a gone pod
-      const bool gone = w.node == options_.node && !w.cgroup.empty() && !std::filesystem::exists(w.cgroup, ec) && !ec;
+      const bool gone = cgroup_gone(w);
       if (gone) spdlog::info("controller: {} left while zmeshd was down (cgroup {} is gone): dropped", key_of(w), w.cgroup);
       return gone;
     });
     if (runtime.workloads.size() != before) runtime_saved_ = false;
   }
   apply(std::move(file), std::move(runtime), "start-up");
+}
+
+bool Controller::cgroup_gone(const WorkloadConfig& w) const {
+  std::error_code ec;  // only "does not exist" counts: an unreadable path is not a gone pod
+  return w.node == options_.node && !w.cgroup.empty() && !std::filesystem::exists(w.cgroup, ec) && !ec;
+}
+
+size_t Controller::drop_vanished_pods() {
+  MeshConfig runtime = runtime_;
+  std::string names;
+  std::erase_if(runtime.workloads, [&](const WorkloadConfig& w) {
+    const bool gone = cgroup_gone(w);
+    if (gone) names += (names.empty() ? "" : ", ") + key_of(w);
+    return gone;
+  });
+  const size_t dropped = runtime_.workloads.size() - runtime.workloads.size();
+  if (dropped) apply(file_, std::move(runtime), "pods gone without a DEL (cgroup removed): " + names);
+  return dropped;
 }
 
 bool Controller::reload_file(bool force) {

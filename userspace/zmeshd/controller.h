@@ -43,6 +43,10 @@ class Controller {
   // the current state stays and ConfigError says why. Returns whether anything was applied.
   bool reload_file(bool force);
 
+  // Unenrolls runtime pods of this node whose cgroup is gone (their DEL never came: zmeshd was
+  // busy or unreachable), so their addresses are free for the next pod. Returns how many.
+  size_t drop_vanished_pods();
+
   // Runtime changes; each throws ConfigError (nothing changed) when the result would be bad.
   void enroll(const WorkloadConfig& workload);
   void unenroll(const std::string& key);  // "namespace/name"
@@ -69,6 +73,7 @@ class Controller {
   Kernel kernel_for(const MeshSnapshot& snapshot) const;
   void reconcile(const Kernel& from, const Kernel& to);
   void save_runtime(const MeshConfig& runtime) const;
+  bool cgroup_gone(const WorkloadConfig& w) const;
   std::string source_of_workload(const std::string& key) const;
   std::string source_of_policy(const std::string& key) const;
 

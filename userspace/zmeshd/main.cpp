@@ -11,6 +11,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <sys/resource.h>
 
 #include <csignal>
@@ -56,6 +57,7 @@ struct Options {
   zmesh::ProxyOptions proxy_options;
   zmesh::AccessLogOptions access_log;
   std::vector<std::string> pod_cidrs;
+  int64_t gc_interval_ms = 30000;
 };
 
 zmesh::DatapathOptions datapath_options(Options& o) {
@@ -182,6 +184,21 @@ int serve(Options& o) {
     watch->start();
   }
   control.start();
+  // Runtime pods whose cgroup vanished without a DEL reaching us are dropped on a timer.
+  boost::asio::steady_timer gc(io);
+  std::function<void()> collect = [&] {
+    gc.expires_after(std::chrono::milliseconds(o.gc_interval_ms));
+    gc.async_wait([&](const boost::system::error_code& ec) {
+      if (ec) return;
+      try {
+        controller.drop_vanished_pods();
+      } catch (const std::exception& e) {
+        spdlog::error("controller: dropping vanished pods failed: {}", e.what());
+      }
+      collect();
+    });
+  };
+  collect();
   // Metrics and admin last: once readiness says 200, the datapath is attached and
   // certificates are loaded.
   auto metrics = [&] {
@@ -327,6 +344,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   int64_t pool_idle_ms = o.proxy_options.pool_idle_timeout.count();
   app.add_option("--pool-idle-timeout-ms", pool_idle_ms, "close pooled HBONE connections idle this long")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--gc-interval-ms", o.gc_interval_ms,
+                 "how often runtime-enrolled pods whose cgroup is gone (no DEL came) are dropped")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   int64_t keepalive_ms = o.proxy_options.hbone_keepalive.count();
