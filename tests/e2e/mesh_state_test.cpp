@@ -306,7 +306,7 @@ TEST_F(MeshStateTest, EnrollUnenrollAndPoliciesAtRunTimeThroughZmeshctl) {
   EXPECT_EQ(from_file.exit_code, 1);
   EXPECT_NE(from_file.err.find("comes from the config file"), std::string::npos) << from_file.err;
   auto unknown = lab_->zmeshctl("node1", {"policy", "delete", "default/nope"});
-  EXPECT_NE(unknown.err.find("no policy default/nope was applied at run time"), std::string::npos) << unknown.err;
+  EXPECT_NE(unknown.err.find("no policy default/nope was added at run time"), std::string::npos) << unknown.err;
   // Unenroll: the kernel forgets the pod.
   ctl("node1", {"unenroll", "default/app2-n1"});
   const json after = maps("node1");

@@ -139,40 +139,38 @@ bool Controller::reload_file(bool force) {
   }
 }
 
-void Controller::enroll(const WorkloadConfig& workload) {
+// Adds or replaces one runtime entry (workloads or policies, picked by `list`).
+template <typename T>
+void Controller::put_runtime(std::vector<T> MeshConfig::*list, const T& item, const std::string& cause) {
   MeshConfig runtime = runtime_;
-  put(runtime.workloads, workload);
-  apply(file_, std::move(runtime), "enroll " + key_of(workload));
+  put(runtime.*list, item);
+  apply(file_, std::move(runtime), cause + " " + key_of(item));
 }
 
+// Removes one runtime entry; an entry of the file, or none, is refused with what to do instead.
+template <typename T>
+void Controller::remove_runtime(std::vector<T> MeshConfig::*list, const std::string& key, const char* what,
+                                const std::string& cause) {
+  if (!contains_key(runtime_.*list, key)) {
+    if (contains_key(file_.*list, key))
+      throw ConfigError(std::string(what) + " " + key + " comes from the config file " + options_.config_path.string() +
+                        ": remove it there (" + cause + " removes only what was added at run time)");
+    throw ConfigError(std::string("no ") + what + " " + key + " was added at run time");
+  }
+  MeshConfig runtime = runtime_;
+  std::erase_if(runtime.*list, [&](const T& x) { return key_of(x) == key; });
+  apply(file_, std::move(runtime), cause + " " + key);
+}
+
+void Controller::enroll(const WorkloadConfig& workload) { put_runtime(&MeshConfig::workloads, workload, "enroll"); }
 void Controller::unenroll(const std::string& key) {
-  if (!contains_key(runtime_.workloads, key)) {
-    if (contains_key(file_.workloads, key))
-      throw ConfigError("workload " + key + " comes from the config file " + options_.config_path.string() +
-                        ": remove it there (unenroll removes only what was enrolled at run time)");
-    throw ConfigError("no workload " + key + " was enrolled at run time");
-  }
-  MeshConfig runtime = runtime_;
-  std::erase_if(runtime.workloads, [&](const WorkloadConfig& w) { return key_of(w) == key; });
-  apply(file_, std::move(runtime), "unenroll " + key);
+  remove_runtime(&MeshConfig::workloads, key, "workload", "unenroll");
 }
-
 void Controller::apply_policy(const AuthorizationPolicy& policy) {
-  MeshConfig runtime = runtime_;
-  put(runtime.policies, policy);
-  apply(file_, std::move(runtime), "policy apply " + key_of(policy));
+  put_runtime(&MeshConfig::policies, policy, "policy apply");
 }
-
 void Controller::delete_policy(const std::string& key) {
-  if (!contains_key(runtime_.policies, key)) {
-    if (contains_key(file_.policies, key))
-      throw ConfigError("policy " + key + " comes from the config file " + options_.config_path.string() +
-                        ": remove it there (policy delete removes only what was applied at run time)");
-    throw ConfigError("no policy " + key + " was applied at run time");
-  }
-  MeshConfig runtime = runtime_;
-  std::erase_if(runtime.policies, [&](const AuthorizationPolicy& p) { return key_of(p) == key; });
-  apply(file_, std::move(runtime), "policy delete " + key);
+  remove_runtime(&MeshConfig::policies, key, "policy", "policy delete");
 }
 
 MeshConfig Controller::merged(const MeshConfig& file, const MeshConfig& runtime) const {

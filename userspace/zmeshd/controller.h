@@ -73,6 +73,11 @@ class Controller {
   Kernel kernel_for(const MeshSnapshot& snapshot) const;
   void reconcile(const Kernel& from, const Kernel& to);
   void save_runtime(const MeshConfig& runtime) const;
+  template <typename T>
+  void put_runtime(std::vector<T> MeshConfig::*list, const T& item, const std::string& cause);
+  template <typename T>
+  void remove_runtime(std::vector<T> MeshConfig::*list, const std::string& key, const char* what,
+                      const std::string& cause);
   bool cgroup_gone(const WorkloadConfig& w) const;
   std::string source_of_workload(const std::string& key) const;
   std::string source_of_policy(const std::string& key) const;
