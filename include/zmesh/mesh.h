@@ -44,6 +44,8 @@ class Mesh {
   std::map<boost::asio::ip::address, size_t> by_ip_;
   std::vector<Service> services_;
   std::map<boost::asio::ip::address, size_t> by_vip_;
+  // (endpoint, target port) -> the first service with both: built once, read per connection.
+  std::map<std::pair<const Workload*, uint16_t>, size_t> by_endpoint_;
 };
 
 }  // namespace zmesh

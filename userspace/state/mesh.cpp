@@ -30,6 +30,9 @@ Mesh::Mesh(const MeshConfig& config, const std::string& trust_domain, const std:
                           svc.namespace_ + "'");
       service.endpoints.push_back(&*it);
     }
+    for (const Workload* endpoint : service.endpoints)
+      for (const auto& [service_port, target_port] : svc.ports)
+        by_endpoint_.emplace(std::pair{endpoint, target_port}, services_.size());  // the first service wins
     services_.push_back(std::move(service));
     for (const auto& vip : svc.vips) {
       if (by_ip_.contains(unmapped(vip)) || !by_vip_.emplace(unmapped(vip), services_.size() - 1).second)
@@ -49,13 +52,8 @@ const Workload* Mesh::by_ip(const boost::asio::ip::address& ip) const {
 }
 
 const Service* Mesh::service_for(const Workload& workload, uint16_t target_port) const {
-  for (const auto& service : services_) {
-    const bool has_port = std::any_of(service.config.ports.begin(), service.config.ports.end(),
-                                      [&](const auto& p) { return p.second == target_port; });
-    if (has_port && std::find(service.endpoints.begin(), service.endpoints.end(), &workload) != service.endpoints.end())
-      return &service;
-  }
-  return nullptr;
+  auto it = by_endpoint_.find({&workload, target_port});
+  return it == by_endpoint_.end() ? nullptr : &services_[it->second];
 }
 
 std::vector<const Workload*> Mesh::local_workloads() const {
