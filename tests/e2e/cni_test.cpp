@@ -64,13 +64,6 @@ class CniTest : public ::testing::Test {
     argv.insert(argv.end(), command.begin(), command.end());
     return argv;
   }
-  static std::string read_file(const std::string& path) {
-    std::ifstream in(path);
-    std::stringstream text;
-    text << in.rdbuf();
-    return text.str();
-  }
-
   // One plugin of the chain, as a runtime runs it: in node1's netns, env + config on stdin.
   Result plugin(const std::string& type, const std::string& command, const Pod& pod, const json& conf,
                 const std::string& args) const {

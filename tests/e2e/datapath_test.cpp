@@ -25,15 +25,6 @@ namespace {
 namespace fs = std::filesystem;
 using boost::asio::ip::make_address;
 
-// Programs attached to a cgroup for one attach type (BPF_PROG_QUERY).
-uint32_t attached(const fs::path& cgroup, bpf_attach_type type) {
-  int fd = open(cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  uint32_t ids[16], count = 16, flags = 0;
-  int rc = bpf_prog_query(fd, type, 0, &flags, ids, &count);
-  close(fd);
-  return rc == 0 ? count : 0;
-}
-
 class DatapathTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -260,9 +251,9 @@ TEST_F(DatapathTest, StoppedDaemonKeepsRedirectionAndFailsClosedThenRestartAdopt
 
   start_standin();
   start_zmeshd(config());
-  EXPECT_EQ(attached(pod_cgroup, BPF_CGROUP_INET4_CONNECT), 1u);
-  EXPECT_EQ(attached(pod_cgroup, BPF_CGROUP_INET6_CONNECT), 1u);
-  EXPECT_EQ(attached(pod_cgroup, BPF_CGROUP_SOCK_OPS), 1u);
+  EXPECT_EQ(attached_programs(pod_cgroup, BPF_CGROUP_INET4_CONNECT), 1u);
+  EXPECT_EQ(attached_programs(pod_cgroup, BPF_CGROUP_INET6_CONNECT), 1u);
+  EXPECT_EQ(attached_programs(pod_cgroup, BPF_CGROUP_SOCK_OPS), 1u);
   EXPECT_EQ(PinnedMaps(pin_root()).workload_ips().size(), links_before);
   auto tcx = NetnsThread(node1().at("netns")).run([] {
     uint32_t ids[16], count = 16, flags = 0;
@@ -287,7 +278,7 @@ TEST_F(DatapathTest, RestartWithoutAWorkloadUnenrollsIt) {
       e.erase(std::remove(e.begin(), e.end(), "app1-n1"), e.end());
     }
   }));
-  EXPECT_EQ(attached(lab_->pod("app1-n1").at("cgroup").get<std::string>(), BPF_CGROUP_INET4_CONNECT), 0u);
+  EXPECT_EQ(attached_programs(lab_->pod("app1-n1").at("cgroup").get<std::string>(), BPF_CGROUP_INET4_CONNECT), 0u);
   auto direct = server("app1-n2", 8080);
   auto sent = send("app1-n1", pod_ip("app1-n2"), 8080);
   ASSERT_EQ(sent.exit_code, 0) << sent.err;
@@ -309,7 +300,7 @@ TEST_F(DatapathTest, AFailedRestartKeepsThePodsProtected) {
   EXPECT_EQ(failed.exit_code, 1);
   EXPECT_NE(failed.err.find("nosuchveth0"), std::string::npos) << failed.err;
   const std::string cgroup = lab_->pod("app1-n1").at("cgroup");
-  EXPECT_EQ(attached(cgroup, BPF_CGROUP_INET4_CONNECT), 1u);
+  EXPECT_EQ(attached_programs(cgroup, BPF_CGROUP_INET4_CONNECT), 1u);
   const auto ips = PinnedMaps(pin_root()).workload_ips();
   EXPECT_NE(std::find(ips.begin(), ips.end(), make_address(pod_ip("app1-n1"))), ips.end());
   auto sent = send("app1-n1", pod_ip("app1-n2"), 8080);
@@ -326,8 +317,8 @@ TEST_F(DatapathTest, CleanupRemovesEverythingItMade) {
   EXPECT_FALSE(fs::exists(pin_root()));
   for (const char* pod : {"app1-n1", "app2-n1"}) {
     const std::string cgroup = lab_->pod(pod).at("cgroup");
-    EXPECT_EQ(attached(cgroup, BPF_CGROUP_INET4_CONNECT) + attached(cgroup, BPF_CGROUP_INET6_CONNECT) +
-                  attached(cgroup, BPF_CGROUP_SOCK_OPS),
+    EXPECT_EQ(attached_programs(cgroup, BPF_CGROUP_INET4_CONNECT) + attached_programs(cgroup, BPF_CGROUP_INET6_CONNECT) +
+                  attached_programs(cgroup, BPF_CGROUP_SOCK_OPS),
               0u)
         << pod;
   }
@@ -408,7 +399,7 @@ TEST_F(DatapathTest, StartupErrorsSayWhatIsWrong) {
   result = run(zmeshd_argv(config()));
   EXPECT_EQ(result.exit_code, 1);
   EXPECT_NE(result.err.find("another zmeshd is running with this --bpf-root?"), std::string::npos) << result.err;
-  EXPECT_EQ(attached(lab_->pod("app1-n1").at("cgroup").get<std::string>(), BPF_CGROUP_INET4_CONNECT), 1u);
+  EXPECT_EQ(attached_programs(lab_->pod("app1-n1").at("cgroup").get<std::string>(), BPF_CGROUP_INET4_CONNECT), 1u);
   stop_zmeshd();
   // A pin root outside bpffs.
   auto args = zmeshd_argv(config());

@@ -3,6 +3,7 @@
 //
 //   app1-n1 (sa app1), app2-n1 (sa app2) ── node1 zmeshd ══ HBONE :15008 ══ node2 zmeshd ── app1-n2, app2-n2
 //                                              (fabric bridge br0 between the nodes: only TLS crosses it)
+#include <bpf/bpf.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <unistd.h>
@@ -19,13 +20,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 size_t count(const std::string& text, const std::string& needle) {
   size_t n = 0;
   for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
@@ -37,9 +31,14 @@ class ProxyTest : public ::testing::Test {
   void SetUp() override {
     if (geteuid() != 0) GTEST_SKIP() << "the lab needs root";
   }
-  void up(std::vector<std::string> zmeshd_args = {}, std::vector<std::string> permissive = {}) {
-    lab_ = std::make_unique<Lab>(
-        LabOptions{.nodes = 2, .pods = 2, .mesh = true, .zmeshd_args = zmeshd_args, .permissive = permissive});
+  void up(std::vector<std::string> zmeshd_args = {}, std::vector<std::string> permissive = {},
+          int restart_delay_ms = -1) {
+    lab_ = std::make_unique<Lab>(LabOptions{.nodes = 2,
+                                            .pods = 2,
+                                            .mesh = true,
+                                            .zmeshd_args = zmeshd_args,
+                                            .permissive = permissive,
+                                            .restart_delay_ms = restart_delay_ms});
   }
   pid_t zmeshd_pid(const std::string& node) const { return lab_->node(node).at("zmeshd").at("pid").get<pid_t>(); }
   std::string pin_root(const std::string& node) const { return lab_->node(node).at("bpfRoot"); }
@@ -324,7 +323,7 @@ TEST_F(ProxyTest, APeerNodeThatVanishesEndsItsStreamsWithAnErrorAndNothingElse) 
 }
 
 TEST_F(ProxyTest, SigkillUnderTrafficFailsClosedAndARestartRecovers) {
-  up();
+  up({}, {}, /*restart_delay_ms=*/0);  // no supervisor restart: the gap stays open until `lab restart`
   auto server = echo_server(*lab_, "app1-n2", 8080, {"--connections", "5"});
   Process slow(lab_->exec("app1-n1", {bin_path("zm-echo"), "send", "--to", ip("app1-n2"), "--port", "8080", "--bytes",
                                       std::to_string(40 * 65536), "--pause-ms", "100"}));
@@ -341,6 +340,35 @@ TEST_F(ProxyTest, SigkillUnderTrafficFailsClosedAndARestartRecovers) {
   lab_->restart("node1");
   expect_whole(echo_send(*lab_, "app1-n1", ip("app1-n2"), 8080, 65536), 65536);
   EXPECT_TRUE(log_shows("node1", "zmeshd ready"));
+}
+
+TEST_F(ProxyTest, ACrashedZmeshdIsRestartedAsTheKubeletWouldAndAdoptsItsPins) {
+  up();  // the lab's supervisor restarts a crashed zmeshd after 1 s, as the kubelet restarts the pod
+  auto server = echo_server(*lab_, "app1-n2", 8080, {"--connections", "3"});
+  expect_whole(echo_send(*lab_, "app1-n1", ip("app1-n2"), 8080, 65536), 65536);
+  const std::string pod_cgroup = lab_->pod("app1-n1").at("cgroup");
+  for (int round = 0; round < 2; ++round) {  // the second crash comes back after the doubled delay
+    const pid_t crashed = zmeshd_pid("node1");
+    ASSERT_EQ(kill(crashed, round == 0 ? SIGKILL : SIGSEGV), 0);
+    ASSERT_TRUE(lab_->await_restart("node1", crashed)) << "no new zmeshd on node1 after a crash";
+    EXPECT_NE(zmeshd_pid("node1"), crashed);
+    // It adopted the pinned programs: each hook once on the pod's cgroup, not once per run.
+    EXPECT_EQ(attached_programs(pod_cgroup, BPF_CGROUP_INET4_CONNECT), 1u);
+    EXPECT_EQ(attached_programs(pod_cgroup, BPF_CGROUP_SOCK_OPS), 1u);
+    expect_whole(echo_send(*lab_, "app1-n1", ip("app1-n2"), 8080, 65536), 65536);
+  }
+  // A drain someone asked for (SIGTERM, as when the pod is deleted) is not restarted.
+  const pid_t drained = zmeshd_pid("node1");
+  stop(drained);
+  const std::string supervisor_log = lab_->node("node1").at("zmeshd").at("supervisorLog");
+  std::string said;
+  for (int i = 0; i < 100 && said.find("not restarted") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    said = read_file(supervisor_log);
+  }
+  EXPECT_NE(said.find("exited with status 0\nnot restarted (a requested drain)"), std::string::npos) << said;
+  EXPECT_EQ(count(said, "restarting in 1000 ms"), 1u) << said;
+  EXPECT_EQ(count(said, "restarting in 2000 ms"), 1u) << "the delay doubles per crash: " << said;
 }
 
 TEST_F(ProxyTest, PlaintextFromOutsideTheMeshReachesOnlyPermissivePods) {

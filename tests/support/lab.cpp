@@ -1,5 +1,7 @@
 #include "lab.h"
 
+#include <bpf/bpf.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -13,6 +15,13 @@ namespace zmesh::test {
 
 std::string source_path(const std::string& relative) { return std::string(ZMESH_SOURCE_DIR) + "/" + relative; }
 std::string bin_path(const std::string& name) { return std::string(ZMESH_BIN_DIR) + "/" + name; }
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
 
 Result run_lab(const std::vector<std::string>& args) {
   std::vector<std::string> argv{source_path("scripts/lab")};
@@ -43,6 +52,10 @@ Lab::Lab(LabOptions options) : name_(unique_name()) {
   for (const auto& pod : options.permissive) {
     args.push_back("--permissive");
     args.push_back(pod);
+  }
+  if (options.restart_delay_ms >= 0) {
+    args.push_back("--restart-delay-ms");
+    args.push_back(std::to_string(options.restart_delay_ms));
   }
   for (const auto& arg : options.zmeshd_args) {
     args.push_back("--zmeshd-arg");
@@ -82,11 +95,32 @@ void Lab::restart(const std::string& node_name) {
   topology_ = nlohmann::json::parse(restarted.out);
 }
 
+bool Lab::await_restart(const std::string& node_name, int crashed_pid) {
+  for (int i = 0; i < 300; ++i) {
+    auto shown = run_lab({"show", "--name", name_});
+    if (shown.exit_code == 0) {
+      auto topology = nlohmann::json::parse(shown.out);
+      for (const auto& node : topology.at("nodes")) {
+        if (node.at("name") != node_name || node.at("zmeshd").at("pid") == crashed_pid) continue;
+        topology_ = std::move(topology);
+        return log_shows(node_name, "zmeshd ready");
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return false;
+}
+
+uint32_t attached_programs(const std::string& cgroup, int attach_type) {
+  int fd = open(cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  uint32_t ids[16], count = 16, flags = 0;
+  int rc = bpf_prog_query(fd, static_cast<bpf_attach_type>(attach_type), 0, &flags, ids, &count);
+  close(fd);
+  return rc == 0 ? count : 0;
+}
+
 std::string Lab::log(const std::string& node_name) const {
-  std::ifstream in(node(node_name).at("zmeshd").at("log").get<std::string>());
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
+  return read_file(node(node_name).at("zmeshd").at("log").get<std::string>());
 }
 
 bool Lab::log_shows(const std::string& node_name, const std::string& needle) const {

@@ -15,6 +15,8 @@ namespace zmesh::test {
 // Paths of the tree under test, from the build.
 std::string source_path(const std::string& relative);  // <source>/relative
 std::string bin_path(const std::string& name);          // <build>/bin/name
+// A whole file's text ("" if it cannot be read).
+std::string read_file(const std::string& path);
 
 struct LabOptions {
   int nodes = 2;
@@ -24,7 +26,11 @@ struct LabOptions {
   std::vector<std::string> permissive{};   // pods that accept plaintext (others: STRICT)
   std::string policies{};                  // JSON list of AuthorizationPolicy for the mesh config
   std::vector<std::string> not_in_config{};  // pods left out of the mesh config (enrolled at run time)
+  int restart_delay_ms = -1;  // lab up --restart-delay-ms (a crashed zmeshd comes back after it; 0 = never; -1 = lab's default)
 };
+
+// How many programs are attached to a cgroup for one attach type (BPF_PROG_QUERY).
+uint32_t attached_programs(const std::string& cgroup, int attach_type);
 
 class Lab {
  public:
@@ -48,6 +54,10 @@ class Lab {
 
   // `lab restart --node NODE`: that node's zmeshd stopped and started again (new pid in topology()).
   void restart(const std::string& node);
+
+  // After a crash: waits (30 s at most) until the lab's supervisor has started a new zmeshd on
+  // the node (topology() then has its pid) and it is ready. False if none came.
+  bool await_restart(const std::string& node, int crashed_pid);
 
   // Takes the lab down now (the destructor then does nothing).
   Result down();
