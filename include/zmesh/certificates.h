@@ -4,7 +4,8 @@
 // written there by whoever runs that CA). Past half life a coroutine asks the source again: the
 // CA issues a new certificate; the files are re-read, and used once they hold a new one.
 // A renewal swaps the contexts: new connections use the new certificate, open ones keep theirs
-// (an SSL holds its own reference). Single executor; not thread-safe.
+// (an SSL holds its own reference). A rotation (rotate()) replaces the source and the trusted
+// roots together. Single executor; not thread-safe.
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
@@ -39,6 +40,15 @@ class Certificates {
   std::vector<SpiffeId> identities() const;
   const std::string& source_name() const { return source_name_; }
 
+  // A CA rotation: when `fresh` (made from the files again) trusts another set of roots or
+  // issues from another root (the built-in CA's files replaced; an external CA's leaves are
+  // picked up by renewal instead), every
+  // identity is issued again from it and its source and roots replace these. All or nothing: if
+  // one identity cannot be issued, nothing changes and the error is thrown. True when rotated.
+  // New handshakes use the new material; the caller decides what happens to open connections.
+  bool rotate(Certificates fresh);
+  uint64_t rotations() const { return rotations_; }
+
   // Renews every certificate past half its life; runs until the executor stops.
   boost::asio::awaitable<void> renew_forever();
   uint64_t renewals() const { return renewals_; }
@@ -54,8 +64,10 @@ class Certificates {
   Source source_;
   TrustBundle bundle_;
   std::string source_name_;
+  X509Ptr issuer_;  // the built-in CA's root; none for files
   std::map<SpiffeId, Entry> entries_;
   uint64_t renewals_ = 0;
+  uint64_t rotations_ = 0;
 };
 
 }  // namespace zmesh

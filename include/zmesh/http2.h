@@ -128,8 +128,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Server: answers a request. With `tunnel` the stream stays open for data; otherwise it ends.
   void respond(Stream& stream, int status, bool tunnel);
 
-  // Sends GOAWAY; open streams finish, new ones are refused.
-  void drain();
+  // Sends GOAWAY; open streams finish, new ones are refused. False when it was already draining
+  // or closed (nothing sent).
+  bool drain();
   // Closes the connection now; every stream fails.
   void close();
 

@@ -66,6 +66,8 @@ class TrustBundle {
   static TrustBundle load(const std::filesystem::path& pem_file);  // every certificate in the file
   const std::vector<X509Ptr>& roots() const { return roots_; }
   TrustBundle with(const TrustBundle& other) const;  // union (rotation: old + new roots)
+  bool contains(const X509* root) const;
+  bool same_roots(const TrustBundle& other) const;  // the same set, in any order
 
  private:
   std::vector<X509Ptr> roots_;

@@ -86,6 +86,10 @@ class Proxy {
   // this node authorized that the new policies deny, or whose destination left this node.
   // Returns how many it closed.
   size_t reauthorize();
+  // After a CA rotation: every HBONE connection, pooled and served, gets a GOAWAY. Streams open
+  // on them carry on to their end; new streams go over new connections, whose handshakes use
+  // the new certificates and roots. Returns how many connections it retired.
+  size_t retire_connections();
 
   struct Impl;
 

@@ -86,12 +86,16 @@ class ProxyTest : public ::testing::Test {
 
   // Node.js http2 from node1's netns (not a pod: nothing captures it) to `connect`.
   // Without `cert` (empty paths) it presents no client certificate.
+  // It trusts `server_roots` (a PEM file; the lab CA's root by default).
   Result node_client(const std::string& connect, const std::string& authority,
-                     const std::pair<std::string, std::string>& cert, int bytes = 65536) {
-    std::vector<std::string> command{"node", source_path("tests/tools/hbone_client.mjs"), "--connect", connect,
-                                     "--authority", authority, "--ca",
-                                     lab_->topology().at("ca").at("cert").get<std::string>(), "--bytes",
-                                     std::to_string(bytes)};
+                     const std::pair<std::string, std::string>& cert, int bytes = 65536,
+                     std::string server_roots = "") {
+    if (server_roots.empty()) server_roots = lab_->topology().at("ca").at("cert").get<std::string>();
+    std::vector<std::string> command{"node",        source_path("tests/tools/hbone_client.mjs"),
+                                     "--connect",   connect,
+                                     "--authority", authority,
+                                     "--ca",        server_roots,
+                                     "--bytes",     std::to_string(bytes)};
     if (!cert.first.empty()) command.insert(command.end(), {"--cert", cert.first, "--key", cert.second});
     return run(lab_->exec("node1", command));
   }
@@ -239,6 +243,88 @@ TEST_F(ProxyTest, CertificatesRenewAtHalfLifeWithoutDroppingConnections) {
   EXPECT_GE(count(node1, "issued spiffe://cluster.local/ns/default/sa/app1"), 2u) << node1;
   // And a new connection after the renewal works (new certificate, same root).
   expect_whole(echo_send(*lab_, "app1-n1", ip("app1-n2"), 8080, 65536), 65536);
+}
+
+TEST_F(ProxyTest, ACaRotationKeepsOpenConnectionsAndNewOnesUseTheNewRoot) {
+  // The test's files (the trust bundle zmeshd reads, the CAs it makes) in a directory of their
+  // own, removed also when the test fails.
+  const fs::path dir = fs::path("/tmp") / ("zmesh-rotation-" + Lab::unique_name());
+  struct RemoveAll {
+    fs::path path;
+    ~RemoveAll() {
+      std::error_code ignored;
+      fs::remove_all(path, ignored);
+    }
+  } remove_dir{dir};
+  fs::create_directories(dir);
+  auto init_ca = [&](const std::string& name) {
+    auto made = run({bin_path("zmeshctl"), "ca", "init", "--dir", (dir / name).string()});
+    EXPECT_EQ(made.exit_code, 0) << made.err;
+    return (dir / name).string();
+  };
+  auto write_bundle = [&](const std::string& file, const std::vector<std::string>& ca_dirs) {
+    std::ofstream out(dir / "bundle.tmp");
+    for (const auto& ca : ca_dirs) out << read_file(ca + "/root-cert.pem");
+    out.close();
+    fs::rename(dir / "bundle.tmp", file);  // whole, as a Secret update: never half a file
+    return file;
+  };
+  const std::string other = init_ca("other"), bundle = (dir / "bundle.pem").string();
+  write_bundle(bundle, {other});  // --trust-bundle names a file: an unrelated root to start with
+  up({"--trust-bundle", bundle});
+  auto reload_both = [&] {
+    for (const char* node : {"node1", "node2"}) {
+      auto reloaded = lab_->zmeshctl(node, {"reload"});
+      EXPECT_EQ(reloaded.exit_code, 0) << node << ": " << reloaded.out << reloaded.err;
+    }
+  };
+  auto server = echo_server(*lab_, "app1-n2", 8080, {"--connections", "6"});
+  // Open across the whole rotation: 60 writes 100 ms apart.
+  Process slow(lab_->exec("app1-n1", {bin_path("zm-echo"), "send", "--to", ip("app1-n2"), "--port", "8080",
+                                      "--bytes", std::to_string(60 * 65536), "--pause-ms", "100"}));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const std::string old_ca = dir / "old";
+  fs::copy(lab_ca_dir(), old_ca);
+  const std::string new_ca = init_ca("new");
+  const std::string hbone = ip("app1-n2") + ":15008", target = ip("app1-n2") + ":8080";
+  const std::string either_root = write_bundle((dir / "either.pem").string(), {old_ca, new_ca});
+
+  // 1. Every node trusts the new root before anything is issued from it.
+  write_bundle(bundle, {other, new_ca});
+  reload_both();
+  expect_whole(echo_send(*lab_, "app2-n1", ip("app1-n2"), 8080, 65536), 65536);
+  // 2. The CA's files become the new root (a key that does not fit the root is refused, and the
+  //    old certificates stay); the old root is still trusted for the peers not yet re-issued.
+  fs::copy_file(new_ca + "/root-key.pem", lab_ca_dir() + "/root-key.pem", fs::copy_options::overwrite_existing);
+  auto refused = lab_->zmeshctl("node2", {"reload"});
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_NE((refused.out + refused.err).find("is not the key of"), std::string::npos) << refused.out << refused.err;
+  fs::copy_file(new_ca + "/root-cert.pem", lab_ca_dir() + "/root-cert.pem", fs::copy_options::overwrite_existing);
+  write_bundle(bundle, {other, old_ca});
+  reload_both();
+  expect_whole(echo_send(*lab_, "app2-n1", ip("app1-n2"), 8080, 65536), 65536);
+  auto new_leaf = node_client(hbone, target, mint("fresh", new_ca), 4096, new_ca + "/root-cert.pem");
+  EXPECT_EQ(new_leaf.exit_code, 0) << "node2 serves a certificate of the new root: " << new_leaf.out << new_leaf.err;
+  auto old_leaf = node_client(hbone, target, mint("stale", old_ca), 4096, either_root);
+  EXPECT_EQ(old_leaf.exit_code, 0) << "the old root is still trusted: " << old_leaf.out << old_leaf.err;
+  // 3. The old root goes: its certificates are refused from now on.
+  write_bundle(bundle, {other});
+  reload_both();
+  expect_whole(echo_send(*lab_, "app2-n1", ip("app1-n2"), 8080, 65536), 65536);
+  old_leaf = node_client(hbone, target, mint("stale", old_ca), 4096, either_root);
+  EXPECT_EQ(old_leaf.exit_code, 3) << "a certificate of the removed root: " << old_leaf.out << old_leaf.err;
+
+  // The connection opened before the rotation carried every byte.
+  auto line = slow.read_line(std::chrono::seconds(30));
+  ASSERT_TRUE(line.has_value());
+  EXPECT_EQ(slow.wait(), 0) << *line;
+  EXPECT_TRUE(nlohmann::json::parse(*line).at("match").get<bool>()) << *line;
+  const std::string node1 = log("node1");
+  EXPECT_EQ(count(node1, "certificates: rotated"), 3u) << node1;
+  EXPECT_GE(count(node1, "hbone: connected to 10.244.2.2:15008"), 4u) << "each rotation handshakes again: " << node1;
+  EXPECT_NE(log("node2").find("rotation refused"), std::string::npos) << log("node2");
+  auto metrics = run(lab_->exec("node1", {"curl", "-sS", "--max-time", "5", "http://10.100.0.2:15020/metrics"}));
+  EXPECT_NE(metrics.out.find("zmesh_certificate_rotations_total 3\n"), std::string::npos) << metrics.out;
 }
 
 TEST_F(ProxyTest, SigtermDrainsOpenConnectionsThenExits) {

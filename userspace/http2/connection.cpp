@@ -447,12 +447,13 @@ void Connection::respond(Stream& stream, int status, bool tunnel) {
   wake_writer();
 }
 
-void Connection::drain() {
-  if (closed_ || draining_) return;
+bool Connection::drain() {
+  if (closed_ || draining_) return false;
   draining_ = true;
   nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(session_),
                         NGHTTP2_NO_ERROR, nullptr, 0);
   wake_writer();
+  return true;
 }
 
 void Connection::close() { finish("closed locally"); }

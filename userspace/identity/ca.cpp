@@ -163,14 +163,22 @@ Certificate load_certificate(const std::filesystem::path& chain_file, const std:
 }
 
 TrustBundle TrustBundle::with(const TrustBundle& other) const {
-  std::vector<X509Ptr> all;
+  TrustBundle all;
   for (const auto* list : {&roots_, &other.roots_})
-    for (const auto& root : *list) {
-      if (!root) continue;
-      bool known = std::any_of(all.begin(), all.end(), [&](const X509Ptr& r) { return X509_cmp(r.get(), root.get()) == 0; });
-      if (!known) all.push_back(root);
-    }
-  return TrustBundle(std::move(all));
+    for (const auto& root : *list)
+      if (root && !all.contains(root.get())) all.roots_.push_back(root);
+  return all;
+}
+
+bool TrustBundle::contains(const X509* root) const {
+  return std::any_of(roots_.begin(), roots_.end(), [&](const X509Ptr& r) { return X509_cmp(r.get(), root) == 0; });
+}
+
+bool TrustBundle::same_roots(const TrustBundle& other) const {
+  auto all_in = [](const TrustBundle& a, const TrustBundle& b) {
+    return std::all_of(a.roots_.begin(), a.roots_.end(), [&](const X509Ptr& r) { return b.contains(r.get()); });
+  };
+  return all_in(*this, other) && all_in(other, *this);
 }
 
 std::string to_pem(const X509Ptr& cert) {

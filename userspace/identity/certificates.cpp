@@ -17,8 +17,10 @@ Certificates Certificates::from_ca(CertificateAuthority ca, std::chrono::seconds
                                    const TrustBundle& extra_roots) {
   TrustBundle bundle = ca.bundle().with(extra_roots);
   auto shared = std::make_shared<CertificateAuthority>(std::move(ca));
-  return Certificates([shared, workload_lifetime](const SpiffeId& id) { return shared->issue(id, workload_lifetime); },
-                      std::move(bundle), "the built-in CA");
+  Certificates out([shared, workload_lifetime](const SpiffeId& id) { return shared->issue(id, workload_lifetime); },
+                   std::move(bundle), "the built-in CA");
+  out.issuer_ = shared->root();
+  return out;
 }
 
 Certificates Certificates::from_files(const std::filesystem::path& dir, TrustBundle bundle) {
@@ -60,6 +62,22 @@ std::shared_ptr<boost::asio::ssl::context> Certificates::client_context(const Sp
   return entry(id).client;
 }
 const Certificate& Certificates::certificate(const SpiffeId& id) const { return entry(id).cert; }
+
+bool Certificates::rotate(Certificates fresh) {
+  const bool same_issuer = (!fresh.issuer_ && !issuer_) ||
+                           (fresh.issuer_ && issuer_ && X509_cmp(fresh.issuer_.get(), issuer_.get()) == 0);
+  if (fresh.bundle_.same_roots(bundle_) && same_issuer) return false;
+  for (const auto& [id, entry] : entries_) fresh.issue(id);
+  spdlog::info("certificates: rotated to {} ({} trusted roots, was {}); {} identities issued again",
+               fresh.source_name_, fresh.bundle_.roots().size(), bundle_.roots().size(), entries_.size());
+  source_ = std::move(fresh.source_);
+  bundle_ = std::move(fresh.bundle_);
+  source_name_ = std::move(fresh.source_name_);
+  issuer_ = std::move(fresh.issuer_);
+  entries_ = std::move(fresh.entries_);
+  ++rotations_;
+  return true;
+}
 
 boost::asio::awaitable<void> Certificates::renew_forever() {
   boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor);

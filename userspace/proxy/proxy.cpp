@@ -1050,4 +1050,13 @@ ProxyStats Proxy::stats() const {
 
 size_t Proxy::reauthorize() { return impl_->reauthorize(); }
 
+size_t Proxy::retire_connections() {
+  size_t retired = 0;
+  auto retire = [&](const std::shared_ptr<http2::Connection>& c) { retired += c->drain(); };
+  for (auto& [key, conns] : impl_->pool) std::for_each(conns.begin(), conns.end(), retire);
+  std::for_each(impl_->served.begin(), impl_->served.end(), retire);
+  spdlog::info("proxy: {} HBONE connections retired: their open streams finish, new ones handshake again", retired);
+  return retired;
+}
+
 }  // namespace zmesh

@@ -80,6 +80,22 @@ void raise_fd_limit() {
     spdlog::info("zmeshd: open file limit raised from {} to {}", before, limit.rlim_cur);
 }
 
+// The certificates from the files the flags name: at start-up, and again on each reload (a CA
+// rotation when the roots differ). Only start-up creates a missing built-in CA.
+zmesh::Certificates load_certificates(const Options& o, bool at_start) {
+  const zmesh::TrustBundle extra_roots =
+      o.trust_bundle.empty() ? zmesh::TrustBundle() : zmesh::TrustBundle::load(o.trust_bundle);
+  if (!o.cert_dir.empty()) {
+    if (o.trust_bundle.empty()) throw zmesh::ConfigError("--cert-dir needs --trust-bundle (the external CA's roots)");
+    return zmesh::Certificates::from_files(o.cert_dir, extra_roots);
+  }
+  if (o.ca_dir.empty())
+    throw zmesh::ConfigError("the proxy needs certificates: --ca-dir (built-in CA) or --cert-dir (external CA)");
+  auto ca = at_start ? zmesh::CertificateAuthority::load_or_create(o.ca_dir, o.trust_domain)
+                     : zmesh::CertificateAuthority::load(o.ca_dir);
+  return zmesh::Certificates::from_ca(std::move(ca), std::chrono::seconds(o.cert_ttl_s), extra_roots);
+}
+
 int serve(Options& o) {
   raise_fd_limit();
   // Signals first: from "ready" on, SIGTERM must find its handler.
@@ -110,20 +126,7 @@ int serve(Options& o) {
   }
   const bool with_proxy = o.proxy == "on";
   std::unique_ptr<zmesh::Certificates> certificates;
-  if (with_proxy) {
-    const zmesh::TrustBundle extra_roots =
-        o.trust_bundle.empty() ? zmesh::TrustBundle() : zmesh::TrustBundle::load(o.trust_bundle);
-    if (!o.cert_dir.empty()) {
-      if (o.trust_bundle.empty()) throw zmesh::ConfigError("--cert-dir needs --trust-bundle (the external CA's roots)");
-      certificates = std::make_unique<zmesh::Certificates>(zmesh::Certificates::from_files(o.cert_dir, extra_roots));
-    } else if (!o.ca_dir.empty()) {
-      certificates = std::make_unique<zmesh::Certificates>(zmesh::Certificates::from_ca(
-          zmesh::CertificateAuthority::load_or_create(o.ca_dir, o.trust_domain), std::chrono::seconds(o.cert_ttl_s),
-          extra_roots));
-    } else {
-      throw zmesh::ConfigError("the proxy needs certificates: --ca-dir (built-in CA) or --cert-dir (external CA)");
-    }
-  }
+  if (with_proxy) certificates = std::make_unique<zmesh::Certificates>(load_certificates(o, true));
   const std::filesystem::path state_dir = o.state_dir;
   std::vector<zmesh::Cidr> pod_cidrs;
   for (const auto& text : o.pod_cidrs) {
@@ -146,8 +149,23 @@ int serve(Options& o) {
                                 !o.outbound_ip6.empty(), o.datapath.uplinks},
                                *datapath, state, certificates.get());
   // Before anything is applied: a second daemon on this state dir stops here.
-  zmesh::ControlServer control(io, state_dir / zmesh::control::kSocketName, controller, o.datapath.pin_root,
-                               [&] { controller.reload_file(true); });
+  // SIGHUP and `zmeshctl reload`: the certificate files (a CA rotation when the roots changed:
+  // every HBONE connection is retired so new streams handshake with the new material), then the
+  // config. A failure keeps what runs and is thrown for the caller to report.
+  const auto rotate_certificates = [&] {
+    if (!certificates) return;
+    try {
+      if (certificates->rotate(load_certificates(o, false)) && proxy) proxy->retire_connections();
+    } catch (const std::exception& e) {
+      spdlog::error("certificates: rotation refused, the current certificates stay: {}", e.what());
+      throw std::runtime_error(std::string("certificates: ") + e.what());
+    }
+  };
+  const auto reload = [&] {
+    rotate_certificates();
+    controller.reload_file(true);
+  };
+  zmesh::ControlServer control(io, state_dir / zmesh::control::kSocketName, controller, o.datapath.pin_root, reload);
   controller.start();
   datapath->prune_unclaimed();
   if (with_proxy) {
@@ -166,8 +184,8 @@ int serve(Options& o) {
     hangup.async_wait([&](const boost::system::error_code& ec, int) {
       if (ec) return;
       try {
-        controller.reload_file(true);
-      } catch (const std::exception&) {
+        reload();
+      } catch (const std::exception&) {  // logged where it failed; the running state stays
       }
       on_hangup();
     });
@@ -182,6 +200,18 @@ int serve(Options& o) {
       }
     });
     watch->start();
+  }
+  // The trust bundle and the built-in CA's root are watched too (a Secret or ConfigMap update).
+  std::vector<std::unique_ptr<zmesh::FileWatch>> certificate_watches;
+  for (const std::string& file : {o.trust_bundle, o.ca_dir.empty() ? std::string() : o.ca_dir + "/root-cert.pem"}) {
+    if (file.empty() || !certificates) continue;
+    certificate_watches.push_back(std::make_unique<zmesh::FileWatch>(io, file, [&] {
+      try {
+        rotate_certificates();
+      } catch (const std::exception&) {  // logged; a half-written file is read again on its next change
+      }
+    }));
+    certificate_watches.back()->start();
   }
   control.start();
   // Runtime pods whose cgroup vanished without a DEL reaching us are dropped on a timer.
@@ -207,6 +237,7 @@ int serve(Options& o) {
     m.kernel = datapath->counters();
     if (certificates) {
       m.renewals = certificates->renewals();
+      m.rotations = certificates->rotations();
       for (const auto& id : certificates->identities())
         m.certificate_expiry.emplace_back(id.uri(), certificates->certificate(id).not_after);
     }

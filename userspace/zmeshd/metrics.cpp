@@ -94,6 +94,10 @@ std::string prometheus_text(const DaemonMetrics& m) {
   const Metric renewed{"zmesh_certificate_renewals_total", "counter", "Workload certificates renewed."};
   header(out, renewed);
   write(out, renewed, "", m.renewals);
+  const Metric rotated{"zmesh_certificate_rotations_total", "counter",
+                       "CA rotations applied (new roots or a new issuing CA, read on reload)."};
+  header(out, rotated);
+  write(out, rotated, "", m.rotations);
   const Metric expiry{"zmesh_certificate_expiration_timestamp_seconds", "gauge",
                       "When each workload certificate of this node expires (Unix time)."};
   header(out, expiry);
@@ -134,6 +138,7 @@ nlohmann::json stats_json(const DaemonMetrics& m) {
             {"servedConnections", p.served_connections},
             {"handshakeFailuresByReason", p.handshake_failures_by_reason}}},
           {"certificateRenewals", m.renewals},
+          {"certificateRotations", m.rotations},
           {"kernel", k}};
 }
 

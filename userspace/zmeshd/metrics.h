@@ -17,6 +17,7 @@ struct DaemonMetrics {
   ProxyStats proxy;
   DatapathCounters kernel{};
   uint64_t renewals = 0;
+  uint64_t rotations = 0;
   std::vector<std::pair<std::string, std::chrono::system_clock::time_point>> certificate_expiry;  // identity, notAfter
 };
 
