@@ -87,7 +87,9 @@ class Stream {
   int32_t id_ = -1;
   int status_ = 0;
   std::string method_, authority_, forwarded_;
-  bool reset_after_response_ = false;  // a refusal: RST once the response HEADERS are out
+  bool reset_after_response_ = false;
+  size_t header_bytes_ = 0;   // server: the request's header list so far, as RFC 9113 counts it
+  bool headers_refused_ = false;  // server: over Settings::kMaxHeaderList, reset, never dispatched  // a refusal: RST once the response HEADERS are out
   // received, not yet taken
   std::deque<std::vector<uint8_t>> inbox_;
   bool remote_closed_ = false;
@@ -150,6 +152,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void stream_closed(Stream& stream, uint32_t http2_error);
 
   TlsStream tls_;
+  std::string peer_;  // the remote address, for the log
   Role role_;
   RequestHandler on_request_;
   std::function<void()> on_close_;

@@ -369,6 +369,67 @@ TEST_F(ProxyTest, NonTlsClientsAndHttp2GarbageOn15008EndThereAndNothingElse) {
   expect_whole(echo_send(*lab_, "app1-n1", ip("app1-n2"), 8080, 65536), 65536);
 }
 
+TEST_F(ProxyTest, HostileHttp2ClientsEndTheirOwnConnectionsAndNothingElse) {
+  up({"--hbone-keepalive-ms", "500"});
+  auto server = echo_server(*lab_, "app1-n2", 8080, {"--connections", "2"});
+  const auto cert = mint("hostile", lab_ca_dir());
+  // h2_abuse.mjs writes the frames by hand; port 8081 has no listener, so every stream that
+  // gets through is answered 503 quickly.
+  auto abuse = [&](const std::string& mode, int count) {
+    auto done = run(lab_->exec(
+        "node1", {"node", source_path("tests/tools/h2_abuse.mjs"), "--mode", mode, "--count", std::to_string(count),
+                  "--connect", ip("app1-n2") + ":15008", "--authority", ip("app1-n2") + ":8081", "--ca",
+                  lab_->topology().at("ca").at("cert").get<std::string>(), "--cert", cert.first, "--key",
+                  cert.second}));
+    EXPECT_EQ(done.exit_code, 0) << done.out << done.err;
+    return nlohmann::json::parse(done.out);
+  };
+  const pid_t node2 = zmeshd_pid("node2");
+  auto fds = [&] {
+    return std::distance(fs::directory_iterator("/proc/" + std::to_string(node2) + "/fd"), fs::directory_iterator());
+  };
+  expect_whole(echo_send(*lab_, "app1-n1", ip("app1-n2"), 8080, 65536), 65536);  // the pooled connection is open
+  const auto fds_before = fds();
+
+  // More streams at once than the 1000 we advertise: that connection ends (PROTOCOL_ERROR).
+  auto flood = abuse("flood", 1500);
+  EXPECT_EQ(flood.at("goaway"), 1) << flood;
+  EXPECT_NE(flood.value("debug", "").find("max concurrent streams"), std::string::npos) << flood;
+  // CONNECT and cancel, 5000 times (CVE-2023-44487): nghttp2's reset limit ends it.
+  auto rapid = abuse("rapid-reset", 5000);
+  EXPECT_TRUE(rapid.at("closed").get<bool>()) << rapid;
+  EXPECT_FALSE(rapid.at("goaway").is_null()) << rapid;
+  EXPECT_LT(rapid.at("lastStream").get<int>(), 2 * 5000) << "cut off before all 5000: " << rapid;
+  // A header block past our 16 KiB limit: that stream is reset (ENHANCE_YOUR_CALM); one that
+  // never ends holds the connection only until the keepalive finds the peer silent.
+  auto big = abuse("huge-headers", 40);
+  EXPECT_EQ(big.at("refused").value("11", 0), 1) << big;
+  EXPECT_TRUE(big.at("closed").get<bool>()) << big;
+  // Megabytes of CONTINUATION frames (CVE-2024-27316's shape): the connection ends.
+  auto endless = abuse("huge-headers", 4096);
+  EXPECT_TRUE(endless.at("closed").get<bool>()) << endless;
+  // Half a ClientHello, then FIN: a failed handshake, counted.
+  auto truncated = abuse("truncated-tls", 0);
+  EXPECT_TRUE(truncated.at("closed").get<bool>()) << truncated;
+
+  const std::string said = log("node2");
+  EXPECT_NE(said.find("ending the connection with [::ffff:10.100.0.1]"), std::string::npos) << said;
+  EXPECT_NE(said.find("request headers over 16384 bytes, reset"), std::string::npos) << said;
+  EXPECT_NE(said.find("Too many CONTINUATION frames"), std::string::npos) << said;
+  EXPECT_NE(said.find("TLS handshake failed: stream truncated"), std::string::npos) << said;
+  // Nothing else: the daemon lives, every stream it started for them is gone, it carries on.
+  EXPECT_EQ(kill(node2, 0), 0) << "zmeshd on node2 is gone";
+  std::string metrics;
+  for (int i = 0; i < 50; ++i) {
+    metrics = run(lab_->exec("node1", {"curl", "-sS", "--max-time", "5", "http://10.100.0.2:15020/metrics"})).out;
+    if (metrics.find("zmesh_connections_active 0\n") != std::string::npos && fds() == fds_before) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_NE(metrics.find("zmesh_connections_active 0\n"), std::string::npos) << metrics;
+  EXPECT_EQ(fds(), fds_before) << "descriptors left behind by the hostile connections";
+  expect_whole(echo_send(*lab_, "app1-n1", ip("app1-n2"), 8080, 65536), 65536);
+}
+
 TEST_F(ProxyTest, SlowlorisIsCutOffOnTheHboneAndControlListeners) {
   up({"--handshake-timeout-ms", "1000"});
   // A TCP connection to :15008 that never starts TLS: closed at the handshake deadline. (A

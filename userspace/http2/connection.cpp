@@ -3,6 +3,8 @@
 #include <nghttp2/nghttp2.h>
 #include <spdlog/spdlog.h>
 
+#include <sstream>
+
 #include <algorithm>
 #include <array>
 #include <cstring>
@@ -141,10 +143,21 @@ struct Connection::Callbacks {
     return 0;
   }
 
-  static int on_header(nghttp2_session*, const nghttp2_frame* frame, const uint8_t* name, size_t namelen,
+  static int on_header(nghttp2_session* session, const nghttp2_frame* frame, const uint8_t* name, size_t namelen,
                        const uint8_t* value, size_t valuelen, uint8_t, void* user_data) {
-    auto stream = find(self(user_data), frame->hd.stream_id);
-    if (!stream) return 0;
+    Connection& c = self(user_data);
+    auto stream = find(c, frame->hd.stream_id);
+    if (!stream || stream->headers_refused_) return 0;
+    // We advertise SETTINGS_MAX_HEADER_LIST_SIZE; nghttp2 leaves enforcing it to us. A CONNECT
+    // needs a few hundred bytes: a bigger list is an attack on our memory, and ends the stream.
+    stream->header_bytes_ += namelen + valuelen + 32;
+    if (c.role_ == Role::Server && stream->header_bytes_ > Settings::kMaxHeaderList) {
+      spdlog::warn("http2: stream {} from {}: request headers over {} bytes, reset", stream->id_, c.peer_,
+                   Settings::kMaxHeaderList);
+      stream->headers_refused_ = true;
+      nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, stream->id_, NGHTTP2_ENHANCE_YOUR_CALM);
+      return 0;
+    }
     const std::string_view n(reinterpret_cast<const char*>(name), namelen);
     const std::string_view v(reinterpret_cast<const char*>(value), valuelen);
     if (n == ":method") stream->method_ = v;
@@ -158,6 +171,7 @@ struct Connection::Callbacks {
     Connection& c = self(user_data);
     auto stream = find(c, frame->hd.stream_id);
     if (!stream) return 0;
+    if (stream->headers_refused_) return 0;
     if (frame->hd.type == NGHTTP2_HEADERS) {
       if (c.role_ == Role::Server && frame->headers.cat == NGHTTP2_HCAT_REQUEST && c.on_request_)
         c.on_request_(stream);
@@ -174,6 +188,15 @@ struct Connection::Callbacks {
   // A refusal's RST_STREAM must follow its response: queued together, nghttp2 would send the
   // RST first and drop the HEADERS.
   static int on_frame_send(nghttp2_session* session, const nghttp2_frame* frame, void* user_data) {
+    if (frame->hd.type == NGHTTP2_GOAWAY && frame->goaway.error_code != NGHTTP2_NO_ERROR) {
+      // The peer broke the protocol or a limit (a stream flood, rapid resets, a header block
+      // too big): say who and why, since the connection ends here.
+      const auto& goaway = frame->goaway;
+      spdlog::warn("http2: ending the connection with {}: {}{}{} (after stream {})", self(user_data).peer_,
+                   nghttp2_http2_strerror(goaway.error_code), goaway.opaque_data_len ? ": " : "",
+                   std::string_view(reinterpret_cast<const char*>(goaway.opaque_data), goaway.opaque_data_len),
+                   goaway.last_stream_id);
+    }
     auto stream = find(self(user_data), frame->hd.stream_id);
     if (stream && frame->hd.type == NGHTTP2_HEADERS && stream->reset_after_response_)
       nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_NO_ERROR);
@@ -246,6 +269,9 @@ std::shared_ptr<Connection> Connection::make(TlsStream tls, Role role, RequestHa
 
 Connection::Connection(TlsStream tls, Role role, RequestHandler on_request)
     : tls_(std::move(tls)), role_(role), on_request_(std::move(on_request)), want_write_(tls_.get_executor()) {
+  error_code ec;
+  const auto remote = tls_.next_layer().remote_endpoint(ec);
+  peer_ = ec ? "a peer already gone" : (std::ostringstream() << remote).str();
   nghttp2_session_callbacks* callbacks = nullptr;
   nghttp2_session_callbacks_new(&callbacks);
   nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks, Callbacks::on_begin_headers);
@@ -323,7 +349,7 @@ asio::awaitable<void> Connection::read_loop() {
       // Not HTTP/2, or broken beyond repair: nghttp2 may have queued a GOAWAY; the writer sends
       // it and then ends the connection. Nothing more is read (a peer that sent garbage and
       // went quiet must not hold the connection open).
-      spdlog::debug("http2: bad input from peer: {}", nghttp2_strerror(static_cast<int>(rv)));
+      spdlog::warn("http2: bad input from {}: {}", peer_, nghttp2_strerror(static_cast<int>(rv)));
       draining_ = true;
       bad_input_ = true;
       wake_writer();
