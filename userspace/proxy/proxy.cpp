@@ -8,6 +8,7 @@
 #include <linux/netfilter_ipv6.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/mman.h>
 #include <nghttp2/nghttp2.h>
 #include <spdlog/spdlog.h>
 
@@ -131,11 +132,17 @@ awaitable<void> until_reset(awaitable<void> work, tcp::socket& socket) {
 
 // Relay buffers, leased only while bytes are in flight: an idle connection holds none (64 KiB
 // per direction held for a connection's life made an idle connection cost ~130 KiB).
-// One executor: no locking. Keeps a few free buffers for the next lease.
+// One executor: no locking. Keeps a few free buffers for the next lease; the rest are mapped
+// and unmapped on their own, not taken from the heap: a burst of thousands of leases (every
+// held connection answering at once) would otherwise leave the heap fragmented at its peak
+// size, and RSS would climb with each burst (the soak test saw +8 MiB over 20,000 connections).
 class BufferPool {
  public:
   static constexpr size_t kSize = 64 << 10;
-  using Buffer = std::unique_ptr<uint8_t[]>;
+  struct Unmap {
+    void operator()(uint8_t* p) const { munmap(p, kSize); }
+  };
+  using Buffer = std::unique_ptr<uint8_t[], Unmap>;
   class Lease {
    public:
     Lease(BufferPool& pool) : pool_(pool), buffer_(pool.take()) {}
@@ -151,14 +158,19 @@ class BufferPool {
   };
 
  private:
+  static constexpr size_t kKeep = 32;
   Buffer take() {
-    if (free_.empty()) return Buffer(new uint8_t[kSize]);
+    if (free_.empty()) {
+      void* p = mmap(nullptr, kSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (p == MAP_FAILED) throw std::bad_alloc();
+      return Buffer(static_cast<uint8_t*>(p));
+    }
     Buffer b = std::move(free_.back());
     free_.pop_back();
     return b;
   }
   void give(Buffer b) {
-    if (free_.size() < 32) free_.push_back(std::move(b));
+    if (free_.size() < kKeep) free_.push_back(std::move(b));
   }
   std::vector<Buffer> free_;
 };
