@@ -38,7 +38,6 @@ using zmesh::http2::Stream;
 using zmesh::http2::TlsStream;
 using namespace std::chrono_literals;
 
-constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 constexpr std::string_view kPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 constexpr auto kHandshakeBound = 5s;
 constexpr auto kEndBound = 2s;  // from the client's FIN to the end of every wait of the session
@@ -99,14 +98,23 @@ asio::awaitable<void> tunnel(std::shared_ptr<Stream> stream) {
 }
 
 asio::awaitable<void> send(TlsStream& client, std::vector<uint8_t> bytes) {
-  co_await asio::async_write(client, asio::buffer(bytes), use_tuple);
+  co_await client.write(asio::buffer(bytes));
 }
 
 asio::awaitable<void> read_to_end(TlsStream& client) {
   std::array<uint8_t, 16 << 10> buf;
   for (;;) {
-    auto [ec, n] = co_await client.async_read_some(asio::buffer(buf), use_tuple);
+    auto [ec, n] = co_await client.read_some(asio::buffer(buf));
     if (ec) break;
+  }
+}
+
+asio::awaitable<void> handshake(TlsStream& tls, asio::ssl::stream_base::handshake_type side, error_code& result) {
+  try {
+    co_await tls.handshake(side);
+    result = {};
+  } catch (const boost::system::system_error& e) {
+    result = e.code();
   }
 }
 
@@ -118,14 +126,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Session session;
   session.tunnel_connects = (data[0] & 1) == 0;
 
-  TlsStream client(w.io, *w.client_tls);
+  TlsStream client(tcp::socket(w.io), *w.client_tls);
   tcp::socket accepted(w.io);
   client.next_layer().connect(w.acceptor.local_endpoint());
   w.acceptor.accept(accepted);
   TlsStream server(std::move(accepted), *w.server_tls);
   error_code client_ec = asio::error::would_block, server_ec = asio::error::would_block;
-  client.async_handshake(TlsStream::client, [&](error_code ec) { client_ec = ec; });
-  server.async_handshake(TlsStream::server, [&](error_code ec) { server_ec = ec; });
+  asio::co_spawn(w.io, handshake(client, asio::ssl::stream_base::client, client_ec), asio::detached);
+  asio::co_spawn(w.io, handshake(server, asio::ssl::stream_base::server, server_ec), asio::detached);
   run(w.io, kHandshakeBound);
   check(!client_ec && !server_ec, "the TLS handshake on loopback failed");
 

@@ -338,7 +338,7 @@ asio::awaitable<void> Connection::read_loop() {
   auto self = shared_from_this();
   std::array<uint8_t, 64 << 10> buf;
   while (!closed_) {
-    auto [ec, n] = co_await tls_.async_read_some(asio::buffer(buf), use_tuple);
+    auto [ec, n] = co_await tls_.read_some(asio::buffer(buf));
     last_read_ = std::chrono::steady_clock::now();
     if (ec) {
       finish(ec == asio::error::eof || ec == asio::ssl::error::stream_truncated ? "peer closed" : "read failed");
@@ -376,9 +376,8 @@ asio::awaitable<void> Connection::write_loop() {
       if (batch.size() >= (256 << 10)) break;
     }
     if (closed_) break;
-    if (!batch.empty()) {
-      auto [ec, written] = co_await asio::async_write(tls_, asio::buffer(batch), use_tuple);
-      if (ec) finish("write failed");
+    if (!batch.empty() || tls_.output_pending()) {
+      if (co_await tls_.write(asio::buffer(batch))) finish("write failed");
       continue;
     }
     if (bad_input_) {
@@ -424,7 +423,7 @@ void Connection::finish(const char* why) {
     stream->headers_.notify();
   }
   error_code ignored;
-  tls_.lowest_layer().close(ignored);
+  tls_.next_layer().close(ignored);
   want_write_.notify();
   if (on_close_) std::exchange(on_close_, nullptr)();
 }

@@ -81,9 +81,18 @@ awaitable<void> with_deadline(Op op, std::chrono::milliseconds limit, std::strin
 }
 
 // A connect from the node (zmeshd's mark, so no capture hook ever takes it).
+// Every proxy socket sends at once (TCP_NODELAY): a relay writes what it was given, and Nagle
+// would hold the tail of each write (a partial segment, an HTTP/2 frame) until the previous
+// one is acknowledged, which with delayed ACKs can be 40 ms. Envoy and ztunnel do the same.
+void no_delay(tcp::socket& socket) {
+  error_code ignored;
+  socket.set_option(tcp::no_delay(true), ignored);
+}
+
 awaitable<tcp::socket> connect(const tcp::endpoint& target, uint32_t mark, std::chrono::milliseconds limit) {
   tcp::socket socket(co_await asio::this_coro::executor);
   socket.open(target.protocol());
+  no_delay(socket);
   setsockopt(socket.native_handle(), SOL_SOCKET, SO_MARK, &mark, sizeof mark);
   const std::string what = "connect to " + text(target) + " timed out";
   co_await with_deadline(socket.async_connect(target, asio::use_awaitable), limit, what);
@@ -483,6 +492,7 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
         continue;
       }
       backoff = std::chrono::milliseconds(10);
+      no_delay(socket);
       const uint64_t id = next_id++;
       asio::co_spawn(
           io,
@@ -776,7 +786,7 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
     http2::TlsStream tls(std::move(socket), *certs.client_context(key.source));
     const std::string what = "TLS handshake with " + text(target) + " timed out";
     try {
-      co_await with_deadline(tls.async_handshake(asio::ssl::stream_base::client, asio::use_awaitable),
+      co_await with_deadline(tls.handshake(asio::ssl::stream_base::client),
                              options.handshake_timeout, what);
     } catch (const system_error& e) {
       handshake_failed(failure_reason(e.code(), tls.native_handle()));
@@ -846,7 +856,7 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
     http2::TlsStream tls(std::move(socket), *certs.server_context(target->identity));
     const std::string what = "handshake timed out";
     try {
-      co_await with_deadline(tls.async_handshake(asio::ssl::stream_base::server, asio::use_awaitable),
+      co_await with_deadline(tls.handshake(asio::ssl::stream_base::server),
                              options.handshake_timeout, what);
     } catch (const system_error& e) {
       handshake_failed(failure_reason(e.code(), tls.native_handle()));

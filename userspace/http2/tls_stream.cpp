@@ -1,0 +1,126 @@
+// TLS through memory BIOs, many records per syscall (see TlsStream in include/zmesh/http2.h).
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <climits>
+#include <stdexcept>
+
+#include "zmesh/http2.h"
+
+namespace zmesh::http2 {
+
+namespace {
+
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+constexpr size_t kReceiveChunk = 256 << 10;  // ciphertext per receive syscall, at most
+
+}  // namespace
+
+TlsStream::TlsStream(asio::ip::tcp::socket socket, asio::ssl::context& context)
+    : socket_(std::move(socket)), ssl_(SSL_new(context.native_handle())) {
+  if (!ssl_) throw std::runtime_error("SSL_new failed");
+  in_ = BIO_new(BIO_s_mem());
+  out_ = BIO_new(BIO_s_mem());
+  if (!in_ || !out_) {
+    BIO_free(in_);
+    BIO_free(out_);
+    SSL_free(ssl_);
+    throw std::runtime_error("BIO_new failed");
+  }
+  // An empty memory BIO reads as "retry later", not as end of file.
+  BIO_set_mem_eof_return(in_, -1);
+  BIO_set_mem_eof_return(out_, -1);
+  SSL_set_bio(ssl_, in_, out_);
+}
+
+TlsStream::TlsStream(TlsStream&& other) noexcept
+    : socket_(std::move(other.socket_)),
+      ssl_(std::exchange(other.ssl_, nullptr)),
+      in_(std::exchange(other.in_, nullptr)),
+      out_(std::exchange(other.out_, nullptr)),
+      received_(std::move(other.received_)),
+      sending_(std::move(other.sending_)) {}
+
+TlsStream::~TlsStream() { SSL_free(ssl_); }  // frees both BIOs
+
+bool TlsStream::output_pending() const { return out_ && BIO_ctrl_pending(out_) > 0; }
+
+error_code TlsStream::ssl_error(int ssl_result) const {
+  const int kind = SSL_get_error(ssl_, ssl_result);
+  if (kind == SSL_ERROR_ZERO_RETURN) return asio::error::eof;
+  if (const unsigned long queued = ERR_get_error())
+    return error_code(static_cast<int>(queued), asio::error::get_ssl_category());
+  return asio::ssl::error::unspecified_system_error;
+}
+
+asio::awaitable<error_code> TlsStream::flush() {
+  while (const size_t pending = BIO_ctrl_pending(out_)) {
+    // Moved out of the BIO first: a read may append to it while this write is under way.
+    sending_.resize(pending);
+    BIO_read(out_, sending_.data(), static_cast<int>(pending));
+    auto [ec, written] = co_await asio::async_write(socket_, asio::buffer(sending_), use_tuple);
+    if (ec) co_return ec;
+  }
+  co_return error_code{};
+}
+
+asio::awaitable<void> TlsStream::handshake(asio::ssl::stream_base::handshake_type side) {
+  if (side == asio::ssl::stream_base::client) SSL_set_connect_state(ssl_);
+  else SSL_set_accept_state(ssl_);
+  received_.resize(kReceiveChunk);
+  for (;;) {
+    ERR_clear_error();
+    const int result = SSL_do_handshake(ssl_);
+    const int kind = result == 1 ? SSL_ERROR_NONE : SSL_get_error(ssl_, result);
+    const error_code failure = kind == SSL_ERROR_NONE || kind == SSL_ERROR_WANT_READ ? error_code{} : ssl_error(result);
+    // Our flight, or the alert that tells the peer why we give up.
+    const error_code sent = co_await flush();
+    if (failure) throw boost::system::system_error(failure);
+    if (sent) throw boost::system::system_error(sent);
+    if (result == 1) co_return;
+    auto [ec, n] = co_await socket_.async_read_some(asio::buffer(received_), use_tuple);
+    if (ec == asio::error::eof) throw boost::system::system_error(asio::ssl::error::stream_truncated);
+    if (ec) throw boost::system::system_error(ec);
+    BIO_write(in_, received_.data(), static_cast<int>(n));
+  }
+}
+
+asio::awaitable<std::pair<error_code, size_t>> TlsStream::read_some(asio::mutable_buffer buffer) {
+  auto* into = static_cast<uint8_t*>(buffer.data());
+  const size_t size = std::min(buffer.size(), static_cast<size_t>(INT_MAX));
+  if (size == 0) co_return std::pair{error_code{}, size_t{0}};
+  if (received_.size() < kReceiveChunk) received_.resize(kReceiveChunk);
+  for (;;) {
+    // Everything already decrypted, up to the buffer: one call for many records.
+    size_t total = 0;
+    int result = 1;
+    ERR_clear_error();
+    while (total < size) {
+      result = SSL_read(ssl_, into + total, static_cast<int>(size - total));
+      if (result <= 0) break;
+      total += static_cast<size_t>(result);
+    }
+    if (total > 0) co_return std::pair{error_code{}, total};
+    if (SSL_get_error(ssl_, result) != SSL_ERROR_WANT_READ) co_return std::pair{ssl_error(result), size_t{0}};
+    auto [ec, n] = co_await socket_.async_read_some(asio::buffer(received_), use_tuple);
+    if (ec == asio::error::eof) co_return std::pair{error_code(asio::ssl::error::stream_truncated), size_t{0}};
+    if (ec) co_return std::pair{ec, size_t{0}};
+    BIO_write(in_, received_.data(), static_cast<int>(n));
+  }
+}
+
+asio::awaitable<error_code> TlsStream::write(asio::const_buffer buffer) {
+  if (buffer.size() > 0) {
+    ERR_clear_error();
+    // A memory BIO never pushes back: every record of the buffer is written here.
+    const int result = SSL_write(ssl_, buffer.data(), static_cast<int>(std::min(buffer.size(), size_t{INT_MAX})));
+    if (result <= 0) co_return ssl_error(result);
+  }
+  co_return co_await flush();
+}
+
+}  // namespace zmesh::http2
