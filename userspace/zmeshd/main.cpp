@@ -12,6 +12,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <malloc.h>
 #include <sys/resource.h>
 
 #include <csignal>
@@ -229,6 +230,19 @@ int serve(Options& o) {
     });
   };
   collect();
+  // Memory given back: after a burst (10,000 connections closed) glibc keeps the freed heap,
+  // and RSS would stay at the peak (151 MiB in bench/run) for the daemon's life. Every 5 s,
+  // when more than 8 MiB of the heap is free, it goes back to the kernel.
+  boost::asio::steady_timer trim(io);
+  std::function<void()> give_back = [&] {
+    trim.expires_after(std::chrono::seconds(5));
+    trim.async_wait([&](const boost::system::error_code& ec) {
+      if (ec) return;
+      if (mallinfo2().fordblks > (8u << 20)) malloc_trim(0);
+      give_back();
+    });
+  };
+  give_back();
   // Metrics and admin last: once readiness says 200, the datapath is attached and
   // certificates are loaded.
   auto metrics = [&] {
