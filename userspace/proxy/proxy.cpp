@@ -140,14 +140,16 @@ awaitable<void> until_reset(awaitable<void> work, tcp::socket& socket) {
 }
 
 // Relay buffers, leased only while bytes are in flight: an idle connection holds none (64 KiB
-// per direction held for a connection's life made an idle connection cost ~130 KiB).
+// per direction held for a connection's life made an idle connection cost ~130 KiB). 256 KiB
+// each: a bulk flow moves that much per read and write (same-node iperf3 9.5 -> 11.5 Gbit/s
+// against 64 KiB), and only the pages a read touches become resident.
 // One executor: no locking. Keeps a few free buffers for the next lease; the rest are mapped
 // and unmapped on their own, not taken from the heap: a burst of thousands of leases (every
 // held connection answering at once) would otherwise leave the heap fragmented at its peak
 // size, and RSS would climb with each burst (the soak test saw +8 MiB over 20,000 connections).
 class BufferPool {
  public:
-  static constexpr size_t kSize = 64 << 10;
+  static constexpr size_t kSize = 256 << 10;
   struct Unmap {
     void operator()(uint8_t* p) const { munmap(p, kSize); }
   };
@@ -167,7 +169,7 @@ class BufferPool {
   };
 
  private:
-  static constexpr size_t kKeep = 32;
+  static constexpr size_t kKeep = 8;
   Buffer take() {
     if (free_.empty()) {
       void* p = mmap(nullptr, kSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
