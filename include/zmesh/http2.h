@@ -118,6 +118,7 @@ class Stream {
   const std::string& forwarded() const { return forwarded_; }  // server: the request's forwarded header
   bool closed() const { return closed_; }
   uint32_t reset_code() const { return reset_code_; }  // when closed: 0 = clean
+  ~Stream();  // gives the window of bytes never read back to the connection
 
  private:
   friend class Connection;

@@ -540,6 +540,45 @@ TEST_F(ProxyTest, AResetCrossesTheMesh) {
   EXPECT_NE(nlohmann::json::parse(*line).at("error"), "") << "the server saw an end, not a reset: " << *line;
 }
 
+TEST_F(ProxyTest, BytesAClientNeverReadsGiveTheirWindowBack) {
+  up();
+  // A server that sends 1 MiB to whoever connects, then closes; a client that half-closes,
+  // reads nothing, and aborts (RST) once the stream has ended cleanly on both sides. Each such
+  // connection leaves up to 1 MiB in node1's stream queue. If those bytes never gave their
+  // HTTP/2 window back, 24 of them would exhaust the pooled connection's 16 MiB window and the
+  // next transfer over it would stall.
+  Process server(lab_->exec("app1-n2", {"python3", "-c", R"(
+import socket
+s = socket.socket(socket.AF_INET6)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("::", 8090)); s.listen(64)
+print("listening", flush=True)
+while True:
+    c, _ = s.accept()
+    c.sendall(b"x" * (1 << 20))
+    c.close()
+)"}),
+                 Process::Stderr::Merge);
+  ASSERT_TRUE(server.wait_for("listening").has_value());
+  const std::string abort_client = R"(
+import socket, struct, sys, time
+for _ in range(24):
+    c = socket.socket()
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # so the bytes stay queued in zmeshd
+    c.connect((sys.argv[1], 8090))
+    c.shutdown(socket.SHUT_WR)
+    time.sleep(0.3)
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()
+print("done")
+)";
+  auto aborted = run(lab_->exec("app1-n1", {"python3", "-c", abort_client, ip("app1-n2")}));
+  ASSERT_EQ(aborted.exit_code, 0) << aborted.out << aborted.err;
+  auto echo = echo_server(*lab_, "app1-n2", 8080);
+  expect_whole(echo_send(*lab_, "app1-n1", ip("app1-n2"), 8080, 4 << 20), 4 << 20);
+  EXPECT_EQ(count(log("node1"), "hbone: connected"), 1u) << "the same pooled connection carried it all";
+}
+
 TEST_F(ProxyTest, IdlePooledConnectionsAreClosed) {
   up({"--pool-idle-timeout-ms", "500"});
   auto server = echo_server(*lab_, "app1-n2", 8080);

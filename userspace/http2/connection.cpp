@@ -57,6 +57,19 @@ void Signal::notify() {
 Stream::Stream(std::weak_ptr<Connection> connection, const asio::any_io_executor& executor)
     : connection_(std::move(connection)), readable_(executor), writable_(executor), headers_(executor) {}
 
+// Bytes received that nobody will read now: the stream ended cleanly, then its reader gave up
+// (its socket was reset before it took them). Their connection window must come back, or every
+// such stream shrinks the pooled connection's window until no stream on it can receive.
+Stream::~Stream() {
+  size_t unread = 0;
+  for (const auto& chunk : inbox_) unread += chunk.size();
+  if (unread == 0) return;
+  if (auto connection = connection_.lock(); connection && !connection->closed_) {
+    nghttp2_session_consume_connection(connection->session_, unread);
+    connection->wake_writer();
+  }
+}
+
 asio::awaitable<std::pair<error_code, std::vector<uint8_t>>> Stream::take_some() {
   for (;;) {
     if (!inbox_.empty()) {
