@@ -46,7 +46,9 @@ class Certificates {
   // identity is issued again from it and its source and roots replace these. All or nothing: if
   // one identity cannot be issued, nothing changes and the error is thrown. True when rotated.
   // New handshakes use the new material; the caller decides what happens to open connections.
-  bool rotate(Certificates fresh);
+  // `keep` are the identities still local: only they are issued again (an identity whose pod
+  // left is dropped, so its missing files cannot block a rotation).
+  bool rotate(Certificates fresh, const std::vector<SpiffeId>& keep);
   uint64_t rotations() const { return rotations_; }
 
   // Renews every certificate past half its life; runs until the executor stops.

@@ -48,7 +48,8 @@ class TlsStream {
   // Throws system_error (the handshake's error, or stream_truncated if the peer hung up).
   asio::awaitable<void> handshake(asio::ssl::stream_base::handshake_type side);
   // Some plaintext (as much as is decrypted, up to the buffer); eof after the peer's
-  // close_notify, stream_truncated when the TCP connection ended without one.
+  // close_notify, stream_truncated when the TCP connection ended without one. 0 bytes and no
+  // error when reading produced output for the peer (output_pending(): write to send it).
   asio::awaitable<std::pair<error_code, size_t>> read_some(asio::mutable_buffer buffer);
   // Encrypts all of `buffer` and sends it with whatever else is pending (an empty buffer just
   // sends what the reader produced, e.g. a KeyUpdate answer).
@@ -62,6 +63,7 @@ class TlsStream {
  private:
   asio::awaitable<error_code> flush();
   error_code ssl_error(int ssl_result) const;
+  error_code take_in(size_t n);  // the first n received bytes into OpenSSL's input
 
   asio::ip::tcp::socket socket_;
   SSL* ssl_ = nullptr;

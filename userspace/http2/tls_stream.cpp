@@ -16,7 +16,8 @@ namespace zmesh::http2 {
 namespace {
 
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
-constexpr size_t kReceiveChunk = 256 << 10;  // ciphertext per receive syscall, at most
+constexpr size_t kReceiveChunk = 256 << 10;   // ciphertext per receive syscall, at most
+constexpr size_t kHandshakeChunk = 17 << 10;  // before the peer is authenticated: one record
 
 }  // namespace
 
@@ -51,10 +52,18 @@ bool TlsStream::output_pending() const { return out_ && BIO_ctrl_pending(out_) >
 
 error_code TlsStream::ssl_error(int ssl_result) const {
   const int kind = SSL_get_error(ssl_, ssl_result);
-  if (kind == SSL_ERROR_ZERO_RETURN) return asio::error::eof;
-  if (const unsigned long queued = ERR_get_error())
-    return error_code(static_cast<int>(queued), asio::error::get_ssl_category());
-  return asio::ssl::error::unspecified_system_error;
+  error_code ec = asio::ssl::error::unspecified_system_error;
+  if (kind == SSL_ERROR_ZERO_RETURN) ec = asio::error::eof;
+  else if (const unsigned long queued = ERR_get_error())
+    ec = error_code(static_cast<int>(queued), asio::error::get_ssl_category());
+  ERR_clear_error();  // the rest of the queue must not be read as the next call's error
+  return ec;
+}
+
+error_code TlsStream::take_in(size_t n) {
+  // A memory BIO copies; it fails only when it cannot allocate.
+  if (BIO_write(in_, received_.data(), static_cast<int>(n)) != static_cast<int>(n)) return asio::error::no_memory;
+  return {};
 }
 
 asio::awaitable<error_code> TlsStream::flush() {
@@ -71,7 +80,7 @@ asio::awaitable<error_code> TlsStream::flush() {
 asio::awaitable<void> TlsStream::handshake(asio::ssl::stream_base::handshake_type side) {
   if (side == asio::ssl::stream_base::client) SSL_set_connect_state(ssl_);
   else SSL_set_accept_state(ssl_);
-  received_.resize(kReceiveChunk);
+  received_.resize(kHandshakeChunk);  // a client that never authenticates costs 17 KiB, not 256
   for (;;) {
     ERR_clear_error();
     const int result = SSL_do_handshake(ssl_);
@@ -85,7 +94,7 @@ asio::awaitable<void> TlsStream::handshake(asio::ssl::stream_base::handshake_typ
     auto [ec, n] = co_await socket_.async_read_some(asio::buffer(received_), use_tuple);
     if (ec == asio::error::eof) throw boost::system::system_error(asio::ssl::error::stream_truncated);
     if (ec) throw boost::system::system_error(ec);
-    BIO_write(in_, received_.data(), static_cast<int>(n));
+    if (auto taken = take_in(n)) throw boost::system::system_error(taken);
   }
 }
 
@@ -106,10 +115,13 @@ asio::awaitable<std::pair<error_code, size_t>> TlsStream::read_some(asio::mutabl
     }
     if (total > 0) co_return std::pair{error_code{}, total};
     if (SSL_get_error(ssl_, result) != SSL_ERROR_WANT_READ) co_return std::pair{ssl_error(result), size_t{0}};
+    // What the records read produced for the peer (a KeyUpdate answer): back to the caller
+    // with nothing, so its writer sends it now.
+    if (output_pending()) co_return std::pair{error_code{}, size_t{0}};
     auto [ec, n] = co_await socket_.async_read_some(asio::buffer(received_), use_tuple);
     if (ec == asio::error::eof) co_return std::pair{error_code(asio::ssl::error::stream_truncated), size_t{0}};
     if (ec) co_return std::pair{ec, size_t{0}};
-    BIO_write(in_, received_.data(), static_cast<int>(n));
+    if (auto taken = take_in(n)) co_return std::pair{taken, size_t{0}};
   }
 }
 
@@ -117,7 +129,8 @@ asio::awaitable<error_code> TlsStream::write(asio::const_buffer buffer) {
   if (buffer.size() > 0) {
     ERR_clear_error();
     // A memory BIO never pushes back: every record of the buffer is written here.
-    const int result = SSL_write(ssl_, buffer.data(), static_cast<int>(std::min(buffer.size(), size_t{INT_MAX})));
+    if (buffer.size() > INT_MAX) co_return asio::error::message_size;
+    const int result = SSL_write(ssl_, buffer.data(), static_cast<int>(buffer.size()));
     if (result <= 0) co_return ssl_error(result);
   }
   co_return co_await flush();

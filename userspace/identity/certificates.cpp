@@ -63,13 +63,13 @@ std::shared_ptr<boost::asio::ssl::context> Certificates::client_context(const Sp
 }
 const Certificate& Certificates::certificate(const SpiffeId& id) const { return entry(id).cert; }
 
-bool Certificates::rotate(Certificates fresh) {
+bool Certificates::rotate(Certificates fresh, const std::vector<SpiffeId>& keep) {
   const bool same_issuer = (!fresh.issuer_ && !issuer_) ||
                            (fresh.issuer_ && issuer_ && X509_cmp(fresh.issuer_.get(), issuer_.get()) == 0);
   if (fresh.bundle_.same_roots(bundle_) && same_issuer) return false;
-  for (const auto& [id, entry] : entries_) fresh.issue(id);
+  for (const auto& id : keep) fresh.issue(id);
   spdlog::info("certificates: rotated to {} ({} trusted roots, was {}); {} identities issued again",
-               fresh.source_name_, fresh.bundle_.roots().size(), bundle_.roots().size(), entries_.size());
+               fresh.source_name_, fresh.bundle_.roots().size(), bundle_.roots().size(), fresh.entries_.size());
   source_ = std::move(fresh.source_);
   bundle_ = std::move(fresh.bundle_);
   source_name_ = std::move(fresh.source_name_);

@@ -785,6 +785,7 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
 
   awaitable<std::shared_ptr<http2::Connection>> connect_hbone(const PoolKey& key, const tcp::endpoint& target) {
     auto socket = co_await connect(target, options.proxy_mark, options.connect_timeout);
+    const uint64_t material = certs.rotations();
     http2::TlsStream tls(std::move(socket), *certs.client_context(key.source));
     const std::string what = "TLS handshake with " + text(target) + " timed out";
     try {
@@ -813,6 +814,9 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
     auto connection = http2::Connection::make(std::move(tls), http2::Connection::Role::Client);
     connection->keep_alive(options.hbone_keepalive);
     connection->start();
+    // A CA rotation while this handshake ran: it used the old material, and
+    // retire_connections() could not see it. It takes no stream; the pool makes a new one.
+    if (certs.rotations() != material) connection->drain();
     spdlog::info("hbone: connected to {} as {} (server {}, node {})", text(target), key.source.uri(),
                  key.destination.uri(), key.node);
     co_return connection;
@@ -855,6 +859,7 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
       abort_socket(socket);
       co_return;
     }
+    const uint64_t material = certs.rotations();
     http2::TlsStream tls(std::move(socket), *certs.server_context(target->identity));
     const std::string what = "handshake timed out";
     try {
@@ -888,6 +893,7 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
       if (auto impl = weak.lock()) impl->served.erase(connection);
       connection.reset();
     });
+    if (certs.rotations() != material) connection->drain();  // as in connect_hbone
   }
 
   awaitable<void> hbone_request(std::shared_ptr<http2::Stream> stream, uint64_t conn_id, tcp::endpoint peer,

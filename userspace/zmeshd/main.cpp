@@ -156,15 +156,29 @@ int serve(Options& o) {
   const auto rotate_certificates = [&] {
     if (!certificates) return;
     try {
-      if (certificates->rotate(load_certificates(o, false)) && proxy) proxy->retire_connections();
+      std::vector<zmesh::SpiffeId> local;
+      if (const auto snapshot = state.current())
+        for (const auto* w : snapshot->mesh.local_workloads()) local.push_back(w->identity);
+      if (certificates->rotate(load_certificates(o, false), local) && proxy) proxy->retire_connections();
     } catch (const std::exception& e) {
       spdlog::error("certificates: rotation refused, the current certificates stay: {}", e.what());
       throw std::runtime_error(std::string("certificates: ") + e.what());
     }
   };
+  // Both halves run whatever the other did; the first failure is what the caller hears.
   const auto reload = [&] {
-    rotate_certificates();
-    controller.reload_file(true);
+    std::exception_ptr failure;
+    try {
+      rotate_certificates();
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    try {
+      controller.reload_file(true);
+    } catch (...) {
+      if (!failure) failure = std::current_exception();
+    }
+    if (failure) std::rethrow_exception(failure);
   };
   zmesh::ControlServer control(io, state_dir / zmesh::control::kSocketName, controller, o.datapath.pin_root, reload);
   controller.start();
