@@ -157,6 +157,12 @@ TEST_F(LoadTest, SoakKeepsRssAndDescriptorsFlat) {
       auto sent = echo_send(*lab_, "app1-n1", to, 8080, 256 << 10);
       ASSERT_EQ(sent.exit_code, 0) << sent.err;
       ASSERT_TRUE(json::parse(sent.out).at("match").get<bool>()) << sent.out;
+      // The server's line for it, read here: unread, its pipe fills after ~700 connections and
+      // the server blocks in printf before it closes the next one (which once looked like a
+      // lost end of stream).
+      auto served = echo->read_line(std::chrono::seconds(10));
+      ASSERT_TRUE(served.has_value()) << "the echo server said nothing";
+      EXPECT_EQ(json::parse(*served).at("bytes"), 256 << 10) << *served;
     }
     connections += 300 + 40 + 8;
     // Idle again: no connection carried, only the pooled HBONE connections besides the idle fds.
