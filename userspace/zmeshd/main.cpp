@@ -6,12 +6,15 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <malloc.h>
 #include <sys/resource.h>
 
@@ -79,6 +82,17 @@ void raise_fd_limit() {
   limit.rlim_cur = limit.rlim_max;
   if (setrlimit(RLIMIT_NOFILE, &limit) == 0)
     spdlog::info("zmeshd: open file limit raised from {} to {}", before, limit.rlim_cur);
+}
+
+// Runs `work` every `interval` until the io_context stops.
+boost::asio::awaitable<void> every(std::chrono::milliseconds interval, std::function<void()> work) {
+  boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor);
+  for (;;) {
+    timer.expires_after(interval);
+    auto [ec] = co_await timer.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
+    if (ec) co_return;
+    work();
+  }
 }
 
 // The certificates from the files the flags name: at start-up, and again on each reload (a CA
@@ -230,33 +244,19 @@ int serve(Options& o) {
   }
   control.start();
   // Runtime pods whose cgroup vanished without a DEL reaching us are dropped on a timer.
-  boost::asio::steady_timer gc(io);
-  std::function<void()> collect = [&] {
-    gc.expires_after(std::chrono::milliseconds(o.gc_interval_ms));
-    gc.async_wait([&](const boost::system::error_code& ec) {
-      if (ec) return;
-      try {
-        controller.drop_vanished_pods();
-      } catch (const std::exception& e) {
-        spdlog::error("controller: dropping vanished pods failed: {}", e.what());
-      }
-      collect();
-    });
-  };
-  collect();
+  boost::asio::co_spawn(io, every(std::chrono::milliseconds(o.gc_interval_ms), [&] {
+    try {
+      controller.drop_vanished_pods();
+    } catch (const std::exception& e) {
+      spdlog::error("controller: dropping vanished pods failed: {}", e.what());
+    }
+  }), boost::asio::detached);
   // Memory given back: after a burst (10,000 connections closed) glibc keeps the freed heap,
   // and RSS would stay at the peak (151 MiB in bench/run) for the daemon's life. Every 5 s,
   // when more than 8 MiB of the heap is free, it goes back to the kernel.
-  boost::asio::steady_timer trim(io);
-  std::function<void()> give_back = [&] {
-    trim.expires_after(std::chrono::seconds(5));
-    trim.async_wait([&](const boost::system::error_code& ec) {
-      if (ec) return;
-      if (mallinfo2().fordblks > (8u << 20)) malloc_trim(0);
-      give_back();
-    });
-  };
-  give_back();
+  boost::asio::co_spawn(io, every(std::chrono::seconds(5), [] {
+    if (mallinfo2().fordblks > (8u << 20)) malloc_trim(0);
+  }), boost::asio::detached);
   // Metrics and admin last: once readiness says 200, the datapath is attached and
   // certificates are loaded.
   auto metrics = [&] {
