@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /* Socket tracking and the same-node short-cut.
- * - sockops on enrolled pods' cgroups and on zmeshd's own cgroup: when a captured pod socket
+ * - zm_sockops on enrolled pods' cgroups and on zmeshd's own cgroup: when a captured pod socket
  *   is established, move its original destination from the cookie key to the tuple key the
  *   proxy looks up; put sockets whose peer is on this node (a local pod or the proxy) into
  *   zm_sockhash; forget the original destination when the pod socket closes.
+ * - zm_sockops_node on the node's host cgroup: the same move for connects zm_connect4/6_node
+ *   captured, for sockets of the node's own netns only (no short-cut for them).
  * - sk_msg on zm_sockhash: a message sent on one socket of a pair goes straight into its
  *   peer's receive queue, skipping TCP/IP. A socket that has sent through TCP once keeps
  *   doing so, so the bytes of a stream can never overtake each other. */
@@ -54,23 +56,35 @@ static __always_inline bool zm_peer_is_local(const struct zm_tuple *t)
 	return bpf_map_lookup_elem(&zm_workloads, &remote) != NULL;
 }
 
+/* Moves a captured socket's original destination to its tuple; whether there was one. */
+static __always_inline bool zm_move_orig(struct bpf_sock_ops *skops, const struct zm_tuple *t)
+{
+	__u64 cookie = bpf_get_socket_cookie(skops);
+	struct zm_orig *orig = bpf_map_lookup_elem(&zm_cookie_orig, &cookie);
+	struct zm_orig copy;
+
+	if (!orig)
+		return false;
+	copy = *orig;
+	bpf_map_update_elem(&zm_orig, t, &copy, BPF_ANY);
+	bpf_map_delete_elem(&zm_cookie_orig, &cookie);
+	zm_count(sockops_orig_moved);
+	return true;
+}
+
+/* Close events, to forget this socket's state. */
+static __always_inline void zm_watch_close(struct bpf_sock_ops *skops)
+{
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+}
+
 static __always_inline void zm_established(struct bpf_sock_ops *skops)
 {
 	struct zm_tuple t = {};
-	__u64 cookie = bpf_get_socket_cookie(skops);
-	struct zm_orig *orig;
 
 	zm_tuple_from_sockops(skops, &t);
-	orig = bpf_map_lookup_elem(&zm_cookie_orig, &cookie);
-	if (orig) {
-		struct zm_orig copy = *orig;
-
-		bpf_map_update_elem(&zm_orig, &t, &copy, BPF_ANY);
-		bpf_map_delete_elem(&zm_cookie_orig, &cookie);
-		zm_count(sockops_orig_moved);
-	}
-	/* Close events, to forget this socket's state. */
-	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+	zm_move_orig(skops, &t);
+	zm_watch_close(skops);
 	if (!zm_cfg.sockmap_enabled || !zm_peer_is_local(&t))
 		return;
 	if (bpf_sock_hash_update(skops, &zm_sockhash, &t, BPF_NOEXIST))
@@ -98,6 +112,31 @@ int zm_sockops(struct bpf_sock_ops *skops)
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
 		zm_established(skops);
+		break;
+	case BPF_SOCK_OPS_STATE_CB:
+		if (skops->args[1] == BPF_TCP_CLOSE)
+			zm_closed(skops);
+		break;
+	}
+	return 1;
+}
+
+/* sockops on the host cgroup: captured connects of the node's own processes. Every socket of
+ * the host goes past here, so it does no more than one netns check for the others. */
+SEC("sockops")
+int zm_sockops_node(struct bpf_sock_ops *skops)
+{
+	struct zm_tuple t = {};
+
+	if (skops->family != AF_INET && skops->family != AF_INET6)
+		return 1;
+	if (bpf_get_netns_cookie(skops) != zm_cfg.node_netns_cookie)
+		return 1;
+	switch (skops->op) {
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+		zm_tuple_from_sockops(skops, &t);
+		if (zm_move_orig(skops, &t))
+			zm_watch_close(skops);
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
 		if (skops->args[1] == BPF_TCP_CLOSE)

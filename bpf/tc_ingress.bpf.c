@@ -1,11 +1,18 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
-/* Inbound capture and the L4 deny fast path: TC ingress (tcx link, or clsact) on the node's
- * uplinks and on enrolled pods' host-side veths, in the node's netns.
+/* Inbound capture and the L4 deny fast path: TC ingress (tcx link, or clsact) on every
+ * interface of the node's netns but lo (uplinks, tunnels, every pod's host-side veth), in the
+ * node's netns.
  *
+ * Frames the parser cannot read to the end are judged first:
+ *   - more stacked VLAN tags than it reads                        -> drop (tc_drop_unparsed)
+ *   - not IP (ARP, LLDP, ...)                                      -> pass
  * For a packet to a pod enrolled on this node (zm_workloads):
- *   0. its L4 header cannot be read (fragment, IPv6 extension header)  -> drop (tc_drop_unparsed)
- *   1. not TCP: zm_l4_deny matches (source prefix, pod, port or any, protocol) -> drop
- *      (tc_drop_deny), else pass
+ *   0. behind VLAN tags in the frame's data (802.1Q or 802.1ad, stacked: the kernel strips
+ *      priority tags after tc and would deliver the plain IP behind them) -> drop (tc_drop_tagged)
+ *   1. not TCP: pass. zmesh meshes TCP, as ztunnel does; STRICT and policies govern TCP
+ *      (docs/security.md says so). IPv4 names its protocol in every fragment.
+ *      TCP whose header cannot be read (a fragment; or IPv6 behind an extension header, which
+ *      may be anything)                                            -> drop (tc_drop_unparsed)
  *   2. a new connection (SYN without ACK):
  *        to the HBONE port        -> assign to zmeshd's listener there (tc_to_hbone)
  *        to another port          -> drop when zm_l4_deny matches (tc_drop_deny) or the pod
@@ -16,11 +23,13 @@
  *      whose address says nothing about the client pod, and carry the real port inside the
  *      tunnel; the proxy decides them. Nor for packets of an established connection: a rule
  *      denies connections *to* the pod, not replies to the pod's own connections.
- *   4. any other TCP packet: if zmeshd owns a socket for its tuple (a connection steered in
- *      step 3), deliver to it (tc_followed); else pass (e.g. replies to the pod's own
+ *   3. any other TCP packet: if zmeshd owns a socket for its tuple (a connection steered in
+ *      step 2), deliver to it (tc_followed); else pass (e.g. replies to the pod's own
  *      outbound connections).
  * Steered packets get skb->mark = assign_mark; the node's `ip rule fwmark` sends them to a
- * table whose `local default dev lo` route delivers them locally, to the assigned socket. */
+ * table whose `local default dev lo` route delivers them locally, to the assigned socket.
+ * What reaches a pod without crossing any of these hooks (the node's own processes, packets
+ * NATed on the node) meets zm_tc_egress at the pod's veth (tc_egress.bpf.c). */
 #include "vmlinux.h"
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
@@ -33,13 +42,13 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #define BPF_F_CURRENT_NETNS (-1L)
 
-/* Whether zm_l4_deny holds a rule for this packet: exact port first, then any port. */
+/* Whether zm_l4_deny holds a rule for this TCP packet: exact port first, then any port. */
 static __always_inline bool zm_denied(const struct zm_pkt *p)
 {
 	struct zm_deny_key key = {
 		.dst = p->dst,
 		.dport = p->dport,
-		.protocol = p->protocol,
+		.protocol = IPPROTO_TCP,
 		.family = p->family,
 		.src = p->src,
 	};
@@ -107,7 +116,14 @@ int zm_tc_ingress(struct __sk_buff *skb)
 	struct bpf_sock *sk;
 	__u16 port;
 
-	if (zm_parse(skb, &p)) {
+	switch (zm_parse(skb, &p)) {
+	case 0:
+		break;
+	case -E2BIG:
+		/* Where it goes cannot be read, and the kernel may strip its tags and deliver it. */
+		zm_count(tc_drop_unparsed);
+		return TC_ACT_SHOT;
+	default:
 		zm_count(tc_passed);
 		return TC_ACT_OK;
 	}
@@ -118,18 +134,19 @@ int zm_tc_ingress(struct __sk_buff *skb)
 		zm_count(tc_passed);
 		return TC_ACT_OK;
 	}
+	if (p.tags) {
+		/* Steering it would not survive the kernel's tag handling: nothing tagged reaches a pod. */
+		zm_count(tc_drop_tagged);
+		return TC_ACT_SHOT;
+	}
+	if (!zm_is_tcp(&p)) {
+		zm_count(tc_passed);
+		return TC_ACT_OK;
+	}
 	if (!p.l4_ok) {
 		/* A SYN could hide behind a fragment or an IPv6 extension header: fail closed. */
 		zm_count(tc_drop_unparsed);
 		return TC_ACT_SHOT;
-	}
-	if (p.protocol != IPPROTO_TCP) {
-		if (zm_denied(&p)) {
-			zm_count(tc_drop_deny);
-			return TC_ACT_SHOT;
-		}
-		zm_count(tc_passed);
-		return TC_ACT_OK;
 	}
 
 	if ((p.tcp_flags & (ZM_TCP_SYN | ZM_TCP_ACK)) != ZM_TCP_SYN) {

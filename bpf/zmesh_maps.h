@@ -11,6 +11,13 @@
 #define ZM_AF_INET 4
 #define ZM_AF_INET6 6
 
+/* Map capacities (max_entries), for the programs and for userspace's own limits. */
+#define ZM_MAX_DESTS 65536     /* zm_dests: pod IPs and service VIPs of the mesh */
+#define ZM_MAX_DEST_CIDRS 64   /* zm_dest_cidrs: the cluster's pod CIDRs */
+#define ZM_MAX_WORKLOADS 4096  /* zm_workloads: IPs of pods enrolled on this node */
+#define ZM_MAX_CONNS 65536     /* zm_cookie_orig, zm_orig, zm_sockhash: captured connections */
+#define ZM_MAX_DENY 16384      /* zm_l4_deny: kernel deny entries */
+
 /* An IPv4 or IPv6 address in network byte order; IPv4 uses v4 and leaves the rest zero. */
 union zm_ip {
 	__be32 v4;
@@ -35,11 +42,12 @@ struct zm_tuple {
 };
 
 /* Where a captured connect was going before it was rewritten to the proxy. */
+#define ZM_ORIG_FROM_NODE 1 /* the connect came from the node's own netns, not from a pod */
 struct zm_orig {
 	union zm_ip addr;
 	__be16 port;
 	__u8 family;
-	__u8 pad;
+	__u8 flags; /* ZM_ORIG_* */
 };
 
 /* zm_dests value: a destination in the mesh, whose connects are captured. */
@@ -98,28 +106,45 @@ struct zm_config {
 	__u32 proxy_mark;          /* SO_MARK of zmeshd's own sockets: never captured */
 	__u32 assign_mark;         /* skb->mark for steered packets: routed to the local table */
 	__u32 sockmap_enabled;     /* the pod<->proxy short-cut through the sockhash */
+	__u64 node_netns_cookie;   /* the node's netns: the host hooks act on its sockets only */
+	__u64 proxy_cgroup_id;     /* zmeshd's own cgroup: its connects are never captured */
+	__u64 probe_cgroup_id;     /* the kubelet's cgroup (0 = none): its probes reach pods directly */
+	__u32 probe_cgroup_level;  /* its depth below the cgroup v2 root (ancestor-id lookups) */
+	__u32 pad2;
 };
 
-/* zm_counters value (one per-CPU entry): what the programs did. Userspace sums the CPUs. */
+/* zm_counters value (one per-CPU entry): what the programs did. Userspace sums the CPUs.
+ * One list, ZM_COUNTERS(X): the struct below, the names in /metrics and /stats and their help
+ * are all made from it, so a counter cannot exist on one side only. */
+#define ZM_COUNTERS(X)                                                                                    \
+	X(connect_redirected, "connects rewritten to the proxy")                                         \
+	X(connect_passed, "connects to non-mesh destinations, untouched")                                \
+	X(connect_orig_full, "a redirect whose original destination could not be stored: refused")       \
+	X(connect_from_node, "of the redirected connects, those from the node's own netns (no identity)") \
+	X(sockops_orig_moved, "cookie->orig entries moved to the tuple key")                             \
+	X(sockhash_added, "sockets put into the short-cut")                                              \
+	X(sockhash_add_failed, "sockhash full or insert refused")                                        \
+	X(shortcut_msgs, "messages carried by the short-cut")                                            \
+	X(shortcut_bytes, "bytes carried by the short-cut")                                              \
+	X(shortcut_passed, "messages that took the TCP path (no peer in the sockhash)")                  \
+	X(tc_to_hbone, "new inbound connections for the HBONE listener")                                 \
+	X(tc_to_plaintext, "new inbound connections for the plaintext listener")                         \
+	X(tc_followed, "packets of steered connections, delivered to their socket")                      \
+	X(tc_passed, "packets not for a mesh pod, or not ours to steer")                                 \
+	X(tc_drop_deny, "dropped by zm_l4_deny")                                                         \
+	X(tc_drop_mtls, "plaintext to a pod that requires mTLS")                                         \
+	X(tc_drop_no_proxy, "of the steered, no listener to steer to (zmeshd down): fail closed")        \
+	X(tc_drop_assign, "of the steered, bpf_sk_assign refused: dropped")                             \
+	X(tc_drop_unparsed, "to a mesh pod with an unreadable L4 header, or a frame too deep in tags to read") \
+	X(tc_drop_tagged, "to a mesh pod inside stacked VLAN tags (the kernel would strip them after tc)") \
+	X(tc_door_passed, "TCP into a pod at its veth: zmeshd's own, or not a new connection")           \
+	X(tc_door_probe, "new connections into a pod from the kubelet's probe cgroup, let through")      \
+	X(tc_drop_bypass, "new connections into a pod that did not come through zmeshd: dropped at its veth")
+
 struct zm_counters {
-	__u64 connect_redirected;   /* connects rewritten to the proxy */
-	__u64 connect_passed;       /* connects to non-mesh destinations, untouched */
-	__u64 connect_orig_full;    /* a redirect whose original destination could not be stored */
-	__u64 sockops_orig_moved;   /* cookie->orig entries moved to the tuple key */
-	__u64 sockhash_added;       /* sockets put into the short-cut */
-	__u64 sockhash_add_failed;  /* sockhash full or insert refused */
-	__u64 shortcut_msgs;        /* messages carried by the short-cut */
-	__u64 shortcut_bytes;
-	__u64 shortcut_passed;      /* messages that took the TCP path (no peer in the sockhash) */
-	__u64 tc_to_hbone;          /* new inbound connections for the HBONE listener */
-	__u64 tc_to_plaintext;      /* new inbound connections for the plaintext listener */
-	__u64 tc_followed;          /* packets of steered connections, delivered to their socket */
-	__u64 tc_passed;            /* packets not for a mesh pod, or not ours to steer */
-	__u64 tc_drop_deny;         /* dropped by zm_l4_deny */
-	__u64 tc_drop_mtls;         /* plaintext to a pod that requires mTLS */
-	__u64 tc_drop_no_proxy;     /* of those, no listener to steer to (zmeshd down): fail closed */
-	__u64 tc_drop_assign;       /* of those, bpf_sk_assign refused: dropped */
-	__u64 tc_drop_unparsed;     /* to a mesh pod, L4 header unreadable (fragment, IPv6 ext hdr) */
+#define ZM_COUNTER_FIELD(name, help) __u64 name;
+	ZM_COUNTERS(ZM_COUNTER_FIELD)
+#undef ZM_COUNTER_FIELD
 };
 
 #endif

@@ -5,6 +5,7 @@
 #define EINVAL 22
 #define ENOSPC 28
 #define ENOENT 2
+#define E2BIG 7
 
 #define AF_INET 2
 #define AF_INET6 10

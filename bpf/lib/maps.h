@@ -9,11 +9,6 @@
 
 #include "zmesh_maps.h"
 
-#define ZM_MAX_DESTS 65536
-#define ZM_MAX_WORKLOADS 4096
-#define ZM_MAX_CONNS 65536
-#define ZM_MAX_DENY 16384
-
 /* key: struct zm_ip_key (pod IP or service VIP); value: struct zm_dest. Written by userspace
  * (Datapath::add_destination); read by connect4/6 to decide what to capture. */
 struct {
@@ -28,7 +23,7 @@ struct {
  * userspace (Datapath::set_destination_cidrs); read by connect4/6 when zm_dests has no entry. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 64);
+	__uint(max_entries, ZM_MAX_DEST_CIDRS);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct zm_cidr_key);
 	__type(value, struct zm_dest);

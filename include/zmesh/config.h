@@ -11,6 +11,7 @@
 #include <nlohmann/json_fwd.hpp>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace zmesh {
@@ -84,6 +85,11 @@ class ConfigError : public std::runtime_error {
 
 MeshConfig parse_config(const std::string& json_text);            // throws ConfigError
 MeshConfig load_config(const std::filesystem::path& path);        // prefixes the file name
+// Kubernetes' names: a namespace is a DNS-1123 label (63 of a-z, 0-9, '-'), a pod, service
+// account or node name a DNS-1123 subdomain (253, labels joined by '.').
+bool is_namespace_name(std::string_view text);
+bool is_object_name(std::string_view text);
+
 // "10.244.0.0/16", "fd00::/8" or a bare address; IPv4-mapped forms become IPv4. Throws
 // ConfigError naming `what`.
 IpBlock parse_ip_block(const std::string& text, const std::string& what);

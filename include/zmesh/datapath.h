@@ -4,9 +4,11 @@
 // BpfDatapath loads the programs in bpf/, pins maps and links under a pin root (one per
 // daemon), and attaches:
 //   cgroup/connect4, connect6, sockops  -> each enrolled pod's cgroup
+//   the same, node variants             -> the host cgroup (the node's own processes)
 //   sockops                             -> the proxy's own cgroup (its side of the pairs)
 //   sk_msg                              -> zm_sockhash (when the short-cut is on)
-//   tc ingress (tcx, else clsact)       -> the uplinks and each enrolled pod's host veth
+//   tc ingress (tcx, else clsact)       -> every interface of the node's netns but lo
+//   tc egress, the pod's door           -> each enrolled pod's host veth
 // and adds `ip rule fwmark assign_mark lookup route_table` with a `local default dev lo`
 // route in that table, which delivers steered packets to zmeshd's sockets.
 // A new BpfDatapath on the same pin root adopts the pinned maps and links (updating the links
@@ -51,15 +53,14 @@ struct Cidr {
   uint8_t prefix = 0;
 };
 
-// Drop packets from `source`/`source_prefix` to local pod `destination` on `port` (0 = any)
-// and `protocol` (IPPROTO_*), at TC, before any socket sees them.
+// Drop new TCP connections from `source`/`source_prefix` to local pod `destination` on `port`
+// (0 = any), at TC, before any socket sees them. TCP only: zmesh meshes TCP (docs/security.md).
 struct DenyRule {
   uint32_t id = 0;
   IpAddress source;
   uint8_t source_prefix = 0;
   IpAddress destination;
   uint16_t port = 0;
-  uint8_t protocol = 6;
   bool operator<(const DenyRule& other) const;
 };
 
@@ -76,7 +77,6 @@ struct DatapathOptions {
   static constexpr uint32_t kRulePriority = 100;   // before the main table (32766)
 
   std::filesystem::path pin_root = kDefaultPinRoot;
-  std::vector<std::string> uplinks;                // interfaces where other nodes' traffic arrives
   boost::asio::ip::address_v4 outbound_ip4;        // the proxy address pods connect to
   std::optional<boost::asio::ip::address_v6> outbound_ip6;
   uint16_t outbound_port = kOutboundPort;
@@ -90,12 +90,32 @@ struct DatapathOptions {
   bool sockmap = false;
   TcMode tc_mode = TcMode::Auto;
   std::filesystem::path proxy_cgroup;              // empty = this process's cgroup
+  // The node's own processes: their connects to this node's pods and to services are captured
+  // as identity-less (node_capture). Empty = the cgroup v2 root (every process of the node).
+  bool node_capture = true;
+  std::filesystem::path host_cgroup;
+  // The kubelet's cgroup: its health probes reach pods directly, even STRICT ones. Empty = none.
+  std::filesystem::path probe_cgroup;
 };
 
 using DatapathCounters = zm_counters;
 
-// The counters with their names (as in bpf/zmesh_maps.h), for JSON and metrics.
+// A counter's name and meaning, as ZM_COUNTERS in bpf/zmesh_maps.h lists them.
+struct CounterInfo {
+  const char* name;
+  const char* help;
+  __u64 DatapathCounters::*field;
+};
+extern const std::vector<CounterInfo> kCounters;
+
+// The counters with their names, for JSON and metrics.
 std::vector<std::pair<const char*, uint64_t>> named_counters(const DatapathCounters& c);
+
+// Where a connection accepted on the outbound listener was going, and who opened it.
+struct OriginalDestination {
+  TcpEndpoint target;
+  bool from_node = false;  // a process of the node itself (no workload identity), not a pod
+};
 
 class Datapath {
  public:
@@ -112,7 +132,7 @@ class Datapath {
   virtual DatapathCounters counters() const = 0;
   // Where a connection accepted on the outbound listener was going, from the accepted
   // socket's peer (the pod) and local (the listener) addresses; taken out of the map.
-  virtual std::optional<TcpEndpoint> original_destination(const TcpEndpoint& peer, const TcpEndpoint& local) = 0;
+  virtual std::optional<OriginalDestination> original_destination(const TcpEndpoint& peer, const TcpEndpoint& local) = 0;
 };
 
 // Read-only access to a daemon's pinned maps, for tools and for a proxy in another process.
@@ -125,7 +145,7 @@ class PinnedMaps {
   PinnedMaps& operator=(PinnedMaps&&) noexcept;
 
   DatapathCounters counters() const;
-  std::optional<TcpEndpoint> take_original_destination(const TcpEndpoint& peer, const TcpEndpoint& local);
+  std::optional<OriginalDestination> take_original_destination(const TcpEndpoint& peer, const TcpEndpoint& local);
   std::vector<IpAddress> destinations() const;
   std::vector<IpAddress> workload_ips() const;
   size_t deny_rule_count() const;
@@ -168,18 +188,28 @@ class BpfDatapath final : public Datapath {
   void set_destination_cidrs(const std::vector<Cidr>& cidrs) override;
   void set_deny_rules(const std::vector<DenyRule>& rules) override;
   DatapathCounters counters() const override;
-  std::optional<TcpEndpoint> original_destination(const TcpEndpoint& peer, const TcpEndpoint& local) override;
+  std::optional<OriginalDestination> original_destination(const TcpEndpoint& peer, const TcpEndpoint& local) override;
+
+  // Interfaces of the node's netns: every one but lo gets tc ingress. start() hooks those that
+  // exist; the daemon calls these as links come and go (a pod's veth, a tunnel device).
+  void interface_added(const std::string& ifname);
+  void interface_removed(const std::string& ifname);
+  // Both at once, from a fresh list of the interfaces (after lost netlink events).
+  void rescan_interfaces();
 
   // Detaches adopted links, workloads and destinations that nothing claimed since start():
   // what a previous daemon enrolled and this one no longer has. Call after the initial state
   // is applied.
   void prune_unclaimed();
 
-  // Runs one Ethernet frame through the loaded tc ingress program with BPF_PROG_TEST_RUN in
-  // the caller's netns and returns its verdict (0 pass, 2 drop). For the table-driven tests.
+  // Runs one Ethernet frame through the loaded tc ingress (or egress: the door) program with
+  // BPF_PROG_TEST_RUN in the caller's netns and returns its verdict (0 pass, 2 drop). For the
+  // table-driven tests.
   int test_run_tc_ingress(std::span<const uint8_t> frame);
+  int test_run_tc_egress(std::span<const uint8_t> frame, uint32_t mark = 0);  // skb->mark
 
-  // Names of the pinned links (for tests and zmeshctl): "cg_<id>_connect4", "tc_eth0", ...
+  // Names of the pinned links (for tests and zmeshctl): "cg_<id>_connect4",
+  // "tc_<ifindex>_eth0" (ingress), "tce_<ifindex>_vpod1" (the door), ...
   std::vector<std::string> pinned_links() const;
 
   struct Impl;

@@ -35,7 +35,9 @@ check "readiness probe on 15021" has "$ds" 'path: /healthz/ready, port: 15021'
 check "short-cut off by default" has "$ds" -- '--sockmap=off'
 check "grace period = drain + 5 s" has "$ds" 'terminationGracePeriodSeconds: 15'
 check "image tag defaults to appVersion" has "$ds" 'zmeshd:0.1.0"'
-check "one --uplink by default" bash -c "grep -c -- '--uplink=' <<<\"\$0\" | grep -qx 1" "$ds"
+check "no --uplink: every interface is hooked" lacks "$ds" -- '--uplink'
+check "the node's own connects are captured by default" has "$ds" -- '--node-capture=on'
+check "kubelet probes found by their cgroup by default" has "$ds" -- '--probe-cgroup=auto'
 check "no PodMonitor by default" lacks "$defaults" 'kind: PodMonitor'
 check "the mesh config is valid JSON" bash -c "grep -A1 '^  mesh.json: |' <<<\"\$0\" | tail -1 | grep -q '{\"policies\":\[\],\"services\":\[\],\"workloads\":\[\]}'" "$defaults"
 
@@ -51,7 +53,7 @@ PY" "$dashboard" "$chart/dashboards/zmesh.json"
 check "no dashboard when disabled" bash -c "\"\$0\" template z \"\$1\" --set grafanaDashboard.enabled=false | grep -q 'zmesh.json: |' && exit 1 || exit 0" "$helm" "$chart"
 
 custom=$("$helm" template z "$chart" --namespace mesh --set image.tag=1.2.3 --set sockmap=true \
-  --set 'uplinks={eth0,eth1}' --set drainTimeoutSeconds=30 --set podMonitor.enabled=true \
+  --set probeCgroup=/sys/fs/cgroup/kubelet.slice --set drainTimeoutSeconds=30 --set podMonitor.enabled=true \
   --set trustDomain=example.org --set cni.enabled=true --set 'podCidrs={10.244.0.0/16,fd00:244::/48}' 2>&1)
 check "custom: pod CIDRs become --pod-cidr flags" bash -c "grep -c -- '--pod-cidr=' <<<\"\$0\" | grep -qx 2" "$custom"
 check "custom: installs zmesh-cni into the node's chain and keeps it there" bash -c "grep -q 'name: install-cni' <<<\"\$0\" && grep -q -- '--conf-dir=/host/cni/net.d' <<<\"\$0\" && grep -q -- '--wait\]' <<<\"\$0\" && grep -q 'path: /etc/cni/net.d, type: DirectoryOrCreate' <<<\"\$0\" && grep -q 'path: /opt/cni/bin, type: DirectoryOrCreate' <<<\"\$0\"" "$custom"
@@ -60,13 +62,13 @@ check "CNI without pod CIDRs is refused with the reason" bash -c "\"\$0\" templa
 check "schema refuses a pod CIDR that is not one" bash -c "! \"\$0\" template z \"\$1\" --set 'podCidrs={everything}'" "$helm" "$chart"
 check "custom: image tag" has "$custom" 'zmeshd:1.2.3"'
 check "custom: short-cut on" has "$custom" -- '--sockmap=on'
-check "custom: two uplinks" bash -c "grep -c -- '--uplink=' <<<\"\$0\" | grep -qx 2" "$custom"
+check "custom: the kubelet's cgroup" has "$custom" -- '--probe-cgroup=/sys/fs/cgroup/kubelet.slice'
 check "custom: drain 30 s, grace 35 s" bash -c "grep -q -- '--drain-timeout-ms=30000' <<<\"\$0\" && grep -q 'terminationGracePeriodSeconds: 35' <<<\"\$0\"" "$custom"
 check "custom: PodMonitor on the metrics port" bash -c "grep -q '^kind: PodMonitor$' <<<\"\$0\" && grep -q 'port: metrics' <<<\"\$0\"" "$custom"
 check "custom: trust domain" has "$custom" -- '--trust-domain=example.org'
 check "custom: release namespace" has "$custom" 'namespace: mesh'
 
-check "schema refuses an empty uplink list" bash -c "! \"\$0\" template z \"\$1\" --set 'uplinks={}'" "$helm" "$chart"
+check "schema refuses a relative probe cgroup" bash -c "! \"\$0\" template z \"\$1\" --set probeCgroup=kubelet" "$helm" "$chart"
 check "schema refuses an unknown log level" bash -c "! \"\$0\" template z \"\$1\" --set logLevel=loud" "$helm" "$chart"
 check "schema refuses a negative drain" bash -c "! \"\$0\" template z \"\$1\" --set drainTimeoutSeconds=-1" "$helm" "$chart"
 

@@ -195,6 +195,12 @@ TEST_F(CniTest, BadInputZmeshdDownOptOutsAndRestartReconciliation) {
   EXPECT_EQ(code_of(plugin("zmesh-cni", "ADD", pod, old, k8s_args("p"))), 1);
   EXPECT_EQ(code_of(plugin("zmesh-cni", "ADD", pod, zmesh_conf(json::object()), "IgnoreUnknown=1;K8S_POD_NAME=p")), 4);
   EXPECT_EQ(code_of(plugin("zmesh-cni", "FROB", pod, zmesh_conf(json::object()), k8s_args("p"))), 4);
+  // A name Kubernetes would not give (a '/' once enrolled a pod that DEL could never remove):
+  // refused by ADD; DEL of it succeeds, since nothing was enrolled.
+  auto slash = plugin("zmesh-cni", "ADD", pod, zmesh_conf(json::object()), k8s_args("a/b"));
+  EXPECT_EQ(code_of(slash), 4) << slash.out;
+  EXPECT_NE(slash.out.find("is not a Kubernetes namespace and pod name"), std::string::npos) << slash.out;
+  EXPECT_EQ(plugin("zmesh-cni", "DEL", pod, zmesh_conf(json::object()), k8s_args("a/b")).exit_code, 0);
   auto version = plugin("zmesh-cni", "VERSION", pod, json::object(), "");
   // No pod cgroup for that UID: refused (never a guessed cgroup).
   auto prev_stub = json::parse(R"({"cniVersion": "1.0.0", "ips": [{"address": "10.244.1.119/24"}]})");

@@ -48,10 +48,13 @@ class DatapathTest : public ::testing::Test {
   }
 
   std::vector<std::string> zmeshd_argv(const std::string& config_path, const std::string& sockmap = "off") {
-    return lab_->exec("node1", {bin_path("zmeshd"), "--config", config_path, "--node", "node1", "--outbound-ip",
-                                node1().at("gateway"), "--outbound-ip6", node1().at("gateway6"), "--uplink", "eth0",
-                                "--bpf-root", pin_root(), "--sockmap", sockmap, "--proxy", "off", "--state-dir",
-                                lab_->topology().at("stateDir").get<std::string>() + "/zmeshd-node1"});
+    return lab_->exec("node1",
+                      {bin_path("zmeshd"), "--config", config_path, "--node", "node1", "--outbound-ip",
+                       node1().at("gateway"), "--outbound-ip6", node1().at("gateway6"), "--host-cgroup",
+                       node1().at("hostCgroup"), "--probe-cgroup", node1().at("probeCgroup"), "--bpf-root", pin_root(),
+                       "--sockmap", sockmap, "--proxy", "off", "--state-dir",
+                       lab_->topology().at("stateDir").get<std::string>() + "/zmeshd-node1"},
+                      "zmeshd");
   }
 
   void start_zmeshd(const std::string& config_path, const std::string& sockmap = "off") {
@@ -65,8 +68,11 @@ class DatapathTest : public ::testing::Test {
     EXPECT_EQ(zmeshd_->wait(std::chrono::seconds(10)), 0) << "zmeshd must stop cleanly on SIGTERM";
   }
 
+  // The stand-in plays the proxy: it runs where zmeshd does (the proxy's cgroup, whose
+  // sockets sockops tracks for the short-cut).
   void start_standin() {
-    standin_ = std::make_unique<Process>(lab_->exec("node1", {bin_path("zm-standin"), "--bpf-root", pin_root()}));
+    standin_ = std::make_unique<Process>(
+        lab_->exec("node1", {bin_path("zm-standin"), "--bpf-root", pin_root()}, "zmeshd"));
     ASSERT_TRUE(standin_->wait_for("listening")) << "zm-standin did not start";
   }
 
@@ -170,7 +176,8 @@ TEST_F(DatapathTest, NonMeshDestinationsAndTheNodesOwnConnectsPassUntouched) {
   ASSERT_EQ(sent.exit_code, 0) << sent.err;
   auto seen = nlohmann::json::parse(*on_node2->read_line());
   EXPECT_EQ(seen.at("peer").get<std::string>().rfind(pod_ip("app1-n1") + ":", 0), 0u) << seen.dump();
-  // A process of the node itself (zmeshd's cgroup) reaching a mesh pod is never captured.
+  // A process of the node itself reaching a pod of another node is never captured (that node
+  // decides its plaintext).
   auto in_pod = server("app1-n2", 7101);
   sent = send("node1", pod_ip("app1-n2"), 7101);
   ASSERT_EQ(sent.exit_code, 0) << sent.err;
@@ -346,12 +353,11 @@ TEST_F(DatapathTest, ApiEnrollDenyAndUnenrollInTheLab) {
     options.pin_root = pin_root();
     options.outbound_ip4 = boost::asio::ip::make_address_v4(node1().at("gateway").get<std::string>());
     options.outbound_ip6 = boost::asio::ip::make_address_v6(node1().at("gateway6").get<std::string>());
-    options.uplinks = {"eth0"};
     options.proxy_cgroup = node1().at("cgroup").get<std::string>();
     auto dp = BpfDatapath::start(options);
     dp->enroll(app1);
     dp->add_destination(make_address(pod_ip("app1-n2")), DestinationKind::Workload);
-    dp->set_deny_rules({{9, make_address("10.244.2.0"), 24, make_address(pod_ip("app1-n1")), 7300, 6}});
+    dp->set_deny_rules({{9, make_address("10.244.2.0"), 24, make_address(pod_ip("app1-n1")), 7300}});
     return dp;
   });
 
@@ -387,6 +393,10 @@ TEST_F(DatapathTest, StartupErrorsSayWhatIsWrong) {
   result = run(zmeshd_argv(typo));
   EXPECT_EQ(result.exit_code, 1);
   EXPECT_NE(result.err.find("workloads[1].serviceAcount: unknown field"), std::string::npos) << result.err;
+  // Both were refused before anything on the node changed: nothing pinned, no routing rule.
+  EXPECT_FALSE(fs::exists(pin_root())) << "a refused start-up pinned programs";
+  const auto rules = run(lab_->exec("node1", {"ip", "rule"}));
+  EXPECT_EQ(rules.out.find("fwmark 0x5a0"), std::string::npos) << rules.out;
   // IPv6 workloads without an IPv6 proxy address: refused, not redirected to [::].
   auto args6 = zmeshd_argv(config());
   const auto at = std::find(args6.begin(), args6.end(), "--outbound-ip6");

@@ -325,6 +325,17 @@ TEST_F(MeshStateTest, TheControlSocketIsForRootAndSaysWhatIsWrong) {
                      socket, "status"});
   EXPECT_EQ(nobody.exit_code, 1);
   EXPECT_NE(nobody.err.find("permission denied"), std::string::npos) << nobody.err;
+  // A refused request is read before the answer: a large one (200 KiB) gets the reason too,
+  // not a reset from closing a socket with unread bytes.
+  json big = {{"name", "big"}, {"namespace", "default"}, {"rules", json::array()}};
+  for (int i = 0; i < 2000; ++i) big["rules"].push_back({{"to", {{{"operation", {{"ports", {"80"}}}}}}}});
+  const std::string big_file = json_file("big", big);
+  chmod(big_file.c_str(), 0644);
+  chmod(std::filesystem::path(big_file).parent_path().c_str(), 0755);
+  auto big_nobody = run({"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", bin_path("zmeshctl"),
+                         "--socket", socket, "policy", "apply", "-f", big_file});
+  EXPECT_EQ(big_nobody.exit_code, 1);
+  EXPECT_NE(big_nobody.err.find("permission denied"), std::string::npos) << big_nobody.err;
   // Bad input: each error says what and where; nothing changes.
   auto bad_ip = lab_->zmeshctl(
       "node1", {"enroll", "-f", json_file("bad", {{"name", "x"}, {"namespace", "default"}, {"workloadIps", {"10.1"}}})});
@@ -341,6 +352,68 @@ TEST_F(MeshStateTest, TheControlSocketIsForRootAndSaysWhatIsWrong) {
   // A daemon that is not there.
   auto gone = run({bin_path("zmeshctl"), "--socket", "/run/zmesh-nonexistent/control.sock", "status"});
   EXPECT_NE(gone.err.find("is zmeshd running with this --state-dir?"), std::string::npos) << gone.err;
+}
+
+}  // namespace
+}  // namespace zmesh::test
+
+namespace zmesh::test {
+namespace {
+
+// Bytes from outside that are not UTF-8, at every door that takes text: the config file, the
+// control socket, the CNI plugin's stdin. Each is refused with a reason, and nothing stays
+// broken: before, one 0xff byte in the file made every later control reply and /config_dump
+// fail until restart, and zmesh-cni aborted.
+TEST_F(MeshStateTest, BytesThatAreNotUtf8AreRefusedAndBreakNothing) {
+  up({.nodes = 1, .pods = 1});
+  write_config("{\"workloads\": [{\"name\": \"caf\xff\", \"namespace\": \"default\", \"node\": \"node1\"}]}");
+  ASSERT_TRUE(wait_status("node1", [](const json& s) { return !s.at("lastFailure").is_null(); }));
+  const json failed = status("node1");  // the reply serialises: ctl() asserts exit 0
+  EXPECT_EQ(failed.at("generation"), 1);
+  EXPECT_NE(failed.at("lastFailure").at("error").get<std::string>().find("not valid JSON"), std::string::npos);
+  auto dump = run(lab_->exec("node1", {"curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
+                                       "http://127.0.0.1:15000/config_dump"}));
+  EXPECT_EQ(dump.out, "200");
+
+  // The control socket, spoken raw: a request that is not UTF-8 gets a reason, not silence.
+  const std::string socket = lab_->node("node1").at("zmeshd").at("controlSocket");
+  const std::string raw =
+      "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); "
+      "s.sendall(bytes.fromhex(sys.argv[2]) + b'\\n'); print(s.makefile('rb').readline().decode('utf-8'), end='')";
+  auto hex = [](const std::string& text) {
+    std::string out;
+    for (unsigned char c : text) out += "0123456789abcdef"[c >> 4], out += "0123456789abcdef"[c & 15];
+    return out;
+  };
+  for (const std::string& request : {std::string("{\"command\": \"status\xff\"}"),
+                                     std::string("{\"command\": \"enroll\", \"workload\": {\"name\": \"\xc3\x28\"}}")}) {
+    auto reply = run({"python3", "-c", raw, socket, hex(request)});
+    ASSERT_EQ(reply.exit_code, 0) << reply.err;
+    const json answer = json::parse(reply.out);
+    EXPECT_FALSE(answer.at("ok").get<bool>());
+    EXPECT_NE(answer.at("error").get<std::string>().find("not valid JSON"), std::string::npos) << reply.out;
+  }
+
+  // zmesh-cni with such stdin: a CNI error on stdout (code 6, decode failed), no abort.
+  auto cni = run({"sh", "-c", "printf '{\"cniVersion\": \"1.0.0\", \"name\": \"k\\377\"}' | CNI_COMMAND=ADD \"$0\"",
+                  bin_path("zmesh-cni")});
+  EXPECT_EQ(cni.exit_code, 1) << cni.out << cni.err;
+  const json error = json::parse(cni.out);
+  EXPECT_EQ(error.at("code"), 6);
+
+  // Fixed: applied at once; a text already refused is not refused again for each neighbour
+  // that changes beside it (logs in the same directory used to re-read it 10 times a second).
+  const auto rejected = status("node1").at("rejectedFiles").get<uint64_t>();
+  const auto checks = status("node1").at("fileChecks").get<uint64_t>();
+  const std::string dir = std::filesystem::path(lab_->topology().at("meshConfig").get<std::string>()).parent_path();
+  for (int i = 0; i < 5; ++i) {
+    std::ofstream(dir + "/neighbour.log", std::ios::app) << i << '\n';
+    ASSERT_TRUE(wait_status("node1", [&](const json& s) { return s.at("fileChecks").get<uint64_t>() > checks + i; }));
+  }
+  EXPECT_EQ(status("node1").at("rejectedFiles"), rejected) << "the watch ran 5 times; the refused text was not refused again";
+  write_config("{\"workloads\": []}");
+  EXPECT_TRUE(wait_generation("node1", 2));
+  EXPECT_EQ(status("node1").at("rejectedFiles"), rejected);
 }
 
 }  // namespace

@@ -50,16 +50,27 @@ class ProxyTest : public ::testing::Test {
   // argv of a zmeshd for `node` as lab up starts it, with `extra` (and --config, if given, replacing the lab's).
   std::vector<std::string> zmeshd_argv(const std::string& node, std::vector<std::string> extra) const {
     const std::string k = node.substr(4);
-    std::vector<std::string> command{bin_path("zmeshd"),  "--node",        node,      "--outbound-ip",
-                                     "10.244." + k + ".1", "--outbound-ip6", "fd00:244:" + k + "::1", "--uplink",
-                                     "eth0",              "--bpf-root",    pin_root(node),
-                                     "--state-dir",       lab_->topology().at("stateDir").get<std::string>() + "/" + node};
+    std::vector<std::string> command{bin_path("zmeshd"),
+                                     "--node",
+                                     node,
+                                     "--outbound-ip",
+                                     "10.244." + k + ".1",
+                                     "--outbound-ip6",
+                                     "fd00:244:" + k + "::1",
+                                     "--host-cgroup",
+                                     lab_->node(node).at("hostCgroup"),
+                                     "--probe-cgroup",
+                                     lab_->node(node).at("probeCgroup"),
+                                     "--bpf-root",
+                                     pin_root(node),
+                                     "--state-dir",
+                                     lab_->topology().at("stateDir").get<std::string>() + "/" + node};
     if (std::find(extra.begin(), extra.end(), "--config") == extra.end()) {
       command.push_back("--config");
       command.push_back(lab_->topology().at("meshConfig"));
     }
     command.insert(command.end(), extra.begin(), extra.end());
-    return lab_->exec(node, command);
+    return lab_->exec(node, command, "zmeshd");
   }
   std::string ip(const std::string& pod, const char* family = "ip") const { return lab_->pod(pod).at(family); }
   std::string log(const std::string& node) const { return lab_->log(node); }
@@ -89,7 +100,7 @@ class ProxyTest : public ::testing::Test {
   // It trusts `server_roots` (a PEM file; the lab CA's root by default).
   Result node_client(const std::string& connect, const std::string& authority,
                      const std::pair<std::string, std::string>& cert, int bytes = 65536,
-                     std::string server_roots = "") {
+                     std::string server_roots = "", const std::string& forwarded = "") {
     if (server_roots.empty()) server_roots = lab_->topology().at("ca").at("cert").get<std::string>();
     std::vector<std::string> command{"node",        source_path("tests/tools/hbone_client.mjs"),
                                      "--connect",   connect,
@@ -97,6 +108,7 @@ class ProxyTest : public ::testing::Test {
                                      "--ca",        server_roots,
                                      "--bytes",     std::to_string(bytes)};
     if (!cert.first.empty()) command.insert(command.end(), {"--cert", cert.first, "--key", cert.second});
+    if (!forwarded.empty()) command.insert(command.end(), {"--forwarded", forwarded});
     return run(lab_->exec("node1", command));
   }
 
@@ -697,6 +709,40 @@ TEST_F(ProxyTest, AuthorizationPoliciesDecideOnTheDestinationNode) {
   // Source addresses survive the trip (forwarded header): app1-n1's address is denied on 8082.
   EXPECT_NE(echo_send(*lab_, "app1-n1", ip("app1-n2"), 8082, 1000).exit_code, 0);
   EXPECT_TRUE(log_shows("node2", "denied by DENY policy default/not-that-pod")) << log("node2");
+}
+
+// The `forwarded` header is a claim by the client node: the destination believes an address of
+// a known workload only from that workload's identity, parses the header per RFC 7239 (a
+// look-alike parameter is not `for`), and refuses what is not RFC 7239. Before, any
+// certificate the mesh trusts could claim any address and pass an ALLOW by ipBlocks.
+TEST_F(ProxyTest, AForwardedAddressIsBelievedOnlyFromItsOwnWorkload) {
+  lab_ = std::make_unique<Lab>(LabOptions{.nodes = 2, .pods = 2, .mesh = true, .policies = R"([
+    {"name": "from-app2-n1-only", "namespace": "default", "action": "ALLOW", "selector": {"workloads": ["app2-n2"]},
+     "rules": [{"from": [{"source": {"ipBlocks": ["10.244.1.3/32", "fd00:244:1::3/128"]}}]}]}])"});
+  auto server = echo_server(*lab_, "app2-n2", 8080, {"--connections", "10"});
+  const std::string hbone = ip("app2-n2") + ":15008", authority = ip("app2-n2") + ":8080";
+  const auto app1 = mint("app1", lab_ca_dir()), app2 = mint("app2", lab_ca_dir());
+  auto status_of = [](const Result& r) { return nlohmann::json::parse(r.out).value("status", 0); };
+  // The real thing: app2-n1 reaches app2-n2 through the mesh, its address carried along.
+  expect_whole(echo_send(*lab_, "app2-n1", ip("app2-n2"), 8080, 4096), 4096);
+  // app2's certificate claiming app2-n1's address: consistent, allowed.
+  EXPECT_EQ(status_of(node_client(hbone, authority, app2, 4096, "", "for=\"10.244.1.3\"")), 200);
+  EXPECT_EQ(status_of(node_client(hbone, authority, app2, 4096, "", "for=\"[fd00:244:1::3]:4711\"")), 200);
+  // app1's certificate claiming app2-n1's address: refused, and said why.
+  EXPECT_EQ(status_of(node_client(hbone, authority, app1, 4096, "", "for=\"10.244.1.3\"")), 401);
+  EXPECT_TRUE(log_shows("node2", "forwarded for=10.244.1.3 is workload default/app2-n1")) << log("node2");
+  EXPECT_EQ(status_of(node_client(hbone, authority, app1, 4096, "", "for=10.244.1.3;proto=https")), 401);
+  // Look-alikes are not `for`: the source is then the client node itself, which no rule allows.
+  EXPECT_EQ(status_of(node_client(hbone, authority, app2, 4096, "", "xfor=\"10.244.1.3\"")), 401);
+  EXPECT_EQ(status_of(node_client(hbone, authority, app2, 4096, "", "by=\"10.244.1.3\"")), 401);
+  EXPECT_EQ(status_of(node_client(hbone, authority, app2, 4096, "", "for=\"10.9.9.9\", for=\"10.244.1.3\"")), 401)
+      << "only the first element (nearest the client) counts";
+  // Not RFC 7239: refused as malformed.
+  for (const std::string bad : {"for=\"10.244.1.3", "for=10.244.1.3;for=10.244.1.4", "for", "for=not-an-ip",
+                                "for=\"[fd00::3\""}) {
+    SCOPED_TRACE(bad);
+    EXPECT_EQ(status_of(node_client(hbone, authority, app2, 4096, "", bad)), 400);
+  }
 }
 
 TEST_F(ProxyTest, ServicesSpreadOverEndpointsAndSkipFailedOnes) {

@@ -138,8 +138,9 @@ Result Lab::zmeshctl(const std::string& node_name, const std::vector<std::string
   return run(argv);
 }
 
-std::vector<std::string> Lab::exec(const std::string& target, const std::vector<std::string>& command) const {
-  std::vector<std::string> argv{source_path("scripts/lab"), "exec", "--name", name_, target, "--"};
+std::vector<std::string> Lab::exec(const std::string& target, const std::vector<std::string>& command,
+                                   const std::string& cgroup) const {
+  std::vector<std::string> argv{source_path("scripts/lab"), "exec", "--name", name_, "--cgroup", cgroup, target, "--"};
   argv.insert(argv.end(), command.begin(), command.end());
   return argv;
 }

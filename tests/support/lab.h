@@ -44,8 +44,10 @@ class Lab {
   const nlohmann::json& pod(const std::string& name) const;
   const nlohmann::json& node(const std::string& name) const;
 
-  // argv that runs `command` inside a pod's (or node's) netns and cgroup.
-  std::vector<std::string> exec(const std::string& target, const std::vector<std::string>& command) const;
+  // argv that runs `command` inside a pod's (or node's) netns and cgroup. On a node, `cgroup`
+  // picks which: "host" (its ordinary processes), "kubelet" (health probes), "zmeshd".
+  std::vector<std::string> exec(const std::string& target, const std::vector<std::string>& command,
+                                const std::string& cgroup = "host") const;
   // A node's zmeshd log, and a bounded wait (10 s) for `needle` to appear in it.
   std::string log(const std::string& node) const;
   bool log_shows(const std::string& node, const std::string& needle) const;

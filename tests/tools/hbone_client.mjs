@@ -1,6 +1,7 @@
 // hbone-client: an HBONE client built on Node.js's own http2 module (an HTTP/2 implementation
 // independent of nghttp2), for testing that zmeshd speaks the protocol and not just to itself.
 //   node hbone_client.mjs --connect IP:PORT --authority IP:PORT [--cert F --key F] --ca F [--bytes N]
+//                         [--forwarded VALUE]   (a `forwarded` header, as a client node sends it)
 // (without --cert/--key it presents no client certificate, which zmeshd must refuse)
 // Opens TLS 1.3 (ALPN h2) with the given workload certificate, sends CONNECT, and if the answer
 // is 200 sends N pattern bytes, half-closes, and checks the echo. Prints one JSON line:
@@ -31,7 +32,11 @@ const session = http2.connect(`https://${host.includes(':') ? `[${host}]` : host
 });
 session.on('error', (e) => report({ error: `session: ${e.code ?? ''} ${e.message}` }, 3));
 
-const request = session.request({ ':method': 'CONNECT', ':authority': args.authority });
+const request = session.request({
+  ':method': 'CONNECT',
+  ':authority': args.authority,
+  ...(args.forwarded !== undefined ? { forwarded: args.forwarded } : {}),
+});
 request.on('error', (e) => report({ error: `stream: ${e.code ?? ''} ${e.message}` }, 3));
 request.on('response', (headers) => {
   const status = headers[':status'];

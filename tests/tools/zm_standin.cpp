@@ -63,7 +63,7 @@ void serve(int listener, const char* name, const std::string& bpf_root) {
       if (!bpf_root.empty()) {
         try {
           zmesh::PinnedMaps maps(bpf_root);
-          if (auto dst = maps.take_original_destination(peer, local)) orig = "\"" + text(*dst) + "\"";
+          if (auto dst = maps.take_original_destination(peer, local)) orig = "\"" + text(dst->target) + "\"";
         } catch (const std::exception& e) {
           std::fprintf(stderr, "zm-standin: %s\n", e.what());
         }

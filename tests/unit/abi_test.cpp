@@ -5,6 +5,7 @@
 
 #include <cstddef>
 
+#include "zmesh/datapath.h"
 #include "zmesh_maps.h"
 
 static_assert(sizeof(union zm_ip) == 16);
@@ -19,10 +20,10 @@ static_assert(sizeof(struct zm_workload) == 16);
 static_assert(sizeof(struct zm_deny_key) == 4 + ZM_DENY_EXACT_BITS / 8 + 16);
 static_assert(offsetof(struct zm_deny_key, src) == 4 + ZM_DENY_EXACT_BITS / 8,
               "the source prefix must come right after the exact part for the LPM match");
-static_assert(sizeof(struct zm_config) == 52);
+static_assert(sizeof(struct zm_config) == 88);
 static_assert(sizeof(struct zm_counters) % sizeof(__u64) == 0, "userspace sums the counters as __u64 words");
 
 TEST(Abi, SharedStructsHaveTheSizesTheKernelSideUses) {
   // The static_asserts above are the test; this records that they compiled into this binary.
-  EXPECT_EQ(sizeof(struct zm_counters) / sizeof(__u64), 18u);
+  EXPECT_EQ(sizeof(struct zm_counters) / sizeof(__u64), zmesh::kCounters.size()) << "each counter has a name";
 }

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "zmesh/config.h"
+#include "zmesh/json.h"
 #include "zmesh/mesh.h"
 
 namespace zmesh {
@@ -180,6 +181,91 @@ TEST(Config, ANumberTooBigIsInvalidJsonNotACrash) {
   } catch (const ConfigError& e) {
     EXPECT_NE(std::string(e.what()).find("not valid JSON"), std::string::npos) << e.what();
   }
+}
+
+}  // namespace
+}  // namespace zmesh
+
+namespace zmesh {
+namespace {
+
+// A key twice in one object: JSON parsers keep one silently (nlohmann the last), so the file
+// would not mean what it says. Refused, with where.
+TEST(Config, DuplicateKeysAreRefusedWithTheirPath) {
+  struct Case {
+    const char* json;
+    const char* message;
+  } cases[] = {
+      {R"({"workloads": [], "workloads": []})", "duplicate key \"workloads\" in the top level"},
+      {R"({"workloads": [{"name": "a", "namespace": "n", "node": "x", "name": "b"}]})",
+       "duplicate key \"name\" in workloads[0]"},
+      {R"({"policies": [{"name": "p", "namespace": "n", "rules": [{"from": [{"source": {"ipBlocks": ["10.0.0.0/8"],
+          "ipBlocks": []}}]}]}]})",
+       "duplicate key \"ipBlocks\" in policies[0].rules[0].from[0].source"},
+  };
+  for (const auto& c : cases) {
+    try {
+      parse_config(c.json);
+      ADD_FAILURE() << "accepted: " << c.json;
+    } catch (const ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find(c.message), std::string::npos) << "got: " << e.what();
+    }
+  }
+  EXPECT_NO_THROW(parse_config(R"({"workloads": [{"name": "a", "namespace": "n", "node": "x"},
+                                                 {"name": "b", "namespace": "n", "node": "x"}]})"))
+      << "the same key in two objects is fine";
+}
+
+// One byte that is not UTF-8: refused, and the message can be serialised (it once became
+// lastFailure and broke every later control reply).
+TEST(Config, BytesThatAreNotUtf8AreRefusedWithAMessageThatIsItselfValid) {
+  for (const std::string& text : {std::string("{\"workloads\": [{\"name\": \"a\xff\"}]}"), std::string("\xff"),
+                                 std::string("{\"workloads\": [{\"name\": \"\xc3\x28\"}]}")}) {
+    try {
+      parse_config(text);
+      ADD_FAILURE() << "accepted invalid UTF-8";
+    } catch (const ConfigError& e) {
+      const std::string message = e.what();
+      EXPECT_EQ(printable(message), message) << "the message carries no raw byte";
+      EXPECT_NO_THROW(nlohmann::json({{"lastFailure", message}}).dump()) << message;
+    }
+  }
+}
+
+// Pod, namespace and account names are Kubernetes names: a '/' once enrolled a pod that its
+// "namespace/name" key could never unenroll.
+TEST(Config, NamesAreKubernetesNames) {
+  struct Case {
+    const char* json;
+    const char* message;
+  } cases[] = {
+      {R"({"workloads": [{"name": "a/b", "namespace": "n", "node": "x"}]})", "workloads[0].name: 'a/b' is not a Kubernetes name"},
+      {R"({"workloads": [{"name": "a", "namespace": "n.s", "node": "x"}]})", "workloads[0].namespace: 'n.s'"},
+      {R"({"workloads": [{"name": "-a", "namespace": "n", "node": "x"}]})", "workloads[0].name: '-a'"},
+      {R"({"workloads": [{"name": "a", "namespace": "n", "node": "x", "serviceAccount": "S A"}]})",
+       "workloads[0].serviceAccount: 'S A'"},
+      {R"({"services": [{"name": "web.x", "namespace": "n"}]})", "services[0].name: 'web.x'"},
+  };
+  for (const auto& c : cases) {
+    try {
+      parse_config(c.json);
+      ADD_FAILURE() << "accepted: " << c.json;
+    } catch (const ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find(c.message), std::string::npos) << "got: " << e.what();
+    }
+  }
+  EXPECT_NO_THROW(parse_config(R"({"workloads": [{"name": "web-5d8f.x1", "namespace": "shop-2", "node": "ip-10-0-0-1.ec2",
+                                                  "serviceAccount": "web.sa"}]})"));
+}
+
+TEST(Json, PrintableReplacesWhatIsNotUtf8AndShowsControlCharacters) {
+  EXPECT_EQ(printable("plain ascii"), "plain ascii");
+  EXPECT_EQ(printable("caf\xc3\xa9"), "caf\xc3\xa9") << "valid UTF-8 stays";
+  EXPECT_EQ(printable("a\xff" "b"), "a\xef\xbf\xbd" "b");
+  EXPECT_EQ(printable("\xed\xa0\x80"), "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd") << "a surrogate is not UTF-8";
+  EXPECT_EQ(printable("\xc0\xaf"), "\xef\xbf\xbd\xef\xbf\xbd") << "nor an overlong '/'";
+  EXPECT_EQ(printable("a\x01" "b"), "a\\x01b");
+  EXPECT_EQ(json_text(nlohmann::json("bad \xff")), "\"bad \xef\xbf\xbd\"") << "output never throws";
 }
 
 }  // namespace

@@ -177,8 +177,8 @@ TEST(Authorizer, IstioL4SemanticsTable) {
        "default/server", 8080, false, kDenied},
       {"principals *suffix: a principal without the suffix does not match",
        deny_from(R"({"principals": ["*/sa/web"]})"), kApp1, "default/server", 8080, true, kNoPolicy},
-      {"principals: a * in the middle is a literal, not a wildcard",
-       deny_from(R"({"principals": ["cluster.local/ns/*/sa/app1"]})"), kApp1, "default/server", 8080, true, kNoPolicy},
+      // A '*' in the middle would be a literal that matches nothing (a DENY that denies
+      // nothing): refused when parsed (PolicyConfig.ValuesThatCanNeverMatchAreRefusedWithTheirPath).
       {"principals *: any mTLS identity matches", deny_from(R"({"principals": ["*"]})"), kTester, "default/server",
        8080, false, kDenied},
       {"principals *: plaintext has no principal and does not match", deny_from(R"({"principals": ["*"]})"), kPlain,
@@ -508,6 +508,18 @@ TEST(Authorizer, PatternsAsIstioMatchesThem) {
   EXPECT_FALSE(matches_pattern("shop", "shops"));
 }
 
+template <typename Cases>
+void check_mistakes(const Cases& cases) {
+  for (const auto& c : cases) {
+    try {
+      config_with(c.policies);
+      ADD_FAILURE() << "accepted: " << c.policies;
+    } catch (const ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find(c.message), std::string::npos) << "got: " << e.what();
+    }
+  }
+}
+
 TEST(PolicyConfig, MistakesAreNamedWithTheirPath) {
   struct Case {
     const char* policies;
@@ -534,14 +546,71 @@ TEST(PolicyConfig, MistakesAreNamedWithTheirPath) {
       {R"([{"name": "p", "namespace": "a", "rules": [{"from": [{"source": {"ipBlocks": ["::ffff:0:0/64"]}}]}]}])",
        "mixes IPv4-mapped and other IPv6 addresses"},
   };
-  for (const auto& c : cases) {
-    try {
-      config_with(c.policies);
-      ADD_FAILURE() << "accepted: " << c.policies;
-    } catch (const ConfigError& e) {
-      EXPECT_NE(std::string(e.what()).find(c.message), std::string::npos) << "got: " << e.what();
-    }
-  }
+  check_mistakes(cases);
+}
+
+// An empty list is a field Istio does not see as set: a source or an operation made only of
+// empty lists is empty, and refused. Before, {"principals": []} matched every source and an
+// ALLOW with it failed open.
+TEST(PolicyConfig, EmptyListsAreNotSetAndAnEmptySourceOrOperationIsRefused) {
+  struct Case {
+    const char* policies;
+    const char* message;
+  } cases[] = {
+      {R"([{"name": "p", "namespace": "a", "rules": [{"from": [{"source": {"principals": []}}]}]}])",
+       "policies[0].rules[0].from[0].source: must not be empty"},
+      {R"([{"name": "p", "namespace": "a", "rules": [{"from": [{"source": {"ipBlocks": []}}]}]}])",
+       "policies[0].rules[0].from[0].source: must not be empty"},
+      {R"([{"name": "p", "namespace": "a", "rules": [{"from": [{"source": {"namespaces": [], "notNamespaces": [],
+          "principals": [], "notPrincipals": [], "ipBlocks": [], "notIpBlocks": []}}]}]}])",
+       "policies[0].rules[0].from[0].source: must not be empty"},
+      {R"([{"name": "p", "namespace": "a", "rules": [{"to": [{"operation": {"ports": []}}]}]}])",
+       "policies[0].rules[0].to[0].operation: must not be empty"},
+      {R"([{"name": "p", "namespace": "a", "rules": [{"to": [{"operation": {"ports": [], "notPorts": []}}]}]}])",
+       "policies[0].rules[0].to[0].operation: must not be empty"},
+  };
+  check_mistakes(cases);
+  // An empty list beside a set field is just not set: the set field decides.
+  const auto config = config_with(R"([{"name": "p", "namespace": "shop", "selector": {"workloads": ["db"]},
+      "rules": [{"from": [{"source": {"principals": [], "namespaces": ["shop"]}}]}]}])");
+  const Mesh mesh(config, "cluster.local", "n1");
+  const Authorizer authorizer(config.policies);
+  const Workload* db = mesh.by_ip(boost::asio::ip::make_address("10.0.1.3"));
+  ASSERT_NE(db, nullptr);
+  EXPECT_TRUE(authorizer.decide({SpiffeId{"cluster.local", "shop", "web"}, {}, db, 5432}).allowed);
+  EXPECT_FALSE(authorizer.decide({SpiffeId{"cluster.local", "blog", "other"}, {}, db, 5432}).allowed)
+      << "the empty principals list did not widen the source";
+}
+
+// Strings that could never match a peer, and names Kubernetes would not give.
+TEST(PolicyConfig, ValuesThatCanNeverMatchAreRefusedWithTheirPath) {
+  struct Case {
+    const char* policies;
+    const char* message;
+  } cases[] = {
+      {R"([{"name": "p", "namespace": "a", "rules": [{"from": [{"source": {"principals": ["spiffe://cluster.local/ns/a/sa/b"]}}]}]}])",
+       "source.principals[0]: 'spiffe://cluster.local/ns/a/sa/b' starts with spiffe://"},
+      {R"([{"name": "p", "namespace": "a", "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/a/sa/"]}}]}]}])",
+       "source.principals[0]: 'cluster.local/ns/a/sa/' ends with '/'"},
+      {R"([{"name": "p", "namespace": "a", "rules": [{"from": [{"source": {"notPrincipals": [" cluster.local/ns/a/sa/b"]}}]}]}])",
+       "source.notPrincipals[0]: ' cluster.local/ns/a/sa/b' contains a space"},
+      {R"([{"name": "p", "namespace": "a", "rules": [{"from": [{"source": {"principals": ["cluster.local/*/sa/b"]}}]}]}])",
+       "has a '*' inside"},
+      {R"([{"name": "p", "namespace": "a", "rules": [{"from": [{"source": {"principals": ["cluster.local//ns/a"]}}]}]}])",
+       "contains '//'"},
+      {R"([{"name": "p", "namespace": "a", "rules": [{"from": [{"source": {"namespaces": ["Shop"]}}]}]}])",
+       "source.namespaces[0]: 'Shop' is not a namespace name"},
+      {R"([{"name": "p", "namespace": "a", "rules": [{"from": [{"source": {"notNamespaces": ["a/b"]}}]}]}])",
+       "source.notNamespaces[0]: 'a/b' is not a namespace name"},
+      {R"([{"name": "p/q", "namespace": "a"}])", "policies[0].name: 'p/q' is not a Kubernetes name"},
+      {R"([{"name": "p", "namespace": "A"}])", "policies[0].namespace: 'A' is not a Kubernetes name"},
+      {R"([{"name": "p", "namespace": "a", "selector": {"workloads": ["x/y"]}}])",
+       "policies[0].selector.workloads[0]: 'x/y' is not a workload name"},
+  };
+  check_mistakes(cases);
+  // Istio's wildcards stay valid.
+  EXPECT_NO_THROW(config_with(R"([{"name": "p", "namespace": "a", "rules": [{"from": [{"source": {
+      "principals": ["*", "cluster.local/ns/a/*", "*/sa/b"], "namespaces": ["*", "team-*", "*-prod"]}}]}]}])"));
 }
 
 }  // namespace

@@ -32,13 +32,16 @@
 #include <string>
 #include <vector>
 
+#include "zmesh/config.h"
 #include "zmesh/control.h"
+#include "zmesh/json.h"
 #include "zmesh/kernel.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
+using zmesh::json_text;
 
 // CNI spec error codes.
 enum Code { kIncompatibleVersion = 1, kInvalidEnvironment = 4, kDecodeFailed = 6, kInvalidConfig = 7, kTryAgain = 11,
@@ -109,8 +112,8 @@ json read_config() {
   text << std::cin.rdbuf();
   json conf;
   try {
-    conf = json::parse(text.str());
-  } catch (const json::exception& e) {  // parse_error, and out_of_range for a number too big
+    conf = zmesh::parse_json(text.str());
+  } catch (const zmesh::JsonError& e) {
     throw CniError{kDecodeFailed, "the network config on stdin is not JSON", e.what()};
   }
   if (!conf.is_object()) throw CniError{kDecodeFailed, "the network config on stdin is not a JSON object", ""};
@@ -138,7 +141,13 @@ Pod pod_of(const std::map<std::string, std::string>& args) {
   Pod pod{get("K8S_POD_NAMESPACE"), get("K8S_POD_NAME"), get("K8S_POD_UID")};
   if (pod.namespace_.empty() || pod.name.empty())
     throw CniError{kInvalidEnvironment, "CNI_ARGS has no K8S_POD_NAMESPACE and K8S_POD_NAME",
-                   "zmesh-cni names workloads after their pods; CNI_ARGS='" + env("CNI_ARGS") + "'"};
+                   "zmesh-cni names workloads after their pods; CNI_ARGS='" + zmesh::printable(env("CNI_ARGS")) + "'"};
+  // Names kubelet would never pass: a '/' once made a pod that "namespace/name" could not unenroll.
+  if (!zmesh::is_namespace_name(pod.namespace_) || !zmesh::is_object_name(pod.name))
+    throw CniError{kInvalidEnvironment,
+                   "K8S_POD_NAMESPACE/K8S_POD_NAME '" + zmesh::printable(pod.namespace_ + "/" + pod.name) +
+                       "' is not a Kubernetes namespace and pod name",
+                   ""};
   return pod;
 }
 
@@ -185,7 +194,7 @@ json add(const json& conf) {
   result["cniVersion"] = conf["cniVersion"];
   if (excluded(conf, pod, args)) return result;
   const auto ips = pod_ips(prev);
-  if (ips.empty()) throw CniError{kInvalidConfig, "prevResult has no IP addresses for the pod", prev.dump()};
+  if (ips.empty()) throw CniError{kInvalidConfig, "prevResult has no IP addresses for the pod", json_text(prev)};
   auto sa = args.find("K8S_POD_SERVICE_ACCOUNT");
   std::string service_account = sa != args.end() ? sa->second : conf.value("defaultServiceAccount", "");
   if (service_account.empty())
@@ -215,6 +224,8 @@ json add(const json& conf) {
 void del(const json& conf) {
   const auto args = cni_args();
   if (!args.contains("K8S_POD_NAMESPACE") || !args.contains("K8S_POD_NAME")) return;  // never enrolled by us
+  if (!zmesh::is_namespace_name(args.at("K8S_POD_NAMESPACE")) || !zmesh::is_object_name(args.at("K8S_POD_NAME")))
+    return;  // ADD refused such names: never enrolled by us
   const Pod pod = pod_of(args);
   try {
     zmesh::control::call(socket_of(conf), {{"command", "unenroll"}, {"name", pod.namespace_ + "/" + pod.name}});
@@ -243,7 +254,7 @@ void check(const json& conf) {
       const json known = w.value("workloadIps", json::array());
       for (const auto& ip : ips)
         if (std::find(known.begin(), known.end(), ip) == known.end())
-          throw CniError{kNotEnrolled, pod.namespace_ + "/" + pod.name + " is enrolled without " + ip, w.dump()};
+          throw CniError{kNotEnrolled, pod.namespace_ + "/" + pod.name + " is enrolled without " + ip, json_text(w)};
       return;
     }
   throw CniError{kNotEnrolled, pod.namespace_ + "/" + pod.name + " is not enrolled in zmesh", ""};
@@ -282,7 +293,9 @@ fs::path conflist_in(const fs::path& dir) {
 int install(const fs::path& bin_dir, const fs::path& conf_dir, const json& entry, bool remove) {
   const fs::path list_path = conflist_in(conf_dir);
   std::ifstream in(list_path);
-  json list = json::parse(in);
+  std::stringstream text;
+  text << in.rdbuf();
+  json list = zmesh::parse_json(text.str());
   if (!list.contains("plugins") || !list["plugins"].is_array())
     throw std::runtime_error(list_path.string() + ": no \"plugins\" list");
   auto& plugins = list["plugins"];
@@ -300,7 +313,7 @@ int install(const fs::path& bin_dir, const fs::path& conf_dir, const json& entry
     std::error_code ec;
     fs::remove(bin_dir / "zmesh-cni", ec);
   }
-  write_atomically(list_path, list.dump(2) + "\n",
+  write_atomically(list_path, json_text(list, 2) + "\n",
                    fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read | fs::perms::others_read);
   std::cerr << "zmesh-cni: " << (remove ? "removed from " : "added to ") << list_path.string() << '\n';
   return 0;
@@ -353,7 +366,9 @@ int installer(int argc, char** argv) {
     if (sigtimedwait(&set, nullptr, &period) > 0) return 0;
     try {
       std::ifstream in(conflist_in(conf_dir));
-      const json list = json::parse(in);
+      std::stringstream text;
+      text << in.rdbuf();
+      const json list = zmesh::parse_json(text.str());
       const auto& plugins = list.at("plugins");
       if (plugins.empty() || plugins.back().value("type", "") != "zmesh-cni") install(bin_dir, conf_dir, entry, false);
     } catch (const std::exception& e) {
@@ -377,22 +392,23 @@ int main(int argc, char** argv) {
   std::string version = "1.0.0";
   try {
     if (command == "VERSION") {
-      std::cout << json{{"cniVersion", "1.0.0"}, {"supportedVersions", kVersions}}.dump() << '\n';
+      std::cout << json_text(json{{"cniVersion", "1.0.0"}, {"supportedVersions", kVersions}}) << '\n';
       return 0;
     }
     if (command != "ADD" && command != "DEL" && command != "CHECK")
       throw CniError{kInvalidEnvironment, "CNI_COMMAND '" + command + "' is not ADD, DEL, CHECK or VERSION", ""};
     const json conf = read_config();
     version = conf["cniVersion"];
-    if (command == "ADD") std::cout << add(conf).dump() << '\n';
+    if (command == "ADD") std::cout << json_text(add(conf)) << '\n';
     if (command == "DEL") del(conf);
     if (command == "CHECK") check(conf);
     return 0;
   } catch (const CniError& e) {
-    std::cout << json{{"cniVersion", version}, {"code", e.code}, {"msg", e.msg}, {"details", e.details}}.dump() << '\n';
+    std::cout << json_text(json{{"cniVersion", version}, {"code", e.code}, {"msg", e.msg}, {"details", e.details}})
+              << '\n';
     return 1;
   } catch (const std::exception& e) {
-    std::cout << json{{"cniVersion", version}, {"code", 999}, {"msg", "zmesh-cni failed"}, {"details", e.what()}}.dump()
+    std::cout << json_text(json{{"cniVersion", version}, {"code", 999}, {"msg", "zmesh-cni failed"}, {"details", e.what()}})
               << '\n';
     return 1;
   }

@@ -1,4 +1,5 @@
 // The mesh config parser (see include/zmesh/config.h). Every error names the JSON path.
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstring>
@@ -7,7 +8,9 @@
 #include <set>
 #include <sstream>
 
+#include "zmesh/json.h"
 #include "zmesh/config.h"
+#include "zmesh/json.h"
 
 namespace zmesh {
 namespace {
@@ -33,6 +36,39 @@ std::string string_field(const json& object, const std::string& path, const char
   return value.get<std::string>();
 }
 
+// Kubernetes' names (k8s.io/apimachinery validation): a DNS-1123 label for namespaces (63
+// characters of [a-z0-9-], alphanumeric at both ends), a DNS-1123 subdomain for object names
+// (253 characters, labels joined by '.'). Nothing else can name a pod, so nothing else is
+// accepted: a '/' would make "namespace/name" keys ambiguous.
+bool dns_label(std::string_view s, size_t max = 63) {
+  if (s.empty() || s.size() > max) return false;
+  const auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
+  if (!alnum(s.front()) || !alnum(s.back())) return false;
+  return std::all_of(s.begin(), s.end(), [&](char c) { return alnum(c) || c == '-'; });
+}
+bool dns_subdomain(std::string_view s) {
+  if (s.empty() || s.size() > 253) return false;
+  for (size_t start = 0;;) {
+    const size_t dot = s.find('.', start);
+    if (!dns_label(s.substr(start, dot == std::string_view::npos ? std::string_view::npos : dot - start))) return false;
+    if (dot == std::string_view::npos) return true;
+    start = dot + 1;
+  }
+}
+
+enum class NameKind { Label, Subdomain };
+std::string name_field(const json& object, const std::string& path, const char* key, bool required, NameKind kind) {
+  std::string value = string_field(object, path, key, required);
+  if (value.empty() && !required) return value;
+  const bool ok = kind == NameKind::Label ? dns_label(value) : dns_subdomain(value);
+  if (!ok)
+    fail(path + "." + key, "'" + printable(value) + "' is not a Kubernetes name (" +
+                               (kind == NameKind::Label ? "a DNS-1123 label: up to 63 of a-z, 0-9 and '-'"
+                                                        : "a DNS-1123 subdomain: up to 253 of a-z, 0-9, '-' and '.'") +
+                               ", starting and ending with a letter or digit)");
+  return value;
+}
+
 std::vector<boost::asio::ip::address> ip_list(const json& object, const std::string& path, const char* key) {
   std::vector<boost::asio::ip::address> out;
   if (!object.contains(key)) return out;
@@ -54,13 +90,13 @@ WorkloadConfig workload(const json& j, const std::string& path) {
   only_keys(j, path, {"uid", "name", "namespace", "serviceAccount", "node", "workloadIps", "protocol", "mtlsMode",
                       "cgroup", "hostVeth"});
   WorkloadConfig w;
-  w.name = string_field(j, path, "name", true);
-  w.namespace_ = string_field(j, path, "namespace", true);
-  w.uid = string_field(j, path, "uid", false);
+  w.name = name_field(j, path, "name", true, NameKind::Subdomain);
+  w.namespace_ = name_field(j, path, "namespace", true, NameKind::Label);
+  w.uid = printable(string_field(j, path, "uid", false));
   if (w.uid.empty()) w.uid = w.namespace_ + "/" + w.name;
-  w.service_account = string_field(j, path, "serviceAccount", false);
+  w.service_account = name_field(j, path, "serviceAccount", false, NameKind::Subdomain);
   if (w.service_account.empty()) w.service_account = "default";
-  w.node = string_field(j, path, "node", true);
+  w.node = name_field(j, path, "node", true, NameKind::Subdomain);
   w.ips = ip_list(j, path, "workloadIps");
   const std::string protocol = string_field(j, path, "protocol", false);
   if (!protocol.empty() && protocol != "HBONE" && protocol != "TCP")
@@ -80,8 +116,8 @@ std::vector<std::string> string_list(const json& object, const std::string& path
 ServiceConfig service(const json& j, const std::string& path) {
   only_keys(j, path, {"name", "namespace", "hostname", "vips", "ports", "endpoints"});
   ServiceConfig s;
-  s.name = string_field(j, path, "name", true);
-  s.namespace_ = string_field(j, path, "namespace", true);
+  s.name = name_field(j, path, "name", true, NameKind::Label);
+  s.namespace_ = name_field(j, path, "namespace", true, NameKind::Label);
   s.hostname = string_field(j, path, "hostname", false);
   s.vips = ip_list(j, path, "vips");
   if (j.contains("ports")) {
@@ -115,6 +151,54 @@ std::vector<std::string> string_list(const json& object, const std::string& path
   return out;
 }
 
+// Istio's wildcard: the whole value "*", or one '*' leading or ending it.
+bool wildcard_ok(std::string_view s) {
+  const size_t stars = static_cast<size_t>(std::count(s.begin(), s.end(), '*'));
+  return stars == 0 || s == "*" || (stars == 1 && (s.front() == '*' || s.back() == '*'));
+}
+
+// Principals as Istio writes them, "<trust-domain>/ns/<namespace>/sa/<account>" with an
+// optional wildcard. A value that can never match a peer is a mistake, not a policy: refused
+// with why (a principal that matches nothing in an ALLOW would deny; in a DENY, allow).
+std::vector<std::string> principals(const json& object, const std::string& path, const char* key) {
+  auto list = string_list(object, path, key);
+  for (size_t i = 0; i < list.size(); ++i) {
+    const std::string& p = list[i];
+    const std::string here = path + "." + key + "[" + std::to_string(i) + "]";
+    const auto why = [&](const std::string& reason) { fail(here, "'" + printable(p) + "' " + reason); };
+    if (p.rfind("spiffe://", 0) == 0)
+      why("starts with spiffe://: Istio principals leave it out ('" + printable(p.substr(9)) + "')");
+    if (std::any_of(p.begin(), p.end(), [](char c) { return static_cast<unsigned char>(c) <= ' ' || c == 0x7f; }))
+      why("contains a space or a control character: no principal has one");
+    if (!wildcard_ok(p)) why("has a '*' inside: Istio matches \"*\", \"prefix*\" or \"*suffix\" only");
+    if (p.size() > 1 && p.back() == '/') why("ends with '/': no principal does, so it would never match");
+    if (p.find("//") != std::string::npos) why("contains '//': no principal does, so it would never match");
+    const std::string bare = p == "*" ? "" : p.front() == '*' ? p.substr(1) : p.back() == '*' ? p.substr(0, p.size() - 1) : p;
+    if (!std::all_of(bare.begin(), bare.end(), [](char c) {
+          return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '-' ||
+                 c == '_' || c == '/';
+        }))
+      why("has characters no SPIFFE id can (letters, digits, '.', '-', '_' and '/' only)");
+  }
+  return list;
+}
+
+// Namespaces, with Istio's wildcard: Kubernetes namespace names otherwise.
+std::vector<std::string> namespaces(const json& object, const std::string& path, const char* key) {
+  auto list = string_list(object, path, key);
+  for (size_t i = 0; i < list.size(); ++i) {
+    const std::string& n = list[i];
+    const std::string bare = n == "*" ? "" : n.front() == '*' ? n.substr(1) : n.back() == '*' ? n.substr(0, n.size() - 1) : n;
+    const bool ok = wildcard_ok(n) && (bare.empty() || std::all_of(bare.begin(), bare.end(), [](char c) {
+                                         return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
+                                       }));
+    if (!ok)
+      fail(path + "." + key + "[" + std::to_string(i) + "]",
+           "'" + printable(n) + "' is not a namespace name (a-z, 0-9 and '-'; '*' leading or ending it)");
+  }
+  return list;
+}
+
 std::vector<IpBlock> ip_blocks(const json& object, const std::string& path, const char* key) {
   std::vector<IpBlock> out;
   const auto texts = string_list(object, path, key);
@@ -146,8 +230,8 @@ std::vector<uint16_t> port_list(const json& object, const std::string& path, con
 AuthorizationPolicy policy(const json& j, const std::string& path) {
   only_keys(j, path, {"name", "namespace", "action", "selector", "rules"});
   AuthorizationPolicy p;
-  p.name = string_field(j, path, "name", true);
-  p.namespace_ = string_field(j, path, "namespace", true);
+  p.name = name_field(j, path, "name", true, NameKind::Subdomain);
+  p.namespace_ = name_field(j, path, "namespace", true, NameKind::Label);
   const std::string action = string_field(j, path, "action", false);
   if (action.empty() || action == "ALLOW") p.action = AuthorizationPolicy::Action::Allow;
   else if (action == "DENY") p.action = AuthorizationPolicy::Action::Deny;
@@ -155,6 +239,10 @@ AuthorizationPolicy policy(const json& j, const std::string& path) {
   if (j.contains("selector")) {
     only_keys(j["selector"], path + ".selector", {"workloads"});
     p.selector = string_list(j["selector"], path + ".selector", "workloads");
+    for (size_t i = 0; i < p.selector.size(); ++i)
+      if (!dns_subdomain(p.selector[i]))
+        fail(path + ".selector.workloads[" + std::to_string(i) + "]",
+             "'" + printable(p.selector[i]) + "' is not a workload name (a DNS-1123 subdomain)");
   }
   if (j.contains("rules") && !j["rules"].is_array()) fail(path + ".rules", "expected a list");
   for (size_t r = 0; j.contains("rules") && r < j["rules"].size(); ++r) {
@@ -171,11 +259,16 @@ AuthorizationPolicy policy(const json& j, const std::string& path) {
       const json& src = rule["from"][f]["source"];
       const std::string sp = fp + ".source";
       only_keys(src, sp, {"principals", "notPrincipals", "namespaces", "notNamespaces", "ipBlocks", "notIpBlocks"});
-      // As istiod: an empty source would silently match everything.
-      if (src.empty()) fail(sp, "must not be empty (leave out `from` to match every source)");
-      out.from.push_back({string_list(src, sp, "principals"), string_list(src, sp, "notPrincipals"),
-                          string_list(src, sp, "namespaces"), string_list(src, sp, "notNamespaces"),
-                          ip_blocks(src, sp, "ipBlocks"), ip_blocks(src, sp, "notIpBlocks")});
+      PolicySource source{principals(src, sp, "principals"), principals(src, sp, "notPrincipals"),
+                          namespaces(src, sp, "namespaces"), namespaces(src, sp, "notNamespaces"),
+                          ip_blocks(src, sp, "ipBlocks"),    ip_blocks(src, sp, "notIpBlocks")};
+      // As istiod: an empty list is a field not set, and a source with none set would
+      // silently match everything.
+      if (source.principals.empty() && source.not_principals.empty() && source.namespaces.empty() &&
+          source.not_namespaces.empty() && source.ip_blocks.empty() && source.not_ip_blocks.empty())
+        fail(sp, "must not be empty: every field is missing or an empty list, which Istio reads as not set "
+                 "(leave out `from` to match every source)");
+      out.from.push_back(std::move(source));
     }
     for (size_t t = 0; rule.contains("to") && t < rule["to"].size(); ++t) {
       const std::string tp = rp + ".to[" + std::to_string(t) + "]";
@@ -184,8 +277,11 @@ AuthorizationPolicy policy(const json& j, const std::string& path) {
       const json& op = rule["to"][t]["operation"];
       const std::string op_path = tp + ".operation";
       only_keys(op, op_path, {"ports", "notPorts"});
-      if (op.empty()) fail(op_path, "must not be empty (leave out `to` to match every port)");
-      out.to.push_back({port_list(op, op_path, "ports"), port_list(op, op_path, "notPorts")});
+      PolicyOperation operation{port_list(op, op_path, "ports"), port_list(op, op_path, "notPorts")};
+      if (operation.ports.empty() && operation.not_ports.empty())
+        fail(op_path, "must not be empty: every field is missing or an empty list, which Istio reads as not set "
+                      "(leave out `to` to match every port)");
+      out.to.push_back(std::move(operation));
     }
     p.rules.push_back(std::move(out));
   }
@@ -252,12 +348,12 @@ bool IpBlock::contains(const boost::asio::ip::address& ip) const {
   return true;
 }
 
-MeshConfig parse_config(const std::string& json_text) {
+MeshConfig parse_config(const std::string& text) {
   json root;
   try {
-    root = json::parse(json_text);
-  } catch (const json::exception& e) {  // parse_error, and out_of_range for a number too big
-    throw ConfigError(std::string("not valid JSON: ") + e.what());
+    root = parse_json(text);
+  } catch (const JsonError& e) {
+    throw ConfigError(e.what());
   }
   only_keys(root, "(top level)", {"workloads", "services", "policies"});
   MeshConfig config;
@@ -279,6 +375,8 @@ MeshConfig parse_config(const std::string& json_text) {
 }
 
 WorkloadConfig parse_workload(const json& j, const std::string& path) { return workload(j, path); }
+bool is_namespace_name(std::string_view text) { return dns_label(text); }
+bool is_object_name(std::string_view text) { return dns_subdomain(text); }
 AuthorizationPolicy parse_policy(const json& j, const std::string& path) { return policy(j, path); }
 
 namespace {

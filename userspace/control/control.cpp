@@ -1,4 +1,5 @@
 // The control socket's client side and the decoded maps (see include/zmesh/control.h).
+#include "zmesh/json.h"
 #include "zmesh/control.h"
 
 #include <poll.h>
@@ -39,7 +40,7 @@ nlohmann::json call(const std::filesystem::path& socket_path, const nlohmann::js
   } closer{fd};
   if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
     throw ControlError("cannot reach " + where + ": " + why(errno));
-  const std::string line = request.dump() + "\n";
+  const std::string line = json_text(request) + "\n";
   for (size_t off = 0; off < line.size();) {
     const ssize_t n = ::send(fd, line.data() + off, line.size() - off, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
@@ -63,11 +64,13 @@ nlohmann::json call(const std::filesystem::path& socket_path, const nlohmann::js
   }
   nlohmann::json answer;
   try {
-    answer = nlohmann::json::parse(reply);
-  } catch (const nlohmann::json::exception&) {
-    throw ControlError(where + " sent a reply that is not JSON: '" + reply.substr(0, 200) + "'");
+    answer = parse_json(reply);
+  } catch (const JsonError& e) {
+    throw ControlError(where + " sent a reply that is not JSON (" + e.what() + "): '" + printable(reply.substr(0, 200)) +
+                       "'");
   }
-  if (!answer.is_object() || !answer.contains("ok")) throw ControlError(where + " sent an unexpected reply: " + reply);
+  if (!answer.is_object() || !answer.contains("ok") || !answer["ok"].is_boolean())
+    throw ControlError(where + " sent an unexpected reply: " + printable(reply.substr(0, 200)));
   if (!answer["ok"].get<bool>()) throw ControlError(answer.value("error", std::string("(no error text)")));
   return answer.value("result", nlohmann::json());
 }
@@ -89,7 +92,7 @@ nlohmann::json maps_json(const PinnedMaps& maps) {
                     {"source", r.source.to_string() + "/" + std::to_string(r.source_prefix)},
                     {"destination", r.destination.to_string()},
                     {"port", r.port},
-                    {"protocol", r.protocol == 6 ? "TCP" : r.protocol == 17 ? "UDP" : std::to_string(r.protocol)}});
+                    {"protocol", "TCP"}});
   nlohmann::json cidrs = nlohmann::json::array();
   for (const auto& c : maps.destination_cidrs()) cidrs.push_back(c.address.to_string() + "/" + std::to_string(c.prefix));
   return {{"counters", counters}, {"workloads", workloads}, {"destinations", destinations}, {"podCidrs", cidrs},

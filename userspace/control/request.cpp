@@ -2,6 +2,7 @@
 // client and the maps so that a fuzzer (fuzz/control_fuzz.cpp) drives exactly this.
 #include <algorithm>
 
+#include "zmesh/json.h"
 #include "zmesh/control.h"
 
 namespace zmesh::control {
@@ -27,9 +28,9 @@ const nlohmann::json& object_argument(const nlohmann::json& request, const char*
 Request parse_request(const std::string& line, const std::string& this_node) {
   nlohmann::json request;
   try {
-    request = nlohmann::json::parse(line);
-  } catch (const nlohmann::json::exception& e) {  // parse_error, and out_of_range for a number too big
-    throw ConfigError(std::string("request is not valid JSON: ") + e.what());
+    request = parse_json(line);
+  } catch (const JsonError& e) {
+    throw ConfigError(std::string("request: ") + e.what());
   }
   if (!request.is_object() || !request.contains("command") || !request["command"].is_string())
     throw ConfigError("command: missing (expected {\"command\": \"status\"} and the like)");

@@ -19,6 +19,7 @@
 // clang-format off
 #include "connect.skel.h"
 #include "sockops.skel.h"
+#include "tc_egress.skel.h"
 #include "tc_ingress.skel.h"
 // clang-format on
 #include "fd.h"
@@ -36,8 +37,19 @@ using datapath::UniqueFd;
 namespace {
 
 constexpr auto kTcxIngress = static_cast<bpf_attach_type>(46);  // BPF_TCX_INGRESS; libbpf 1.1 predates it
+constexpr auto kTcxEgress = static_cast<bpf_attach_type>(47);   // BPF_TCX_EGRESS
 constexpr uint32_t kTcHandle = 0x5a0;                           // our clsact filter: handle and priority
 constexpr uint32_t kTcPriority = 1;
+
+// The two tc hooks: ingress on every interface, egress (the door) on enrolled pods' veths.
+enum class TcDirection { Ingress, Egress };
+struct TcHook {
+  const char* prefix;  // of the link's pin name: "<prefix><ifindex>_<ifname>"
+  bpf_attach_type tcx;
+  bpf_tc_attach_point clsact;
+};
+constexpr TcHook kTcHooks[] = {{"tc_", kTcxIngress, BPF_TC_INGRESS}, {"tce_", kTcxEgress, BPF_TC_EGRESS}};
+const TcHook& hook_of(TcDirection d) { return kTcHooks[static_cast<int>(d)]; }
 
 // Each skeleton type's generated functions, so that one template loads them all.
 template <typename S>
@@ -53,6 +65,7 @@ struct Skeleton;
 ZM_SKELETON(connect)
 ZM_SKELETON(sockops)
 ZM_SKELETON(tc_ingress)
+ZM_SKELETON(tc_egress)
 
 template <typename S>
 struct DestroySkeleton {
@@ -140,6 +153,51 @@ unsigned interface_index(const std::string& name) {
   return index;
 }
 
+// The name of a tc link: "tc_<ifindex>_<ifname>". The index keeps a link of a vanished
+// interface apart from one of a new interface that took its name.
+std::string tc_link_name(TcDirection direction, unsigned ifindex, const std::string& ifname) {
+  return hook_of(direction).prefix + std::to_string(ifindex) + "_" + ifname;
+}
+
+// Whether a tc link's interface is still the one it was made for.
+bool tc_link_current(const std::string& name) {
+  for (const auto& hook : kTcHooks) {
+    const std::string prefix = hook.prefix;
+    if (name.rfind(prefix, 0) != 0) continue;
+    const auto underscore = name.find('_', prefix.size());
+    if (underscore == std::string::npos) return false;
+    char ifname[IF_NAMESIZE] = {};
+    const unsigned ifindex = static_cast<unsigned>(std::strtoul(name.c_str() + prefix.size(), nullptr, 10));
+    return if_indextoname(ifindex, ifname) && name.substr(underscore + 1) == ifname;
+  }
+  return true;  // not a tc link
+}
+
+// The network namespace's cookie (SO_NETNS_COOKIE), as bpf_get_netns_cookie() sees it.
+uint64_t netns_cookie() {
+  UniqueFd fd(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  uint64_t cookie = 0;
+  socklen_t len = sizeof cookie;
+  constexpr int kSoNetnsCookie = 71;  // SO_NETNS_COOKIE (Linux 5.14); glibc 2.36 lacks the name
+  if (!fd || getsockopt(fd.get(), SOL_SOCKET, kSoNetnsCookie, &cookie, &len) != 0)
+    throw DatapathError("read this network namespace's cookie (SO_NETNS_COOKIE, Linux >= 5.14)", errno);
+  return cookie;
+}
+
+// How deep a cgroup lies below the cgroup v2 root (the root is 0), for the programs'
+// ancestor-id lookups.
+uint32_t cgroup_level(const fs::path& cgroup) {
+  const auto mount = find_mount("cgroup2");
+  if (!mount) throw DatapathError("cgroup v2 is not mounted", ENOENT);
+  const fs::path relative = fs::weakly_canonical(cgroup).lexically_relative(fs::weakly_canonical(*mount));
+  if (relative.empty() || *relative.begin() == "..")
+    throw DatapathError("cgroup " + cgroup.string() + " is not below the cgroup v2 mount " + mount->string(), EINVAL);
+  uint32_t level = 0;
+  for (const auto& part : relative)
+    if (part != ".") ++level;
+  return level;
+}
+
 std::string bytes_of(const void* data, size_t size) { return {static_cast<const char*>(data), size}; }
 
 // Keys of a map, as raw bytes.
@@ -162,26 +220,38 @@ UniqueFd open_pinned_map(const fs::path& root, const char* name) {
   return fd;
 }
 
-void update(int fd, const void* key, const void* value, const char* map, const std::string& what, uint32_t capacity) {
+// A map's capacity as the kernel has it (the programs' max_entries; one place, bpf/lib/maps.h).
+uint32_t capacity_of(int fd) {
+  bpf_map_info info{};
+  uint32_t len = sizeof info;
+  return bpf_obj_get_info_by_fd(fd, &info, &len) == 0 ? info.max_entries : 0;
+}
+
+void update(int fd, const void* key, const void* value, const char* map, const std::string& what) {
   if (bpf_map_update_elem(fd, key, value, BPF_ANY) == 0) return;
   const int err = errno;
   if (err == E2BIG || err == ENOSPC || err == ENOMEM)
-    throw DatapathError(what + ": map " + map + " is full (" + std::to_string(capacity) + " entries)", err);
+    throw DatapathError(what + ": map " + map + " is full (" + std::to_string(capacity_of(fd)) + " entries)", err);
   throw DatapathError(what + " in map " + map, err);
 }
 
 }  // namespace
 
+#define ZM_COUNT_ONE(name, help) +1
+static_assert(sizeof(DatapathCounters) == (0 ZM_COUNTERS(ZM_COUNT_ONE)) * sizeof(uint64_t),
+              "every field of struct zm_counters comes from ZM_COUNTERS, so each has a name in /metrics");
+#undef ZM_COUNT_ONE
+
+const std::vector<CounterInfo> kCounters = {
+#define ZM_COUNTER_INFO(name, help) {#name, help, &DatapathCounters::name},
+    ZM_COUNTERS(ZM_COUNTER_INFO)
+#undef ZM_COUNTER_INFO
+};
+
 std::vector<std::pair<const char*, uint64_t>> named_counters(const DatapathCounters& c) {
-  return {{"connect_redirected", c.connect_redirected}, {"connect_passed", c.connect_passed},
-          {"connect_orig_full", c.connect_orig_full},   {"sockops_orig_moved", c.sockops_orig_moved},
-          {"sockhash_added", c.sockhash_added},         {"sockhash_add_failed", c.sockhash_add_failed},
-          {"shortcut_msgs", c.shortcut_msgs},           {"shortcut_bytes", c.shortcut_bytes},
-          {"shortcut_passed", c.shortcut_passed},       {"tc_to_hbone", c.tc_to_hbone},
-          {"tc_to_plaintext", c.tc_to_plaintext},       {"tc_followed", c.tc_followed},
-          {"tc_passed", c.tc_passed},                   {"tc_drop_deny", c.tc_drop_deny},
-          {"tc_drop_mtls", c.tc_drop_mtls},             {"tc_drop_no_proxy", c.tc_drop_no_proxy},
-          {"tc_drop_assign", c.tc_drop_assign},         {"tc_drop_unparsed", c.tc_drop_unparsed}};
+  std::vector<std::pair<const char*, uint64_t>> out;
+  for (const auto& counter : kCounters) out.emplace_back(counter.name, c.*counter.field);
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -220,12 +290,13 @@ DatapathCounters PinnedMaps::counters() const {
   return out;
 }
 
-std::optional<TcpEndpoint> PinnedMaps::take_original_destination(const TcpEndpoint& peer, const TcpEndpoint& local) {
+std::optional<OriginalDestination> PinnedMaps::take_original_destination(const TcpEndpoint& peer,
+                                                                         const TcpEndpoint& local) {
   const zm_tuple key = datapath::pod_tuple(peer, local);
   zm_orig orig{};
   if (bpf_map_lookup_elem(fds_->orig.get(), &key, &orig) != 0) return std::nullopt;
   bpf_map_delete_elem(fds_->orig.get(), &key);
-  return datapath::endpoint(orig);
+  return OriginalDestination{datapath::endpoint(orig), (orig.flags & ZM_ORIG_FROM_NODE) != 0};
 }
 
 std::vector<IpAddress> PinnedMaps::destinations() const {
@@ -284,7 +355,7 @@ std::vector<DenyRule> PinnedMaps::deny_rules() const {
     if (bpf_map_lookup_elem(fds_->deny.get(), key, &value) != 0) continue;
     out.push_back({value.rule_id, datapath::from_zm_ip(key->src, key->family),
                    static_cast<uint8_t>(key->prefixlen - ZM_DENY_EXACT_BITS), datapath::from_zm_ip(key->dst, key->family),
-                   ntohs(key->dport), key->protocol});
+                   ntohs(key->dport)});
   }
   return out;
 }
@@ -293,8 +364,8 @@ std::vector<DenyRule> PinnedMaps::deny_rules() const {
 // BpfDatapath
 
 bool DenyRule::operator<(const DenyRule& other) const {
-  return std::tie(id, source, source_prefix, destination, port, protocol) <
-         std::tie(other.id, other.source, other.source_prefix, other.destination, other.port, other.protocol);
+  return std::tie(id, source, source_prefix, destination, port) <
+         std::tie(other.id, other.source, other.source_prefix, other.destination, other.port);
 }
 
 struct BpfDatapath::Impl {
@@ -304,22 +375,27 @@ struct BpfDatapath::Impl {
   SkeletonPtr<connect_bpf> connect;
   SkeletonPtr<sockops_bpf> sockops;
   SkeletonPtr<tc_ingress_bpf> tc;
+  SkeletonPtr<tc_egress_bpf> door;
   PinnedMaps maps;
   std::map<std::string, LinkPtr> links;  // pin name (under links/) -> link
   std::set<std::string> claimed_links, claimed_workloads, claimed_dests;
 
   fs::path link_pin(const std::string& name) const { return options.pin_root / "links" / name; }
 
+  // The program a pinned link runs, from its name: "tc_<ifindex>_<ifname>", "tce_...",
+  // "cg_<cgroup id>_<kind>".
   bpf_program* program_for(const std::string& link_name) const {
-    auto ends = [&](const char* suffix) {
-      const std::string s(suffix);
-      return link_name.size() > s.size() && link_name.compare(link_name.size() - s.size(), s.size(), s) == 0;
-    };
+    if (link_name.rfind("tce_", 0) == 0) return door->progs.zm_tc_egress;
     if (link_name.rfind("tc_", 0) == 0) return tc->progs.zm_tc_ingress;
-    if (ends("_connect4")) return connect->progs.zm_connect4;
-    if (ends("_connect6")) return connect->progs.zm_connect6;
-    if (ends("_sockops")) return sockops->progs.zm_sockops;
-    return nullptr;
+    if (link_name.rfind("cg_", 0) != 0) return nullptr;
+    const auto underscore = link_name.find('_', 3);
+    if (underscore == std::string::npos) return nullptr;
+    const std::map<std::string, bpf_program*> kinds = {
+        {"connect4", connect->progs.zm_connect4},           {"connect6", connect->progs.zm_connect6},
+        {"sockops", sockops->progs.zm_sockops},             {"node_connect4", connect->progs.zm_connect4_node},
+        {"node_connect6", connect->progs.zm_connect6_node}, {"node_sockops", sockops->progs.zm_sockops_node}};
+    const auto kind = kinds.find(link_name.substr(underscore + 1));
+    return kind == kinds.end() ? nullptr : kind->second;
   }
 
   // Takes over the links a previous daemon pinned, running this daemon's programs in them.
@@ -328,7 +404,7 @@ struct BpfDatapath::Impl {
       const std::string name = entry.path().filename();
       LinkPtr link(bpf_link__open(entry.path().c_str()));
       bpf_program* prog = program_for(name);
-      if (!link || !prog || bpf_link__update_program(link.get(), prog) != 0) {
+      if (!link || !prog || !tc_link_current(name) || bpf_link__update_program(link.get(), prog) != 0) {
         spdlog::warn("datapath: pinned link {} cannot be adopted (its hook is gone?); removing it", name);
         if (link) detach_and_unpin(link.get(), entry.path());
         else fs::remove(entry.path());
@@ -347,24 +423,27 @@ struct BpfDatapath::Impl {
     links.emplace(name, std::move(link));
   }
 
-  void attach_cgroup(const fs::path& cgroup_path, bpf_program* prog, const char* kind) {
+  void attach_cgroup(const fs::path& cgroup_path, bpf_program* prog, const std::string& kind) {
     Cgroup cgroup = open_cgroup(cgroup_path);
     const std::string name = "cg_" + std::to_string(cgroup.id) + "_" + kind;
     claimed_links.insert(name);
     if (links.contains(name)) return;
     LinkPtr link(bpf_program__attach_cgroup(prog, cgroup.fd.get()));
-    if (!link) throw DatapathError(std::string("attach ") + kind + " to cgroup " + cgroup_path.string(), errno);
+    if (!link) throw DatapathError("attach " + kind + " to cgroup " + cgroup_path.string(), errno);
     keep_link(name, std::move(link));
   }
 
-  void attach_tc(const std::string& ifname) {
+  void attach_tc(const std::string& ifname, TcDirection direction) {
     const unsigned ifindex = interface_index(ifname);
-    const std::string name = "tc_" + ifname;
+    const TcHook& hook = hook_of(direction);
+    const std::string name = tc_link_name(direction, ifindex, ifname);
+    const char* what = direction == TcDirection::Ingress ? "tc ingress" : "tc egress (the pod's door)";
     claimed_links.insert(name);
-    const int prog_fd = bpf_program__fd(tc->progs.zm_tc_ingress);
+    const int prog_fd = bpf_program__fd(direction == TcDirection::Ingress ? tc->progs.zm_tc_ingress
+                                                                          : door->progs.zm_tc_egress);
     if (tc_mode == TcMode::Tcx) {
       if (links.contains(name)) return;
-      UniqueFd link_fd(bpf_link_create(prog_fd, static_cast<int>(ifindex), kTcxIngress, nullptr));
+      UniqueFd link_fd(bpf_link_create(prog_fd, static_cast<int>(ifindex), hook.tcx, nullptr));
       if (link_fd) {
         if (bpf_obj_pin(link_fd.get(), link_pin(name).c_str()) != 0)
           throw DatapathError("pin tcx link " + link_pin(name).string(), errno);
@@ -372,16 +451,16 @@ struct BpfDatapath::Impl {
         return;
       }
       if (options.tc_mode == TcMode::Tcx || errno != EINVAL)
-        throw DatapathError("attach tc ingress (tcx) to " + ifname, errno);
-      spdlog::info("datapath: tcx is not available here; using clsact for tc ingress");
+        throw DatapathError(std::string("attach ") + what + " (tcx) to " + ifname, errno);
+      spdlog::info("datapath: tcx is not available here; using clsact for tc");
       tc_mode = TcMode::Clsact;
     }
-    LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = static_cast<int>(ifindex), .attach_point = BPF_TC_INGRESS);
-    if (int err = bpf_tc_hook_create(&hook); err && err != -EEXIST)
+    LIBBPF_OPTS(bpf_tc_hook, qdisc, .ifindex = static_cast<int>(ifindex), .attach_point = hook.clsact);
+    if (int err = bpf_tc_hook_create(&qdisc); err && err != -EEXIST)
       throw DatapathError("create clsact qdisc on " + ifname, -err);
     LIBBPF_OPTS(bpf_tc_opts, opts, .prog_fd = prog_fd, .flags = BPF_TC_F_REPLACE, .handle = kTcHandle,
                 .priority = kTcPriority);
-    if (int err = bpf_tc_attach(&hook, &opts)) throw DatapathError("attach tc ingress (clsact) to " + ifname, -err);
+    if (int err = bpf_tc_attach(&qdisc, &opts)) throw DatapathError(std::string("attach ") + what + " (clsact) to " + ifname, -err);
   }
 
   void detach_link(const std::string& name) {
@@ -392,17 +471,45 @@ struct BpfDatapath::Impl {
     }
   }
 
-  void detach_tc(const std::string& ifname) {
-    detach_link("tc_" + ifname);
-    if (unsigned ifindex = if_nametoindex(ifname.c_str())) detach_clsact(static_cast<int>(ifindex));
+  // `ifindex` 0: the interface is gone (its links went with it; only our records remain).
+  void detach_tc(const std::string& ifname, unsigned ifindex, TcDirection direction) {
+    if (ifindex) {
+      detach_link(tc_link_name(direction, ifindex, ifname));
+      detach_clsact(static_cast<int>(ifindex), hook_of(direction).clsact);
+      return;
+    }
+    std::vector<std::string> gone;
+    const std::string prefix = hook_of(direction).prefix, suffix = "_" + ifname;
+    for (const auto& [name, link] : links)
+      if (name.rfind(prefix, 0) == 0 && name.size() > suffix.size() &&
+          name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0 && !tc_link_current(name))
+        gone.push_back(name);
+    for (const auto& name : gone) detach_link(name);
   }
 
-  static void detach_clsact(int ifindex) {
-    LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_INGRESS);
+  static void detach_clsact(int ifindex, bpf_tc_attach_point point) {
+    LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = point);
     LIBBPF_OPTS(bpf_tc_opts, opts, .handle = kTcHandle, .priority = kTcPriority);
     if (bpf_tc_query(&hook, &opts) == 0) {
       LIBBPF_OPTS(bpf_tc_opts, detach, .handle = kTcHandle, .priority = kTcPriority);
       bpf_tc_detach(&hook, &detach);
+    }
+  }
+
+  // tc ingress on every interface of this netns but lo.
+  void hook_all_interfaces() {
+    struct if_nameindex* interfaces = if_nameindex();
+    if (!interfaces) throw DatapathError("list the interfaces of this netns", errno);
+    std::vector<std::string> names;
+    for (auto* i = interfaces; i->if_index != 0; ++i)
+      if (std::string_view(i->if_name) != "lo") names.emplace_back(i->if_name);
+    if_freenameindex(interfaces);
+    for (const auto& name : names) {
+      try {
+        attach_tc(name, TcDirection::Ingress);
+      } catch (const DatapathError& e) {
+        if (e.error_code() != ENODEV) throw;  // gone since it was listed
+      }
     }
   }
 
@@ -420,7 +527,21 @@ struct BpfDatapath::Impl {
     c.proxy_mark = options.proxy_mark;
     c.assign_mark = options.assign_mark;
     c.sockmap_enabled = options.sockmap ? 1 : 0;
+    c.node_netns_cookie = netns_cookie();
+    c.proxy_cgroup_id = open_cgroup(proxy_cgroup()).id;
+    if (!options.probe_cgroup.empty()) {
+      c.probe_cgroup_id = open_cgroup(options.probe_cgroup).id;
+      c.probe_cgroup_level = cgroup_level(options.probe_cgroup);
+    }
     return c;
+  }
+
+  fs::path proxy_cgroup() const { return options.proxy_cgroup.empty() ? own_cgroup() : options.proxy_cgroup; }
+  fs::path host_cgroup() const {
+    if (!options.host_cgroup.empty()) return options.host_cgroup;
+    const auto mount = find_mount("cgroup2");
+    if (!mount) throw DatapathError("capture the node's own connects: cgroup v2 is not mounted", ENOENT);
+    return *mount;
   }
 
   datapath::LocalDeliveryRoute route() const {
@@ -455,6 +576,7 @@ std::unique_ptr<BpfDatapath> BpfDatapath::start(const DatapathOptions& options) 
   impl->connect = load_skeleton<connect_bpf>(options.pin_root, config);
   impl->sockops = load_skeleton<sockops_bpf>(options.pin_root, config);
   impl->tc = load_skeleton<tc_ingress_bpf>(options.pin_root, config);
+  impl->door = load_skeleton<tc_egress_bpf>(options.pin_root, config);
   impl->maps = PinnedMaps(options.pin_root);
   impl->adopt_links();
 
@@ -462,13 +584,21 @@ std::unique_ptr<BpfDatapath> BpfDatapath::start(const DatapathOptions& options) 
       bpf_prog_attach(bpf_program__fd(impl->sockops->progs.zm_sk_msg), bpf_map__fd(impl->sockops->maps.zm_sockhash),
                       BPF_SK_MSG_VERDICT, 0) != 0)
     throw DatapathError("attach sk_msg to zm_sockhash", errno);
-  impl->attach_cgroup(options.proxy_cgroup.empty() ? own_cgroup() : options.proxy_cgroup,
-                      impl->sockops->progs.zm_sockops, "sockops");
-  for (const auto& uplink : options.uplinks) impl->attach_tc(uplink);
+  impl->attach_cgroup(impl->proxy_cgroup(), impl->sockops->progs.zm_sockops, "sockops");
+  if (options.node_capture) {
+    const fs::path host = impl->host_cgroup();
+    impl->attach_cgroup(host, impl->connect->progs.zm_connect4_node, "node_connect4");
+    impl->attach_cgroup(host, impl->connect->progs.zm_connect6_node, "node_connect6");
+    impl->attach_cgroup(host, impl->sockops->progs.zm_sockops_node, "node_sockops");
+  }
+  impl->hook_all_interfaces();
   datapath::add_local_delivery(impl->route());
-  spdlog::info("datapath: programs loaded, maps and links pinned under {} (tc via {}, short-cut {})",
+  spdlog::info("datapath: programs loaded, maps and links pinned under {} (tc via {}, short-cut {}); the node's "
+               "own connects {}; kubelet probes from {}",
                options.pin_root.string(), impl->tc_mode == TcMode::Tcx ? "tcx" : "clsact",
-               options.sockmap ? "on" : "off");
+               options.sockmap ? "on" : "off",
+               options.node_capture ? "captured in " + impl->host_cgroup().string() : std::string("not captured"),
+               options.probe_cgroup.empty() ? std::string("nowhere (none configured)") : options.probe_cgroup.string());
   return std::unique_ptr<BpfDatapath>(new BpfDatapath(std::move(impl)));
 }
 
@@ -483,7 +613,8 @@ void BpfDatapath::cleanup(const DatapathOptions& options) {
     }
   }
   if (struct if_nameindex* interfaces = if_nameindex()) {
-    for (auto* i = interfaces; i->if_index != 0; ++i) Impl::detach_clsact(static_cast<int>(i->if_index));
+    for (auto* i = interfaces; i->if_index != 0; ++i)
+      for (const auto& hook : kTcHooks) Impl::detach_clsact(static_cast<int>(i->if_index), hook.clsact);
     if_freenameindex(interfaces);
   }
   datapath::remove_local_delivery({options.assign_mark, options.route_table, DatapathOptions::kRulePriority});
@@ -508,14 +639,17 @@ void BpfDatapath::enroll(const WorkloadAttachment& workload) {
       const zm_ip_key key = datapath::ip_key(ip);
       zm_workload existing{};
       const bool known = bpf_map_lookup_elem(workloads_fd, &key, &existing) == 0;
-      update(workloads_fd, &key, &value, "zm_workloads", "enroll " + workload.name + " (" + ip.to_string() + ")", 4096);
+      update(workloads_fd, &key, &value, "zm_workloads", "enroll " + workload.name + " (" + ip.to_string() + ")");
       if (!known) new_keys.push_back(bytes_of(&key, sizeof key));
       impl_->claimed_workloads.insert(bytes_of(&key, sizeof key));
     }
     impl_->attach_cgroup(workload.cgroup, impl_->connect->progs.zm_connect4, "connect4");
     impl_->attach_cgroup(workload.cgroup, impl_->connect->progs.zm_connect6, "connect6");
     impl_->attach_cgroup(workload.cgroup, impl_->sockops->progs.zm_sockops, "sockops");
-    if (!workload.host_veth.empty()) impl_->attach_tc(workload.host_veth);
+    if (!workload.host_veth.empty()) {
+      impl_->attach_tc(workload.host_veth, TcDirection::Ingress);
+      impl_->attach_tc(workload.host_veth, TcDirection::Egress);
+    }
   } catch (...) {
     // All or nothing for what this call added: a half-enrolled pod would be captured one way
     // and not the other.
@@ -542,13 +676,36 @@ void BpfDatapath::unenroll(const WorkloadAttachment& workload) {
     for (const char* kind : {"connect4", "connect6", "sockops"})
       impl_->detach_link("cg_" + std::to_string(st.st_ino) + "_" + kind);
   }
-  if (!workload.host_veth.empty()) impl_->detach_tc(workload.host_veth);
+  // The veth keeps tc ingress (every interface has it); the door goes with the enrolment.
+  if (!workload.host_veth.empty())
+    impl_->detach_tc(workload.host_veth, if_nametoindex(workload.host_veth.c_str()), TcDirection::Egress);
+}
+
+void BpfDatapath::interface_added(const std::string& ifname) {
+  if (ifname == "lo") return;
+  try {
+    impl_->attach_tc(ifname, TcDirection::Ingress);
+  } catch (const DatapathError& e) {
+    if (e.error_code() != ENODEV) throw;  // gone again already: nothing to hook
+  }
+}
+
+void BpfDatapath::interface_removed(const std::string& ifname) {
+  for (auto direction : {TcDirection::Ingress, TcDirection::Egress}) impl_->detach_tc(ifname, 0, direction);
+}
+
+void BpfDatapath::rescan_interfaces() {
+  impl_->hook_all_interfaces();
+  std::vector<std::string> gone;
+  for (const auto& [name, link] : impl_->links)
+    if (!tc_link_current(name)) gone.push_back(name);
+  for (const auto& name : gone) impl_->detach_link(name);
 }
 
 void BpfDatapath::add_destination(const IpAddress& ip, DestinationKind kind) {
   const zm_ip_key key = datapath::ip_key(ip);
   const zm_dest value{static_cast<uint32_t>(kind)};
-  update(impl_->maps.fds_->dests.get(), &key, &value, "zm_dests", "add destination " + ip.to_string(), 65536);
+  update(impl_->maps.fds_->dests.get(), &key, &value, "zm_dests", "add destination " + ip.to_string());
   impl_->claimed_dests.insert(bytes_of(&key, sizeof key));
 }
 
@@ -576,7 +733,7 @@ void BpfDatapath::set_destination_cidrs(const std::vector<Cidr>& cidrs) {
   for (const auto& key : map_keys(fd, sizeof(zm_cidr_key)))
     if (!wanted.contains(key)) bpf_map_delete_elem(fd, key.data());
   const zm_dest value{ZM_DEST_POD_CIDR};
-  for (const auto& key : wanted) update(fd, key.data(), &value, "zm_dest_cidrs", "add a pod CIDR", 64);
+  for (const auto& key : wanted) update(fd, key.data(), &value, "zm_dest_cidrs", "add a pod CIDR");
 }
 
 void BpfDatapath::set_deny_rules(const std::vector<DenyRule>& rules) {
@@ -596,7 +753,7 @@ void BpfDatapath::set_deny_rules(const std::vector<DenyRule>& rules) {
     for (unsigned bit = rule.source_prefix; bit < 128; ++bit) src[bit / 8] &= static_cast<uint8_t>(~(0x80u >> (bit % 8)));
     key.family = family;
     key.dport = htons(rule.port);
-    key.protocol = rule.protocol;
+    key.protocol = IPPROTO_TCP;
     key.prefixlen = ZM_DENY_EXACT_BITS + rule.source_prefix;
     wanted[bytes_of(&key, sizeof key)] = zm_deny{rule.id};
   }
@@ -605,12 +762,13 @@ void BpfDatapath::set_deny_rules(const std::vector<DenyRule>& rules) {
   for (const auto& key : map_keys(fd, sizeof(zm_deny_key)))
     if (!wanted.contains(key)) bpf_map_delete_elem(fd, key.data());
   for (const auto& [key, value] : wanted)
-    update(fd, key.data(), &value, "zm_l4_deny", "add deny rule " + std::to_string(value.rule_id), 16384);
+    update(fd, key.data(), &value, "zm_l4_deny", "add deny rule " + std::to_string(value.rule_id));
 }
 
 DatapathCounters BpfDatapath::counters() const { return impl_->maps.counters(); }
 
-std::optional<TcpEndpoint> BpfDatapath::original_destination(const TcpEndpoint& peer, const TcpEndpoint& local) {
+std::optional<OriginalDestination> BpfDatapath::original_destination(const TcpEndpoint& peer,
+                                                                    const TcpEndpoint& local) {
   return impl_->maps.take_original_destination(peer, local);
 }
 
@@ -630,12 +788,21 @@ void BpfDatapath::prune_unclaimed() {
   prune_map(impl_->maps.fds_->dests.get(), impl_->claimed_dests);
 }
 
-int BpfDatapath::test_run_tc_ingress(std::span<const uint8_t> frame) {
+namespace {
+int test_run(bpf_program* prog, std::span<const uint8_t> frame, uint32_t mark = 0) {
+  __sk_buff ctx{};
+  ctx.mark = mark;
   LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = frame.data(), .data_size_in = static_cast<__u32>(frame.size()),
-              .repeat = 1);
-  if (bpf_prog_test_run_opts(bpf_program__fd(impl_->tc->progs.zm_tc_ingress), &opts) != 0)
-    throw DatapathError("BPF_PROG_TEST_RUN of zm_tc_ingress", errno);
+              .ctx_in = &ctx, .ctx_size_in = sizeof ctx, .repeat = 1);
+  if (bpf_prog_test_run_opts(bpf_program__fd(prog), &opts) != 0)
+    throw DatapathError(std::string("BPF_PROG_TEST_RUN of ") + bpf_program__name(prog), errno);
   return static_cast<int>(opts.retval);
+}
+}  // namespace
+
+int BpfDatapath::test_run_tc_ingress(std::span<const uint8_t> frame) { return test_run(impl_->tc->progs.zm_tc_ingress, frame); }
+int BpfDatapath::test_run_tc_egress(std::span<const uint8_t> frame, uint32_t mark) {
+  return test_run(impl_->door->progs.zm_tc_egress, frame, mark);
 }
 
 std::vector<std::string> BpfDatapath::pinned_links() const {

@@ -350,6 +350,12 @@ const char* failure_reason(const error_code& ec, SSL* ssl) {
   return "protocol";
 }
 
+// RFC 7239: `for="10.244.1.2"`, `for="[fd00::2]"`.
+std::string forwarded_header(const std::string& source_ip) {
+  const bool v6 = source_ip.find(':') != std::string::npos;
+  return "for=\"" + (v6 ? "[" + source_ip + "]" : source_ip) + "\"";
+}
+
 // Wakes every waiter at once (a Signal wakes one).
 class Latch {
  public:
@@ -575,13 +581,17 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
 
   // Carries `client` to one candidate. TryNext when it could not reach it before any byte
   // moved (the next endpoint may serve it); Done otherwise (relayed, or refused for good).
-  // `record` gets the labels and, when Done, the outcome.
+  // `record` gets the labels and, when Done, the outcome. `src` is null for a connect of the
+  // node itself: it has no identity, so it never rides HBONE, and a pod of this node decides
+  // it as plaintext (a STRICT pod refuses it).
   awaitable<Delivery> deliver(const MeshSnapshot& snap, tcp::socket& client, uint64_t id, const tcp::endpoint& peer,
-                              const Workload& src, const Candidate& to, ConnectionRecord& record) {
+                              const Workload* src, const Candidate& to, ConnectionRecord& record) {
     const Workload& dst = *to.workload;
-    const bool over_hbone = dst.config.protocol != "TCP" && !dst.local;
+    const std::optional<SpiffeId> identity = src ? std::optional(src->identity) : std::nullopt;
+    const std::string source_name = identity ? identity->uri() : std::string("the node itself");
+    const bool over_hbone = src && dst.config.protocol != "TCP" && !dst.local;
     record.destination = to.target;
-    record.labels = labels("source", &src, src.identity, dst, to.service, snap.mesh, to.target.port(),
+    record.labels = labels("source", src, identity, dst, to.service, snap.mesh, to.target.port(),
                            over_hbone ? "mutual_tls" : "none");
     bool same_node = false;
     auto refused = [&](const char* flags) {
@@ -601,13 +611,11 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
       if (dst.local) {
         // This node is the destination's node: it authorizes, as the far side of HBONE would.
         same_node = true;
-        const auto decision = snap.authorizer.decide({src.identity, peer.address(), &dst, to.target.port()});
-        if (!decision.allowed) {
+        if (auto why = why_denied(snap, identity, peer.address(), to.target.address(), to.target.port())) {
           ++stats.refused;
           ++stats.denied;
-          spdlog::warn("[c{}] {} ({}) -> {} (same node): {}", id, text(peer), src.identity.uri(), text(to.target),
-                       decision.reason);
-          record.error = decision.reason;
+          spdlog::warn("[c{}] {} ({}) -> {} (same node): {}", id, text(peer), source_name, text(to.target), *why);
+          record.error = *why;
           co_return refused("DENY");
         }
       }
@@ -622,7 +630,7 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
         co_return Delivery::TryNext;
       }
       if (same_node) {
-        if (auto why = denied_since(snap, src.identity, peer.address(), to.target)) {
+        if (auto why = denied_since(snap, identity, peer.address(), to.target)) {
           ++stats.refused;
           ++stats.denied;
           spdlog::warn("[c{}] {} -> {} (same node): {}", id, text(peer), text(to.target), *why);
@@ -639,12 +647,12 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
       std::optional<GrantScope> grant;  // same node: this node authorized it, and may take it back
       if (same_node)
         grant.emplace(*this, next_grant++,
-                      Grant{src.identity, peer.address(), to.target.address(), to.target.port(), &upstream,
+                      Grant{identity, peer.address(), to.target.address(), to.target.port(), &upstream,
                             "[c" + std::to_string(id) + "] " + text(peer) + " -> " + text(to.target) + " (same node)"});
       result = co_await relay(client, upstream);
     } else {
       std::shared_ptr<http2::Stream> stream;
-      const PoolKey key{src.identity, dst.identity, dst.config.node};
+      const PoolKey key{*identity, dst.identity, dst.config.node};
       const tcp::endpoint hbone_target(to.target.address(), options.inbound_hbone_port);
       const std::string authority = text(to.target);
       try {
@@ -665,7 +673,7 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
       telemetry.opened(record.labels);
       result = co_await relay(client, stream);
     }
-    spdlog::info("[c{}] outbound {} ({}) -> {} ({}): sent {} received {}{}{}", id, text(peer), src.identity.uri(),
+    spdlog::info("[c{}] outbound {} ({}) -> {} ({}): sent {} received {}{}{}", id, text(peer), source_name,
                  text(to.target), dst.identity.uri(), result.sent, result.received,
                  result.error.empty() ? "" : ", error: ", result.error);
     record.request_bytes = result.sent;
@@ -691,48 +699,54 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
     record.id = id;
     record.direction = "outbound";
     record.source = peer;
-    record.destination = orig.value_or(local);
+    record.destination = local;
     record.labels.reporter = "source";
     auto refuse = [&](const std::string& why) {
       ++stats.refused;
-      spdlog::warn("[c{}] outbound {} -> {}: {}", id, text(peer), orig ? text(*orig) : std::string("?"), why);
+      spdlog::warn("[c{}] outbound {} -> {}: {}", id, text(peer), orig ? text(orig->target) : std::string("?"), why);
       abort_socket(client);
       record.error = why;
       if (record.labels.response_flags == "-") record.labels.response_flags = "CONNECT";
       telemetry.failed(record);
     };
     if (!orig) co_return refuse("no original destination recorded (a connect zmesh did not capture?)");
+    record.destination = orig->target;
     const auto snap = state.current();
     const Mesh& mesh = snap->mesh;
-    const Workload* src = mesh.by_ip(peer.address());
-    if (!src || !src->local) co_return refuse("the source is not a workload of this node");
-    record.labels.source_workload = src->config.name;
-    record.labels.source_workload_namespace = src->config.namespace_;
-    record.labels.source_principal = src->identity.uri();
+    // A pod's connect carries the pod's identity; one of the node's own processes carries none
+    // (its address is one of the node's: a reply to any other would not come back to it).
+    const Workload* src = orig->from_node ? nullptr : mesh.by_ip(peer.address());
+    if (!orig->from_node) {
+      if (!src || !src->local) co_return refuse("the source is not a workload of this node");
+      record.labels.source_workload = src->config.name;
+      record.labels.source_workload_namespace = src->config.namespace_;
+      record.labels.source_principal = src->identity.uri();
+    }
 
     std::vector<Candidate> candidates;
     Workload unknown_pod;  // a pod of another node's CNI, inside a pod CIDR: lives in this frame
-    if (const Workload* dst = mesh.by_ip(orig->address())) {
-      candidates.push_back({dst, *orig});
-    } else if (const Service* service = mesh.service_by_vip(orig->address())) {
+    const tcp::endpoint target = orig->target;
+    if (const Workload* dst = mesh.by_ip(target.address())) {
+      candidates.push_back({dst, target});
+    } else if (const Service* service = mesh.service_by_vip(target.address())) {
       const std::string name = service->config.namespace_ + "/" + service->config.name;
       record.labels.destination_service = service_hostname(*service);
-      const auto port = service->config.ports.find(orig->port());
+      const auto port = service->config.ports.find(target.port());
       if (port == service->config.ports.end())
-        co_return refuse("service " + name + " has no port " + std::to_string(orig->port()));
+        co_return refuse("service " + name + " has no port " + std::to_string(target.port()));
       if (service->endpoints.empty()) co_return refuse("service " + name + " has no endpoints");
       candidates = endpoints_of(*service, port->second);
-    } else if (in_pod_cidr(orig->address())) {
+    } else if (in_pod_cidr(target.address())) {
       unknown_pod.config.name = "unknown";
       unknown_pod.config.namespace_ = "unknown";
-      unknown_pod.config.node = "pod " + unmapped(orig->address()).to_string();  // its own pool entry
+      unknown_pod.config.node = "pod " + unmapped(target.address()).to_string();  // its own pool entry
       unknown_pod.identity = SpiffeId{mesh.trust_domain(), "", ""};
-      candidates.push_back({&unknown_pod, *orig});
+      candidates.push_back({&unknown_pod, target});
     } else {
       co_return refuse("unknown destination, refused");
     }
     for (const auto& candidate : candidates) {
-      if (co_await deliver(*snap, client, id, peer, *src, candidate, record) == Delivery::Done) co_return;
+      if (co_await deliver(*snap, client, id, peer, src, candidate, record) == Delivery::Done) co_return;
       failed_until[candidate.target.address()] = std::chrono::steady_clock::now() + kFailurePenalty;
     }
     refuse(candidates.size() > 1 ? "every endpoint failed" : "the destination cannot be reached");
@@ -750,7 +764,7 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
         if (c->usable() && (!best || c->active_streams() < best->active_streams())) best = c;
       if (best) {
         ++stats.streams_opened;
-        const http2::Connection::Headers headers{{"forwarded", "for=\"" + source_ip + "\""}};
+        const http2::Connection::Headers headers{{"forwarded", forwarded_header(source_ip)}};
         std::shared_ptr<http2::Stream> stream;
         auto open = [&]() -> awaitable<void> { stream = co_await best->open(authority, headers); };
         const std::string what = "no HBONE response from node " + key.node + " in time";
@@ -927,10 +941,24 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
     if (!workload || !workload->local) co_return refuse(400, "the authority is not a pod on this node");
     if (workload->identity != server) co_return refuse(400, "the pod is " + workload->identity.uri() +
                                                                 ", not the identity this connection presented");
-    const auto source_ip = hbone::forwarded_for(stream->forwarded(), peer.address());
+    // The client node says which address the connection came from (policies match sources by
+    // address, and this node sees only the client node's). It is believed only as far as it is
+    // consistent: an address of a known workload must be that workload's, with the identity the
+    // client's certificate proves; an address the mesh does not know is taken as given (the
+    // client node is trusted for what it says of its own pods; docs/security.md).
+    std::optional<asio::ip::address> claimed;
+    try {
+      claimed = hbone::forwarded_for(stream->forwarded());
+    } catch (const std::invalid_argument& e) {
+      co_return refuse(400, e.what());
+    }
+    const asio::ip::address source_ip = claimed.value_or(unmapped(peer.address()));
     record.source = tcp::endpoint(source_ip, peer.port());
     record.destination = *target;
     const Workload* source = snap->mesh.by_ip(source_ip);
+    if (claimed && source && source->identity != client)
+      co_return refuse(401, "forwarded for=" + source_ip.to_string() + " is workload " + key_of(source->config) +
+                                " (" + source->identity.uri() + "), not the client certificate's " + client.uri());
     record.labels = labels("destination", source && source->identity == client ? source : nullptr, client, *workload,
                            nullptr, snap->mesh, target->port(), "mutual_tls");
     const auto decision = snap->authorizer.decide({client, source_ip, workload, target->port()});

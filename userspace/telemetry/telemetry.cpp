@@ -1,4 +1,5 @@
 // Istio's TCP metrics and the access log (see include/zmesh/telemetry.h).
+#include "zmesh/json.h"
 #include "zmesh/telemetry.h"
 
 #include <cerrno>
@@ -126,7 +127,7 @@ std::string Telemetry::access_log_line(const ConnectionRecord& r, const char* ou
                       {"durationMs", duration},
                       {"responseFlags", l.response_flags},
                       {"error", r.error}};
-  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  return json_text(j);
 }
 
 std::string Telemetry::prometheus_text() const {

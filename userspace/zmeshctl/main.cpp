@@ -14,11 +14,14 @@
 #include <sstream>
 #include <vector>
 
+#include "zmesh/json.h"
 #include "zmesh/control.h"
 #include "zmesh/datapath.h"
 #include "zmesh/identity.h"
 
 namespace {
+
+using zmesh::json_text;
 
 // The lab script: $ZMESH_LAB, else <source>/scripts/lab next to build/bin, else the install.
 std::filesystem::path lab_script() {
@@ -46,7 +49,7 @@ std::string read_input(const std::string& file) {
 
 nlohmann::json parse_json_input(const std::string& file) {
   try {
-    return nlohmann::json::parse(read_input(file));
+    return zmesh::parse_json(read_input(file));
   } catch (const nlohmann::json::exception& e) {
     throw std::runtime_error((file == "-" ? std::string("stdin") : file) + ": not valid JSON: " + e.what());
   }
@@ -60,7 +63,7 @@ std::string cell(const nlohmann::json& v) {
     for (const auto& item : v) out += (out.empty() ? "" : ",") + cell(item);
     return out.empty() ? "-" : out;
   }
-  return v.dump();
+  return json_text(v);
 }
 
 // Rows of objects as aligned columns, for people; `-o json` prints the JSON instead.
@@ -92,7 +95,7 @@ nlohmann::json with_summaries(nlohmann::json rows) {
     if (row.contains("rules")) row["ruleCount"] = row["rules"].size();
     if (row.contains("ports")) {
       std::string ports;
-      for (const auto& [from, to] : row["ports"].items()) ports += (ports.empty() ? "" : ",") + from + "->" + to.dump();
+      for (const auto& [from, to] : row["ports"].items()) ports += (ports.empty() ? "" : ",") + from + "->" + json_text(to);
       row["portMap"] = ports;
     }
     if (row.contains("namespace") && row.contains("name"))
@@ -103,7 +106,7 @@ nlohmann::json with_summaries(nlohmann::json rows) {
 
 void print_result(const std::string& command, const nlohmann::json& result, bool json_output) {
   if (json_output) {
-    std::cout << result.dump(2) << '\n';
+    std::cout << json_text(result, 2) << '\n';
     return;
   }
   if (command == "workloads")
@@ -148,8 +151,8 @@ int issue_certificate(const std::string& dir, const std::string& uri, int64_t tt
   const auto cert = ttl > 0 ? ca.issue(*id, std::chrono::seconds(ttl))
                             : ca.issue(*id, now - std::chrono::hours(2), now + std::chrono::seconds(ttl) - std::chrono::hours(1));
   zmesh::write_pem_files(cert, cert_file, key_file);
-  std::cout << nlohmann::json{{"identity", id->uri()}, {"serial", cert.serial_hex()}, {"cert", cert_file},
-                              {"key", key_file}}.dump()
+  std::cout << json_text(nlohmann::json{
+                   {"identity", id->uri()}, {"serial", cert.serial_hex()}, {"cert", cert_file}, {"key", key_file}})
             << '\n';
   return 0;
 }
@@ -240,8 +243,8 @@ int main(int argc, char** argv) {
     try {
       if (ca_init->parsed()) {
         const auto root = zmesh::CertificateAuthority::load_or_create(ca_dir, trust_domain);
-        std::cout << nlohmann::json{{"trustDomain", root.trust_domain()},
-                                    {"cert", ca_dir + "/" + zmesh::CertificateAuthority::kCertFile}}.dump()
+        std::cout << json_text(nlohmann::json{{"trustDomain", root.trust_domain()},
+                                              {"cert", ca_dir + "/" + zmesh::CertificateAuthority::kCertFile}})
                   << '\n';
         return 0;
       }

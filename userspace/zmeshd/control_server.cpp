@@ -1,4 +1,5 @@
 // The control socket's server (see control_server.h).
+#include "zmesh/json.h"
 #include "control_server.h"
 
 #include <spdlog/spdlog.h>
@@ -78,37 +79,38 @@ asio::awaitable<void> ControlServer::serve(local::socket socket) {
   peer.uid = static_cast<uid_t>(-1);  // unknown until the kernel says: never root by default
   socklen_t len = sizeof peer;
   const bool known = getsockopt(socket.native_handle(), SOL_SOCKET, SO_PEERCRED, &peer, &len) == 0;
+  // The request is read from everyone, refused peers too: closing a socket with unread bytes
+  // resets it, and the client would see ECONNRESET instead of the reason.
+  // A client that sends nothing (or too slowly) is cut off at the deadline.
+  asio::steady_timer deadline(io_, control::kRequestDeadline);
+  deadline.async_wait([&socket](const boost::system::error_code& e) {
+    if (!e) socket.close();
+  });
+  std::string line;
+  auto buffer = asio::dynamic_buffer(line, control::kMaxRequestBytes);
+  auto [ec, n] = co_await asio::async_read_until(socket, buffer, '\n', asio::as_tuple(asio::use_awaitable));
+  deadline.cancel();
+  if (ec && ec != asio::error::not_found) co_return;  // gone, or the deadline passed: nobody to answer
   if (!known || (peer.uid != 0 && peer.uid != ::geteuid())) {
     spdlog::warn("control: refused a request from uid {} (pid {})", peer.uid, peer.pid);
     reply["ok"] = false;
     reply["error"] = "permission denied: the control socket is for root; you are uid " + std::to_string(peer.uid);
+  } else if (ec == asio::error::not_found) {
+    reply["ok"] = false;
+    reply["error"] = "request larger than " + std::to_string(control::kMaxRequestBytes) + " bytes";
   } else {
-    // A client that sends nothing (or too slowly) is cut off at the deadline.
-    asio::steady_timer deadline(io_, control::kRequestDeadline);
-    deadline.async_wait([&socket](const boost::system::error_code& e) {
-      if (!e) socket.close();
-    });
-    std::string line;
-    auto buffer = asio::dynamic_buffer(line, control::kMaxRequestBytes);
-    auto [ec, n] = co_await asio::async_read_until(socket, buffer, '\n', asio::as_tuple(asio::use_awaitable));
-    deadline.cancel();
-    if (ec == asio::error::not_found) {
+    try {
+      reply["result"] = handle(line.substr(0, n));
+      reply["ok"] = true;
+    } catch (const std::exception& e) {
       reply["ok"] = false;
-      reply["error"] = "request larger than " + std::to_string(control::kMaxRequestBytes) + " bytes";
-    } else if (ec) {
-      co_return;  // gone, or the deadline passed: nobody to answer
-    } else {
-      try {
-        reply["result"] = handle(line.substr(0, n));
-        reply["ok"] = true;
-      } catch (const std::exception& e) {
-        reply["ok"] = false;
-        reply["error"] = e.what();
-      }
+      reply["error"] = printable(e.what());
     }
   }
-  const std::string out = reply.dump() + "\n";
+  const std::string out = json_text(reply) + "\n";
   co_await asio::async_write(socket, asio::buffer(out), asio::as_tuple(asio::use_awaitable));
+  boost::system::error_code ignored;
+  socket.shutdown(local::socket::shutdown_send, ignored);
 }
 
 json ControlServer::handle(const std::string& line) {

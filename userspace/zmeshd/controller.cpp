@@ -1,4 +1,5 @@
 // The control path (see controller.h).
+#include "zmesh/json.h"
 #include "controller.h"
 
 #include <netinet/in.h>
@@ -9,6 +10,7 @@
 #include <cstring>
 #include <ctime>
 #include <fstream>
+#include <sys/stat.h>
 #include <set>
 #include <sstream>
 
@@ -45,10 +47,16 @@ std::string timestamp(std::chrono::system_clock::time_point t) {
 std::string read_file(const std::filesystem::path& path) {
   std::ifstream in(path);
   if (!in) throw ConfigError(path.string() + ": cannot read: " + std::strerror(errno));
+  std::error_code ec;
+  if (const auto size = std::filesystem::file_size(path, ec); !ec && size > Controller::kMaxFileBytes)
+    throw ConfigError(path.string() + ": " + std::to_string(size) + " bytes, more than the " +
+                      std::to_string(Controller::kMaxFileBytes >> 20) + " MiB a config file may have");
   std::stringstream text;
   text << in.rdbuf();
   return text.str();
 }
+
+
 
 // Replaces the entry with the same namespace/name, else appends.
 template <typename T>
@@ -56,6 +64,14 @@ void put(std::vector<T>& list, const T& item) {
   auto it = std::find_if(list.begin(), list.end(), [&](const T& x) { return key_of(x) == key_of(item); });
   if (it != list.end()) *it = item;
   else list.push_back(item);
+}
+
+// The effective config: the file, then the runtime layer over it (same namespace/name wins).
+MeshConfig merge(const MeshConfig& file, const MeshConfig& runtime) {
+  MeshConfig out = file;
+  for (const auto& w : runtime.workloads) put(out.workloads, w);
+  for (const auto& p : runtime.policies) put(out.policies, p);
+  return out;
 }
 
 template <typename T>
@@ -68,44 +84,65 @@ bool contains_key(const std::vector<T>& list, const std::string& key) {
 Controller::Controller(ControllerOptions options, Datapath& datapath, MeshState& state, Certificates* certificates)
     : options_(std::move(options)), datapath_(datapath), state_(state), certificates_(certificates) {}
 
-void Controller::start() {
-  MeshConfig file, runtime;
-  if (!options_.config_path.empty()) {
-    file_text_ = read_file(options_.config_path);
+Controller::Initial Controller::load(const ControllerOptions& options) {
+  Initial initial;
+  if (!options.config_path.empty()) {
+    initial.file_text = read_file(options.config_path);
     try {
-      file = parse_config(file_text_);
+      initial.file = parse_config(initial.file_text);
     } catch (const ConfigError& e) {
-      throw ConfigError(options_.config_path.string() + ": " + e.what());
+      throw ConfigError(options.config_path.string() + ": " + e.what());
     }
   }
-  if (!options_.runtime_path.empty() && std::filesystem::exists(options_.runtime_path)) {
-    runtime = load_config(options_.runtime_path);
-    if (!runtime.services.empty())
-      throw ConfigError(options_.runtime_path.string() + ": services: the runtime layer holds only workloads and policies");
-    spdlog::info("controller: runtime layer {}: {} workloads, {} policies", options_.runtime_path.string(),
-                 runtime.workloads.size(), runtime.policies.size());
+  if (!options.runtime_path.empty() && std::filesystem::exists(options.runtime_path)) {
+    initial.runtime = load_config(options.runtime_path);
+    if (!initial.runtime.services.empty())
+      throw ConfigError(options.runtime_path.string() + ": services: the runtime layer holds only workloads and policies");
+    spdlog::info("controller: runtime layer {}: {} workloads, {} policies", options.runtime_path.string(),
+                 initial.runtime.workloads.size(), initial.runtime.policies.size());
     // Pods deleted while no zmeshd ran (their DEL found nobody): their cgroup is gone.
-    const size_t before = runtime.workloads.size();
-    std::erase_if(runtime.workloads, [&](const WorkloadConfig& w) {
-      const bool gone = cgroup_gone(w);
+    const size_t before = initial.runtime.workloads.size();
+    std::erase_if(initial.runtime.workloads, [&](const WorkloadConfig& w) {
+      const bool gone = cgroup_gone(w, options.node);
       if (gone) spdlog::info("controller: {} left while zmeshd was down (cgroup {} is gone): dropped", key_of(w), w.cgroup);
       return gone;
     });
-    if (runtime.workloads.size() != before) runtime_saved_ = false;
+    initial.runtime_pruned = initial.runtime.workloads.size() != before;
   }
-  apply(std::move(file), std::move(runtime), "start-up");
+  // What apply() will check, checked now, before anything on the node changes; and the
+  // cgroups of this node's pods, which enrolling them would find missing.
+  const MeshConfig merged = merge(initial.file, initial.runtime);
+  check(merged, options);
+  for (const auto& [key, attachment] : kernel_for(MeshSnapshot(merged, options.trust_domain, options.node, 1), options).enrolled)
+    if (std::error_code ec; !std::filesystem::is_directory(attachment.cgroup, ec))
+      throw ConfigError("workload " + key + ": cgroup " + attachment.cgroup.string() + " does not exist" +
+                        (ec ? " (" + ec.message() + ")" : std::string()));
+  return initial;
 }
 
-bool Controller::cgroup_gone(const WorkloadConfig& w) const {
+void Controller::start(Initial initial) {
+  file_text_ = std::move(initial.file_text);
+  if (!options_.config_path.empty()) file_stamp_ = stamp_of(options_.config_path);
+  if (initial.runtime_pruned) runtime_saved_ = false;
+  apply(std::move(initial.file), std::move(initial.runtime), "start-up");
+}
+
+Controller::FileStamp Controller::stamp_of(const std::filesystem::path& path) {
+  struct stat st{};
+  if (stat(path.c_str(), &st) != 0) return {};
+  return {st.st_ino, static_cast<uintmax_t>(st.st_size), int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec};
+}
+
+bool Controller::cgroup_gone(const WorkloadConfig& w, const std::string& node) {
   std::error_code ec;  // only "does not exist" counts: an unreadable path is not a gone pod
-  return w.node == options_.node && !w.cgroup.empty() && !std::filesystem::exists(w.cgroup, ec) && !ec;
+  return w.node == node && !w.cgroup.empty() && !std::filesystem::exists(w.cgroup, ec) && !ec;
 }
 
 size_t Controller::drop_vanished_pods() {
   MeshConfig runtime = runtime_;
   std::string names;
   std::erase_if(runtime.workloads, [&](const WorkloadConfig& w) {
-    const bool gone = cgroup_gone(w);
+    const bool gone = cgroup_gone(w, options_.node);
     if (gone) names += (names.empty() ? "" : ", ") + key_of(w);
     return gone;
   });
@@ -120,9 +157,14 @@ bool Controller::reload_file(bool force) {
     return false;
   }
   const std::string cause = force ? "reload (SIGHUP or zmeshctl reload)" : "config file changed";
+  ++file_checks_;
   try {
+    const FileStamp stamp = stamp_of(options_.config_path);
+    if (!force && stamp == file_stamp_) return false;  // a neighbour in its directory changed
     std::string text = read_file(options_.config_path);
-    if (!force && text == file_text_) return false;
+    file_stamp_ = stamp;
+    if (!force && text == file_text_) return false;  // the same text: applied, or refused, already
+    file_text_ = text;
     MeshConfig file;
     try {
       file = parse_config(text);
@@ -130,10 +172,10 @@ bool Controller::reload_file(bool force) {
       throw ConfigError(options_.config_path.string() + ": " + e.what());
     }
     apply(std::move(file), runtime_, cause);
-    file_text_ = std::move(text);
     return true;
   } catch (const std::exception& e) {
-    last_failure_ = {cause, e.what(), std::chrono::system_clock::now()};
+    last_failure_ = {cause, printable(e.what()), std::chrono::system_clock::now()};
+    ++rejected_;
     spdlog::error("controller: {} rejected, generation {} stays in force: {}", cause, generation_, e.what());
     throw;
   }
@@ -173,25 +215,15 @@ void Controller::delete_policy(const std::string& key) {
   remove_runtime(&MeshConfig::policies, key, "policy", "policy delete");
 }
 
-MeshConfig Controller::merged(const MeshConfig& file, const MeshConfig& runtime) const {
-  MeshConfig out = file;
-  for (const auto& w : runtime.workloads) put(out.workloads, w);
-  for (const auto& p : runtime.policies) put(out.policies, p);
-  return out;
-}
-
-Controller::Kernel Controller::kernel_for(const MeshSnapshot& snapshot) const {
+Controller::Kernel Controller::kernel_for(const MeshSnapshot& snapshot, const ControllerOptions& options) {
   Kernel k;
   for (const auto& w : snapshot.config.workloads) {
     if (w.protocol != "HBONE") continue;  // not meshed: its connects stay plain TCP
     for (const auto& ip : w.ips) k.destinations[unmapped(ip)] = DestinationKind::Workload;
-    if (w.node != options_.node) continue;
+    if (w.node != options.node) continue;
     if (w.cgroup.empty())
-      throw ConfigError("workload " + key_of(w) + " is on node " + options_.node +
+      throw ConfigError("workload " + key_of(w) + " is on node " + options.node +
                         " but has no cgroup: zmesh cannot capture its connections");
-    if (std::find(options_.uplinks.begin(), options_.uplinks.end(), w.host_veth) != options_.uplinks.end())
-      throw ConfigError("workload " + key_of(w) + ": hostVeth " + w.host_veth +
-                        " is an uplink of this node (--uplink), not a pod's veth");
     const auto a = attachment(w);
     for (const auto& [other, b] : k.enrolled) {
       if (b.cgroup == a.cgroup)
@@ -208,8 +240,7 @@ Controller::Kernel Controller::kernel_for(const MeshSnapshot& snapshot) const {
   for (const auto& d : snapshot.authorizer.kernel_denies(snapshot.mesh)) {
     const Workload* w = snapshot.mesh.by_ip(d.destination);
     if (!w || w->config.mtls_strict || w->config.protocol != "HBONE") continue;
-    k.deny.push_back({static_cast<uint32_t>(d.policy + 1), d.source.address, d.source.prefix, d.destination, d.port,
-                      IPPROTO_TCP});
+    k.deny.push_back({static_cast<uint32_t>(d.policy + 1), d.source.address, d.source.prefix, d.destination, d.port});
   }
   if (k.deny.size() > kKernelDenyCapacity) {
     spdlog::warn("controller: the DENY policies expand to {} kernel entries, more than the map's {}: none go to the "
@@ -260,24 +291,28 @@ void Controller::reconcile(const Kernel& from, const Kernel& to) {
     if (!to.destinations.contains(ip)) datapath_.remove_destination(ip);
 }
 
+// What no kernel state can be built from.
+void Controller::check(const MeshConfig& config, const ControllerOptions& options) {
+  if (options.has_outbound_ip6) return;
+  // IPv6 mesh addresses need an IPv6 proxy address, or connect6 would send them to [::].
+  auto v6 = [](const IpAddress& ip) { return ip.is_v6() && !ip.to_v6().is_v4_mapped(); };
+  for (const auto& w : config.workloads)
+    for (const auto& ip : w.ips)
+      if (v6(ip))
+        throw ConfigError("workload " + key_of(w) + " has IPv6 address " + ip.to_string() +
+                          ": give --outbound-ip6 (the IPv6 address pods reach the proxy on)");
+  for (const auto& s : config.services)
+    for (const auto& ip : s.vips)
+      if (v6(ip)) throw ConfigError("service " + key_of(s) + " has IPv6 VIP " + ip.to_string() + ": give --outbound-ip6");
+}
+
 void Controller::apply(MeshConfig file, MeshConfig runtime, const std::string& cause) {
   const auto began = std::chrono::steady_clock::now();
-  MeshConfig config = merged(file, runtime);
-  if (!options_.has_outbound_ip6) {
-    // IPv6 mesh addresses need an IPv6 proxy address, or connect6 would send them to [::].
-    auto v6 = [](const IpAddress& ip) { return ip.is_v6() && !ip.to_v6().is_v4_mapped(); };
-    for (const auto& w : config.workloads)
-      for (const auto& ip : w.ips)
-        if (v6(ip))
-          throw ConfigError("workload " + key_of(w) + " has IPv6 address " + ip.to_string() +
-                            ": give --outbound-ip6 (the IPv6 address pods reach the proxy on)");
-    for (const auto& s : config.services)
-      for (const auto& ip : s.vips)
-        if (v6(ip)) throw ConfigError("service " + key_of(s) + " has IPv6 VIP " + ip.to_string() + ": give --outbound-ip6");
-  }
+  MeshConfig config = merge(file, runtime);
+  check(config, options_);
   auto snapshot = std::make_shared<const MeshSnapshot>(std::move(config), options_.trust_domain, options_.node,
                                                        generation_ + 1);
-  Kernel want = kernel_for(*snapshot);
+  Kernel want = kernel_for(*snapshot, options_);
   if (certificates_)
     for (const auto* w : snapshot->mesh.local_workloads()) certificates_->ensure(w->identity);
   try {
@@ -323,7 +358,7 @@ void Controller::save_runtime(const MeshConfig& runtime) const {
   const auto tmp = options_.runtime_path.string() + ".tmp";
   {
     std::ofstream out(tmp, std::ios::trunc);
-    out << j.dump(2) << '\n';
+    out << json_text(j, 2) << '\n';
     if (!out.flush())
       throw ConfigError("the change is in force but was not saved to " + tmp + ": " + std::strerror(errno) +
                         " (it will not survive a restart)");
@@ -363,7 +398,9 @@ json Controller::status() const {
           {"runtimePolicies", runtime_.policies.size()},
           {"kernelDenyEntries", kernel_.deny.size()},
           {"lastChange", change(last_change_)},
-          {"lastFailure", change(last_failure_)}};
+          {"lastFailure", change(last_failure_)},
+          {"rejectedFiles", rejected_},
+          {"fileChecks", file_checks_}};
 }
 
 json Controller::workloads() const {

@@ -28,15 +28,26 @@ struct ControllerOptions {
   std::filesystem::path config_path;   // empty = no file
   std::filesystem::path runtime_path;  // empty = runtime changes are not kept across restarts
   bool has_outbound_ip6 = false;
-  std::vector<std::string> uplinks;  // never a pod's veth
 };
 
 class Controller {
  public:
   Controller(ControllerOptions options, Datapath& datapath, MeshState& state, Certificates* certificates);
 
-  // Start-up: the file and the runtime layer; throws ConfigError when either is bad.
-  void start();
+  // What start() applies: the config file and the runtime layer, read and checked as apply()
+  // checks a change, with nothing touched. zmeshd reads it before the datapath pins anything,
+  // so a bad file stops start-up with nothing changed on the node. Throws ConfigError.
+  struct Initial {
+    MeshConfig file, runtime;
+    std::string file_text;
+    bool runtime_pruned = false;  // pods that left while no zmeshd ran were dropped from it
+  };
+  static Initial load(const ControllerOptions& options);
+  // The largest config file read; a bigger one is refused (a runaway generator, a wrong path).
+  static constexpr uintmax_t kMaxFileBytes = 64u << 20;
+
+  // Start-up: applies what load() read.
+  void start(Initial initial);
   void set_proxy(Proxy* proxy) { proxy_ = proxy; }
 
   // Re-reads the config file. `force` = also when its text did not change (SIGHUP). On error
@@ -69,8 +80,8 @@ class Controller {
     std::vector<DenyRule> deny;
   };
   void apply(MeshConfig file, MeshConfig runtime, const std::string& cause);
-  MeshConfig merged(const MeshConfig& file, const MeshConfig& runtime) const;
-  Kernel kernel_for(const MeshSnapshot& snapshot) const;
+  static Kernel kernel_for(const MeshSnapshot& snapshot, const ControllerOptions& options);
+  static void check(const MeshConfig& config, const ControllerOptions& options);
   void reconcile(const Kernel& from, const Kernel& to);
   void save_runtime(const MeshConfig& runtime) const;
   template <typename T>
@@ -78,7 +89,7 @@ class Controller {
   template <typename T>
   void remove_runtime(std::vector<T> MeshConfig::*list, const std::string& key, const char* what,
                       const std::string& cause);
-  bool cgroup_gone(const WorkloadConfig& w) const;
+  static bool cgroup_gone(const WorkloadConfig& w, const std::string& node);
   std::string source_of_workload(const std::string& key) const;
   std::string source_of_policy(const std::string& key) const;
 
@@ -88,16 +99,27 @@ class Controller {
   Certificates* certificates_;
   Proxy* proxy_ = nullptr;
   MeshConfig file_, runtime_;
-  std::string file_text_;  // as last applied, to skip reloads that change nothing
+  // The file as last read (applied or refused) and its inode, size and mtime: a change in its
+  // directory that is not a change of the file (a log beside it) reads nothing, and a refused
+  // text is not refused again until it changes.
+  std::string file_text_;
+  struct FileStamp {
+    uintmax_t inode = 0, size = 0;
+    int64_t mtime_ns = 0;
+    auto operator<=>(const FileStamp&) const = default;
+  } file_stamp_;
+  static FileStamp stamp_of(const std::filesystem::path& path);
   Kernel kernel_;
   uint64_t generation_ = 0;
   bool runtime_saved_ = true;  // false after a save failed: the next change saves again
-  static constexpr size_t kKernelDenyCapacity = 16384;  // zm_l4_deny's max_entries
+  static constexpr size_t kKernelDenyCapacity = ZM_MAX_DENY;  // zm_l4_deny's max_entries
   struct Change {
     std::string cause, error;
     std::chrono::system_clock::time_point at;
   };
   Change last_change_, last_failure_;
+  uint64_t rejected_ = 0;       // config texts refused (each text once)
+  uint64_t file_checks_ = 0;    // reload_file calls: a change in the file's directory, SIGHUP
 };
 
 }  // namespace zmesh

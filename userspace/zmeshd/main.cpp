@@ -22,9 +22,11 @@
 #include <iostream>
 #include <map>
 
+#include "zmesh/json.h"
 #include "control_server.h"
 #include "controller.h"
 #include "file_watch.h"
+#include "link_watch.h"
 #include "self_check.h"
 #include "metrics.h"
 #include "zmesh/admin.h"
@@ -33,6 +35,7 @@
 #include "zmesh/control.h"
 #include "zmesh/datapath.h"
 #include "zmesh/identity.h"
+#include "zmesh/kernel.h"
 #include "zmesh/mesh.h"
 #include "zmesh/proxy.h"
 #include "zmesh/telemetry.h"
@@ -62,13 +65,36 @@ struct Options {
   zmesh::AccessLogOptions access_log;
   std::vector<std::string> pod_cidrs;
   int64_t gc_interval_ms = 30000;
+  std::vector<std::string> uplinks;  // deprecated: every interface is hooked
+  std::string node_capture = "on";
+  std::string probe_cgroup = "auto";
 };
+
+// The kubelet's cgroup, whose health probes reach pods directly: --probe-cgroup, or where
+// systemd puts the kubelet. None found: probes to STRICT pods are refused, and the log says so.
+std::filesystem::path probe_cgroup(const std::string& option) {
+  if (option == "none") return {};
+  if (option != "auto") {
+    if (!std::filesystem::is_directory(option))
+      throw zmesh::ConfigError("--probe-cgroup " + option + ": no such cgroup directory");
+    return option;
+  }
+  const auto mount = zmesh::find_mount("cgroup2");
+  for (const char* where : {"system.slice/kubelet.service", "kubelet.slice/kubelet.service", "kubelet.service"})
+    if (mount && std::filesystem::is_directory(*mount / where)) return *mount / where;
+  spdlog::warn("zmeshd: no kubelet cgroup found (--probe-cgroup auto looked under {}/system.slice): kubelet health "
+               "probes to STRICT pods will be refused like any plaintext; name it with --probe-cgroup",
+               mount ? mount->string() : std::string("(no cgroup v2 mount)"));
+  return {};
+}
 
 zmesh::DatapathOptions datapath_options(Options& o) {
   zmesh::DatapathOptions d = o.datapath;
   if (!o.outbound_ip4.empty()) d.outbound_ip4 = boost::asio::ip::make_address_v4(o.outbound_ip4);
   if (!o.outbound_ip6.empty()) d.outbound_ip6 = boost::asio::ip::make_address_v6(o.outbound_ip6);
   d.sockmap = o.sockmap == "on";
+  d.node_capture = o.node_capture == "on";
+  d.probe_cgroup = probe_cgroup(o.probe_cgroup);
   d.tc_mode = o.tc_mode == "tcx" ? zmesh::TcMode::Tcx : o.tc_mode == "clsact" ? zmesh::TcMode::Clsact : zmesh::TcMode::Auto;
   return d;
 }
@@ -149,7 +175,11 @@ int serve(Options& o) {
     o.proxy_options.pod_cidrs.push_back(block);
     pod_cidrs.push_back({block.address, block.prefix});
   }
-  auto datapath = zmesh::BpfDatapath::start(datapath_options(o));  // first: it takes the pin root's lock
+  const zmesh::ControllerOptions controller_options{o.node, o.trust_domain, o.config_path,
+                                                    state_dir / zmesh::control::kRuntimeName, !o.outbound_ip6.empty()};
+  // The config is read and checked before anything on the node changes: a bad file stops here.
+  auto initial = zmesh::Controller::load(controller_options);
+  auto datapath = zmesh::BpfDatapath::start(datapath_options(o));  // it takes the pin root's lock
   datapath->set_destination_cidrs(pod_cidrs);
   const auto any = boost::asio::ip::address_v6::any();
   const zmesh::AdminServer::Handler ready = [&](const zmesh::AdminRequest&) {
@@ -160,9 +190,7 @@ int serve(Options& o) {
                                {{"/healthz/ready", ready}});
   readiness.start();
   zmesh::MeshState state;
-  zmesh::Controller controller({o.node, o.trust_domain, o.config_path, state_dir / zmesh::control::kRuntimeName,
-                                !o.outbound_ip6.empty(), o.datapath.uplinks},
-                               *datapath, state, certificates.get());
+  zmesh::Controller controller(controller_options, *datapath, state, certificates.get());
   // Before anything is applied: a second daemon on this state dir stops here.
   // SIGHUP and `zmeshctl reload`: the certificate files (a CA rotation when the roots changed:
   // every HBONE connection is retired so new streams handshake with the new material), then the
@@ -195,7 +223,7 @@ int serve(Options& o) {
     if (failure) std::rethrow_exception(failure);
   };
   zmesh::ControlServer control(io, state_dir / zmesh::control::kSocketName, controller, o.datapath.pin_root, reload);
-  controller.start();
+  controller.start(std::move(initial));
   datapath->prune_unclaimed();
   if (with_proxy) {
     zmesh::ProxyOptions proxy_options = o.proxy_options;
@@ -243,12 +271,20 @@ int serve(Options& o) {
     certificate_watches.back()->start();
   }
   control.start();
-  // Runtime pods whose cgroup vanished without a DEL reaching us are dropped on a timer.
+  // Every interface of the node gets tc ingress as it appears (a pod's veth, a tunnel).
+  zmesh::LinkWatch links(
+      io, [&](const std::string& name) { datapath->interface_added(name); },
+      [&](const std::string& name) { datapath->interface_removed(name); });
+  links.start();
+  datapath->rescan_interfaces();  // what appeared between start() and the subscription
+  // Runtime pods whose cgroup vanished without a DEL reaching us are dropped on a timer; the
+  // interfaces are rescanned with them (netlink may drop events under a burst).
   boost::asio::co_spawn(io, every(std::chrono::milliseconds(o.gc_interval_ms), [&] {
     try {
       controller.drop_vanished_pods();
+      datapath->rescan_interfaces();
     } catch (const std::exception& e) {
-      spdlog::error("controller: dropping vanished pods failed: {}", e.what());
+      spdlog::error("controller: periodic work failed: {}", e.what());
     }
   }), boost::asio::detached);
   // Memory given back: after a burst (10,000 connections closed) glibc keeps the freed heap,
@@ -287,7 +323,7 @@ int serve(Options& o) {
       std::map<std::string, zmesh::AdminServer::Handler>{
           {"/healthz/ready", ready},
           {"/stats", [&](const AdminRequest&) {
-             return AdminResponse{200, "application/json", zmesh::stats_json(metrics()).dump(2) + "\n"};
+             return AdminResponse{200, "application/json", zmesh::json_text(zmesh::stats_json(metrics()), 2) + "\n"};
            }},
           {"/config_dump", [&](const AdminRequest&) {
              const nlohmann::json dump = {{"status", controller.status()},
@@ -295,7 +331,7 @@ int serve(Options& o) {
                                           {"services", controller.services()},
                                           {"policies", controller.policies()},
                                           {"certificates", controller.certificates()}};
-             return AdminResponse{200, "application/json", dump.dump(2) + "\n"};
+             return AdminResponse{200, "application/json", zmesh::json_text(dump, 2) + "\n"};
            }},
           // As Envoy's: GET shows, POST ?level=debug (and/or ?accessLogFormat=json|text) changes.
           {"/logging", [&](const AdminRequest& r) {
@@ -320,7 +356,7 @@ int serve(Options& o) {
                  {"level", spdlog::level::to_string_view(spdlog::get_level()).data()},
                  {"accessLog", telemetry.access_log().target},
                  {"accessLogFormat", telemetry.access_log().json ? "json" : "text"}};
-             return AdminResponse{200, "application/json", shown.dump() + "\n"};
+             return AdminResponse{200, "application/json", zmesh::json_text(shown) + "\n"};
            }},
           // POST as Envoy's; GET too, since a kubelet preStop httpGet hook can only GET.
           {"/quitquitquit", [&](const AdminRequest& r) {
@@ -369,7 +405,17 @@ int main(int argc, char** argv) {
   app.add_option("--outbound-ip", o.outbound_ip4, "IPv4 address pods reach the proxy on (their gateway)")
       ->check(CLI::ValidIPV4);
   app.add_option("--outbound-ip6", o.outbound_ip6, "IPv6 address pods reach the proxy on");
-  app.add_option("--uplink", o.datapath.uplinks, "interface where other nodes' traffic arrives (repeatable)");
+  app.add_option("--uplink", o.uplinks, "deprecated and ignored: every interface of the node gets tc ingress");
+  app.add_option("--node-capture", o.node_capture,
+                 "capture the node's own connects to its pods and to services, as identity-less sources")
+      ->check(CLI::IsMember({"on", "off"}))
+      ->capture_default_str();
+  app.add_option("--host-cgroup", o.datapath.host_cgroup,
+                 "cgroup whose processes are the node's own (default: the cgroup v2 root)");
+  app.add_option("--probe-cgroup", o.probe_cgroup,
+                 "the kubelet's cgroup: its health probes reach pods directly (auto: systemd's "
+                 "system.slice/kubelet.service; none: no exemption)")
+      ->capture_default_str();
   app.add_option("--sockmap", o.sockmap, "same-node short-cut through the sockhash (see docs/datapath.md before turning it on)")
       ->check(CLI::IsMember({"on", "off"}))
       ->capture_default_str();
@@ -428,11 +474,13 @@ int main(int argc, char** argv) {
   spdlog::set_default_logger(spdlog::stderr_color_mt("zmeshd"));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
   spdlog::set_level(spdlog::level::from_str(o.log_level));
+  if (!o.uplinks.empty())
+    spdlog::warn("zmeshd: --uplink is no longer needed and is ignored: every interface of the node gets tc ingress");
 
   try {
     if (o.check_only) {
       const zmesh::SelfCheck check = zmesh::run_self_check();
-      std::cout << check.to_json().dump(2) << '\n';
+      std::cout << zmesh::json_text(check.to_json(), 2) << '\n';
       return check.ok() ? 0 : 1;
     }
     if (o.cleanup) {
