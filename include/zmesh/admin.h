@@ -3,8 +3,13 @@
 //                           503 before that and while draining
 //   :15020 /metrics         Prometheus text: Istio's TCP metrics, zmesh's, the kernel's
 //   127.0.0.1:15000 /stats (JSON), /config_dump (the mesh as this node sees it),
-//                   /logging (GET shows, POST ?level=debug changes), /quitquitquit (drain, exit)
-// Every request has a deadline; bodies are produced on demand from the handlers given.
+//                   /logging (GET shows, POST ?level=debug changes), /quitquitquit (drain, exit);
+//                   the last two change the daemon: root (or zmeshd's own uid) only, told by
+//                   the kernel's owner of the peer socket (request.privileged)
+// Every request has a deadline; bodies are produced on demand from the handlers given. Each
+// listener holds at most a bounded number of connections, in all and per client address: the
+// rest are closed at once, so idle connections from pods or other nodes cannot take the
+// descriptors the proxy needs.
 #pragma once
 
 #include <boost/asio/io_context.hpp>
@@ -20,6 +25,13 @@ struct AdminRequest {
   std::string method;                        // "GET", "POST", ...
   std::string path;                          // without the query
   std::map<std::string, std::string> query;  // ?a=1&b=2 (no percent-decoding: values are plain words)
+  bool privileged = false;                   // the peer's socket belongs to root or to zmeshd's uid
+};
+
+struct AdminLimits {
+  size_t connections = 64;  // open at once on the listener
+  size_t per_client = 8;    // open at once from one address
+  bool identify_peers = false;  // look up each peer's uid (loopback listeners only)
 };
 
 struct AdminResponse {
@@ -36,7 +48,10 @@ class AdminServer {
   static constexpr uint16_t kReadinessPort = 15021;
 
   // Binds now (a taken port fails start-up); serves `routes` (path -> handler) once started.
-  AdminServer(boost::asio::io_context& io, const boost::asio::ip::tcp::endpoint& at, std::map<std::string, Handler> routes);
+  AdminServer(boost::asio::io_context& io, const boost::asio::ip::tcp::endpoint& at, std::map<std::string, Handler> routes,
+              AdminLimits limits = {});
+  // Connections closed at once because a limit was reached.
+  uint64_t refused() const;
   ~AdminServer();
   void start();
   void stop();

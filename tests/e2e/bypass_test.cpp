@@ -330,3 +330,63 @@ TEST_F(BypassTest, EveryInterfaceOfTheNodeIsHookedWithoutBeingNamed) {
 
 }  // namespace
 }  // namespace zmesh::test
+
+namespace zmesh::test {
+namespace {
+
+size_t fds_of(pid_t pid) {
+  size_t n = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd")) ++n;
+  return n;
+}
+
+// The admin listener is on the node's loopback, which every local user reaches: reading is
+// for anyone, but stopping zmeshd (/quitquitquit) or changing its log is for root (the
+// kubelet's preStop hook runs as root). Metrics and readiness take connections from pods and
+// other nodes: a bounded number, in all and per client, so idle ones cannot eat the
+// descriptors the proxy needs.
+TEST_F(BypassTest, LocalUsersCannotStopZmeshdAndIdleAdminConnectionsAreCapped) {
+  up({.nodes = 2, .pods = 1});
+  const std::string admin = "http://127.0.0.1:15000";
+  auto as_nobody = [&](const std::vector<std::string>& curl) {
+    std::vector<std::string> command = kNobody;
+    for (const auto& arg : {std::string("curl"), std::string("-sS"), std::string("--max-time"), std::string("5"),
+                            std::string("-o"), std::string("/dev/null"), std::string("-w"), std::string("%{http_code}")})
+      command.push_back(arg);
+    command.insert(command.end(), curl.begin(), curl.end());
+    return run(lab_->exec("node1", command)).out;
+  };
+  EXPECT_EQ(as_nobody({"-X", "POST", admin + "/quitquitquit"}), "403");
+  EXPECT_EQ(as_nobody({admin + "/quitquitquit"}), "403");
+  EXPECT_EQ(as_nobody({"-X", "POST", admin + "/logging?level=off"}), "403");
+  EXPECT_EQ(as_nobody({admin + "/logging"}), "200") << "reading stays open";
+  EXPECT_EQ(as_nobody({admin + "/stats"}), "200");
+  EXPECT_EQ(stats("node1").at("proxy").at("refused"), 0) << "zmeshd still serves";
+  const std::string readiness = "http://" + lab_->node("node1").at("zmeshd").at("readiness").get<std::string>();
+  EXPECT_EQ(run(lab_->exec("node1", {"curl", "-sS", readiness + "/healthz/ready"})).out, "ready\n");
+
+  // 200 idle connections to :15020 from node2: zmeshd holds at most 8 of them.
+  const pid_t zmeshd = lab_->node("node1").at("zmeshd").at("pid");
+  const size_t fds_before = fds_of(zmeshd);
+  const std::string metrics = lab_->node("node1").at("zmeshd").at("metrics");
+  const std::string hold =
+      "import socket,sys; h,p=sys.argv[1].rsplit(':',1); cs=[socket.create_connection((h,int(p))) for _ in range(200)]; "
+      "print('held', flush=True); import time; time.sleep(120)";
+  Process holder(lab_->exec("node2", {"python3", "-c", hold, metrics}));
+  ASSERT_TRUE(holder.wait_for("held").has_value());
+  EXPECT_TRUE(eventually([&] { return fds_of(zmeshd) <= fds_before + 8; }));
+  EXPECT_LE(fds_of(zmeshd), fds_before + 8 + 2) << "(+2 for whatever else the daemon opened meanwhile)";
+  auto scrape = [&](const std::string& from) {
+    return run(lab_->exec(from, {"curl", "-sS", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}",
+                                 "http://" + metrics + "/metrics"}))
+        .out;
+  };
+  EXPECT_NE(scrape("node2"), "200") << "node2 is at its limit";
+  EXPECT_EQ(scrape("node1"), "200") << "another client is not";
+  holder.kill();
+  holder.wait();
+  EXPECT_TRUE(eventually([&] { return scrape("node2") == "200"; })) << "the places come back";
+}
+
+}  // namespace
+}  // namespace zmesh::test

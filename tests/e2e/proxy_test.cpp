@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "echo.h"
+#include "eventually.h"
 #include "lab.h"
 
 namespace zmesh::test {
@@ -74,6 +75,10 @@ class ProxyTest : public ::testing::Test {
   }
   std::string ip(const std::string& pod, const char* family = "ip") const { return lab_->pod(pod).at(family); }
   std::string log(const std::string& node) const { return lab_->log(node); }
+  nlohmann::json stats_of(const std::string& node) const {
+    auto r = run(lab_->exec(node, {"curl", "-sS", "--max-time", "5", "http://127.0.0.1:15000/stats"}));
+    return r.exit_code == 0 ? nlohmann::json::parse(r.out) : nlohmann::json::object();
+  }
   void expect_whole(const Result& sent, int bytes) {
     ASSERT_EQ(sent.exit_code, 0) << sent.out << sent.err;
     auto report = nlohmann::json::parse(sent.out);
@@ -484,11 +489,18 @@ TEST_F(ProxyTest, APeerNodeThatVanishesEndsItsStreamsWithAnErrorAndNothingElse) 
 TEST_F(ProxyTest, SigkillUnderTrafficFailsClosedAndARestartRecovers) {
   up({}, {}, /*restart_delay_ms=*/0);  // no supervisor restart: the gap stays open until `lab restart`
   auto server = echo_server(*lab_, "app1-n2", 8080, {"--connections", "5"});
-  Process slow(lab_->exec("app1-n1", {bin_path("zm-echo"), "send", "--to", ip("app1-n2"), "--port", "8080", "--bytes",
-                                      std::to_string(40 * 65536), "--pause-ms", "100"}));
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  auto download = echo_server(*lab_, "app2-n2", 8080, {"--after-eof"});
+  // A download: the client sends its 8 MiB, half-closes, then only reads the reply, slowly.
+  Process slow(lab_->exec("app1-n1", {bin_path("zm-echo"), "send", "--to", ip("app2-n2"), "--port", "8080", "--bytes",
+                                      std::to_string(8 << 20), "--read-pause-ms", "20"}),
+               Process::Stderr::Merge);
+  ASSERT_TRUE(slow.wait_for("receiving").has_value());
   ASSERT_EQ(kill(zmeshd_pid("node1"), SIGKILL), 0);
-  EXPECT_EQ(slow.wait(), 1) << "the carried connection ends with an error, not silently cut short";
+  // The client-side zmeshd died: the application sees a reset (exit 1, "reset"), never a clean
+  // FIN on a truncated stream (exit 3), which close-delimited protocols would accept.
+  std::string said;
+  EXPECT_TRUE(slow.wait_for("reset", &said).has_value()) << said;
+  EXPECT_EQ(slow.wait(), 1) << said;
   while (server->read_line(std::chrono::milliseconds(1000))) {
   }
   // Redirection stays: a new connection is captured and refused; nothing reaches the server.

@@ -5,8 +5,9 @@
 //   zm-echo send --to ADDR --port P --bytes N  send N bytes, read the echo, verify it
 //   zm-echo hold --to ADDR --port P --count N  open N idle connections, keep them until stdin closes
 // Each prints one JSON line per connection: local and peer address, bytes, and for send
-// whether the echo matched. send exits 1 on any mismatch or error, 2 when the connect times
-// out (a dropped SYN).
+// whether the echo matched. send exits 1 on any mismatch or error (a reset says so on stderr),
+// 2 when the connect times out (a dropped SYN), 3 when the connection ended cleanly (FIN)
+// before the whole echo came back: a truncated stream that looked like a proper end.
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <poll.h>
@@ -145,8 +146,16 @@ addrinfo* resolve(const std::string& to, uint16_t port) {
 
 // One thread, non-blocking, poll(): how proxies and servers drive a socket, and immune to
 // wake-ups that are not data (see docs/datapath.md on the sockmap short-cut).
-int send_and_verify(const std::string& to, uint16_t port, uint64_t total, int connect_timeout_ms, int pause_ms,
-                    uint64_t abort_after) {
+struct SendOptions {
+  int connect_timeout_ms = 10000;
+  int pause_ms = 0;       // after each write
+  int read_pause_ms = 0;  // after each read: a slow download; says {"receiving":true} at its first bytes
+  uint64_t abort_after = 0;
+};
+
+int send_and_verify(const std::string& to, uint16_t port, uint64_t total, const SendOptions& o) {
+  const int connect_timeout_ms = o.connect_timeout_ms, pause_ms = o.pause_ms;
+  const uint64_t abort_after = o.abort_after;
   addrinfo* res = resolve(to, port);
   if (!res) return 1;
   int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK, 0);
@@ -198,6 +207,13 @@ int send_and_verify(const std::string& to, uint16_t port, uint64_t total, int co
       if (n == 0) break;
       for (ssize_t i = 0; i < n; ++i)
         match = match && in[static_cast<size_t>(i)] == pattern(received + static_cast<uint64_t>(i));
+      if (o.read_pause_ms > 0) {
+        if (received == 0) {
+          std::printf("{\"receiving\":true}\n");
+          std::fflush(stdout);
+        }
+        usleep(static_cast<useconds_t>(o.read_pause_ms) * 1000);
+      }
       received += static_cast<uint64_t>(n);
       if (abort_after && received >= abort_after) {
         // Abortive close (RST) once the echo proved the path works end to end: the far end must
@@ -212,10 +228,16 @@ int send_and_verify(const std::string& to, uint16_t port, uint64_t total, int co
     }
   }
   close(fd);
+  const bool truncated = received < total;
   match = match && received == total && sent == total;
-  std::printf("{\"local\":\"%s\",\"peer\":\"%s\",\"sent\":%llu,\"received\":%llu,\"match\":%s}\n", local.c_str(),
+  std::printf("{\"local\":\"%s\",\"peer\":\"%s\",\"sent\":%llu,\"received\":%llu,\"match\":%s%s}\n", local.c_str(),
               peer.c_str(), static_cast<unsigned long long>(sent), static_cast<unsigned long long>(received),
-              match ? "true" : "false");
+              match ? "true" : "false", truncated ? ",\"truncated\":true" : "");
+  if (truncated) {
+    std::fprintf(stderr, "zm-echo: the connection ended cleanly (FIN) after %llu of %llu bytes\n",
+                 static_cast<unsigned long long>(received), static_cast<unsigned long long>(total));
+    return 3;
+  }
   return match ? 0 : 1;
 }
 
@@ -284,9 +306,7 @@ int main(int argc, char** argv) {
   int connections = 1;
   std::string to;
   uint64_t bytes = 1 << 20;
-  int connect_timeout_ms = 10000;
-  int pause_ms = 0;
-  uint64_t abort_after = 0;
+  SendOptions send_options;
   bool after_eof = false;
   auto* serve_cmd = app.add_subcommand("serve", "echo connections");
   serve_cmd->add_option("--port", port);
@@ -296,9 +316,13 @@ int main(int argc, char** argv) {
   send_cmd->add_option("--to", to)->required();
   send_cmd->add_option("--port", port);
   send_cmd->add_option("--bytes", bytes);
-  send_cmd->add_option("--connect-timeout-ms", connect_timeout_ms, "exit 2 when the connect does not finish in time");
-  send_cmd->add_option("--pause-ms", pause_ms, "pause after each write (a slow, long-lived client)");
-  send_cmd->add_option("--abort-after", abort_after, "reset the connection (RST) once this many bytes came back");
+  send_cmd->add_option("--connect-timeout-ms", send_options.connect_timeout_ms,
+                       "exit 2 when the connect does not finish in time");
+  send_cmd->add_option("--pause-ms", send_options.pause_ms, "pause after each write (a slow, long-lived client)");
+  send_cmd->add_option("--read-pause-ms", send_options.read_pause_ms,
+                       "pause after each read (a slow download); prints {\"receiving\":true} at the first bytes");
+  send_cmd->add_option("--abort-after", send_options.abort_after,
+                       "reset the connection (RST) once this many bytes came back");
   int count = 1000;
   auto* hold_cmd = app.add_subcommand("hold", "open connections and keep them idle until stdin closes");
   hold_cmd->add_option("--to", to)->required();
@@ -311,5 +335,5 @@ int main(int argc, char** argv) {
   raise_fd_limit();
   if (hold_cmd->parsed()) return hold(to, port, count, ping);  // a write to a reset connection is reported, not fatal
   return serve_cmd->parsed() ? serve(port, connections, after_eof)
-                             : send_and_verify(to, port, bytes, connect_timeout_ms, pause_ms, abort_after);
+                             : send_and_verify(to, port, bytes, send_options);
 }

@@ -639,3 +639,83 @@ TEST(IdentityTls, ContextsRefuseMismatchedKeysAndEmptyBundles) {
 
 }  // namespace
 }  // namespace zmesh
+
+namespace zmesh {
+namespace {
+
+// What a holder of a CA key can sign that the built-in CA never would: a leaf for another
+// trust domain, a leaf that is itself a CA. Built with plain OpenSSL, signed with `ca`'s key
+// (read back from its saved files, as an attacker with the key would have it).
+Certificate crafted_leaf(const CertificateAuthority& ca, const std::string& uri, bool is_ca) {
+  TempDir dir;
+  ca.save(dir.path());
+  identity_detail::BioPtr bio(BIO_new_file((dir.path() / CertificateAuthority::kKeyFile).c_str(), "r"));
+  PkeyPtr ca_key(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr), PkeyFree());
+  Certificate out;
+  out.key = PkeyPtr(EVP_EC_gen("P-256"), PkeyFree());
+  X509* leaf = X509_new();
+  out.cert = X509Ptr(leaf, X509Free());
+  X509_set_version(leaf, X509_VERSION_3);
+  ASN1_INTEGER_set(X509_get_serialNumber(leaf), 4711);
+  X509_gmtime_adj(X509_getm_notBefore(leaf), -60);
+  X509_gmtime_adj(X509_getm_notAfter(leaf), 3600);
+  X509_set_pubkey(leaf, out.key.get());
+  X509_set_issuer_name(leaf, X509_get_subject_name(ca.root().get()));
+  X509V3_CTX ctx;
+  X509V3_set_ctx(&ctx, ca.root().get(), leaf, nullptr, nullptr, 0);
+  const std::pair<int, std::string> extensions[] = {
+      {NID_basic_constraints, is_ca ? "critical,CA:TRUE" : "critical,CA:FALSE"},
+      {NID_key_usage, is_ca ? "critical,digitalSignature,keyCertSign" : "critical,digitalSignature,keyEncipherment"},
+      {NID_ext_key_usage, "serverAuth,clientAuth"},
+      {NID_authority_key_identifier, "keyid:always"},
+      {NID_subject_alt_name, "critical,URI:" + uri}};
+  for (const auto& [nid, value] : extensions) {
+    X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value.c_str());
+    EXPECT_NE(ext, nullptr) << value;
+    X509_add_ext(leaf, ext, -1);
+    X509_EXTENSION_free(ext);
+  }
+  EXPECT_GT(X509_sign(leaf, ca_key.get(), EVP_sha256()), 0);
+  out.not_before = Clock::now() - 1min;
+  out.not_after = Clock::now() + 1h;
+  return out;
+}
+
+// A root speaks for its own trust domain only: the lab CA (cluster.local) signing a
+// spiffe://evil.org identity does not make it one, and it cannot pass for "default" either.
+TEST(IdentityTls, AnIdentityOfAnotherTrustDomainThanItsRootIsRefused) {
+  Peers p;
+  auto client = make_client_context(crafted_leaf(p.ca, "spiffe://evil.org/ns/default/sa/app1", false), p.ca.bundle());
+  auto result = handshake(*client, *p.server);
+  ASSERT_TRUE(result.server.ok) << "the chain itself verifies: " << result.server.errors;
+  ASSERT_TRUE(std::holds_alternative<std::string>(result.server.peer)) << peer_text(result.server.peer);
+  EXPECT_EQ(peer_text(result.server.peer),
+            "certificate's trust domain evil.org is not that of the root it chains to (cluster.local)");
+  // The same crafting within the trust domain is an ordinary identity (the check is the
+  // trust domain, not the crafting).
+  auto same = make_client_context(crafted_leaf(p.ca, "spiffe://cluster.local/ns/default/sa/app1", false), p.ca.bundle());
+  auto ok = handshake(*same, *p.server);
+  EXPECT_EQ(peer_text(ok.server.peer), "spiffe://cluster.local/ns/default/sa/app1");
+  // A bundle with a root per trust domain: each vouches for its own.
+  auto federated = CertificateAuthority::create("other.org");
+  auto server = make_server_context(p.server_cert, p.ca.bundle().with(federated.bundle()));
+  auto other = make_client_context(federated.issue(id_of("default", "app1", "other.org"), 1h),
+                                   p.ca.bundle().with(federated.bundle()));
+  EXPECT_EQ(peer_text(handshake(*other, *server).server.peer), "spiffe://other.org/ns/default/sa/app1");
+  auto posing = make_client_context(crafted_leaf(federated, "spiffe://cluster.local/ns/db/sa/server", false),
+                                    p.ca.bundle().with(federated.bundle()));
+  EXPECT_EQ(peer_text(handshake(*posing, *server).server.peer),
+            "certificate's trust domain cluster.local is not that of the root it chains to (other.org)");
+}
+
+// An X.509-SVID leaf is never a CA: one with CA:TRUE is refused as a peer.
+TEST(IdentityTls, ALeafThatIsACaIsRefused) {
+  Peers p;
+  auto client = make_client_context(crafted_leaf(p.ca, "spiffe://cluster.local/ns/default/sa/app1", true), p.ca.bundle());
+  auto result = handshake(*client, *p.server);
+  EXPECT_EQ(peer_text(result.server.peer),
+            "certificate is a CA certificate (CA:TRUE or keyCertSign), which an X.509-SVID leaf never is");
+}
+
+}  // namespace
+}  // namespace zmesh

@@ -11,6 +11,9 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <unistd.h>
+
+#include "peer_uid.h"
 
 namespace zmesh {
 namespace {
@@ -27,9 +30,32 @@ struct AdminServer::Impl : std::enable_shared_from_this<AdminServer::Impl> {
   asio::io_context& io;
   tcp::acceptor acceptor;
   std::map<std::string, Handler> routes;
+  AdminLimits limits;
+  size_t open = 0;
+  std::map<asio::ip::address, size_t> open_from;
+  uint64_t refused = 0;
 
-  Impl(asio::io_context& context, const tcp::endpoint& at, std::map<std::string, Handler> r)
-      : io(context), acceptor(context), routes(std::move(r)) {
+  // Holds one connection's place in the limits (and the server) for its life.
+  class Slot {
+   public:
+    Slot(std::shared_ptr<Impl> impl, asio::ip::address from) : impl_(std::move(impl)), from_(std::move(from)) {
+      ++impl_->open;
+      ++impl_->open_from[from_];
+    }
+    ~Slot() {
+      --impl_->open;
+      if (--impl_->open_from[from_] == 0) impl_->open_from.erase(from_);
+    }
+    Slot(const Slot&) = delete;
+    Slot& operator=(const Slot&) = delete;
+
+   private:
+    std::shared_ptr<Impl> impl_;
+    asio::ip::address from_;
+  };
+
+  Impl(asio::io_context& context, const tcp::endpoint& at, std::map<std::string, Handler> r, AdminLimits l)
+      : io(context), acceptor(context), routes(std::move(r)), limits(l) {
     boost::system::error_code ec;
     acceptor.open(at.protocol(), ec);
     if (!ec) acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
@@ -42,7 +68,14 @@ struct AdminServer::Impl : std::enable_shared_from_this<AdminServer::Impl> {
                   (ec == asio::error::address_in_use ? " (is another zmeshd running in this network namespace?)" : ""));
   }
 
-  asio::awaitable<void> serve(tcp::socket socket) {
+  asio::awaitable<void> serve(tcp::socket socket, std::unique_ptr<Slot> /*held while serving*/) {
+    bool privileged = false;
+    if (limits.identify_peers) {
+      boost::system::error_code e1, e2;
+      const auto peer = socket.remote_endpoint(e1), local = socket.local_endpoint(e2);
+      const auto uid = e1 || e2 ? std::nullopt : loopback_peer_uid(peer, local);
+      privileged = uid && (*uid == 0 || *uid == ::geteuid());
+    }
     beast::tcp_stream stream(std::move(socket));
     beast::flat_buffer buffer;
     for (;;) {
@@ -53,7 +86,7 @@ struct AdminServer::Impl : std::enable_shared_from_this<AdminServer::Impl> {
       if (ec) co_return;
       const std::string target(request.target());
       const auto question = target.find('?');
-      AdminRequest parsed{std::string(request.method_string()), target.substr(0, question), {}};
+      AdminRequest parsed{std::string(request.method_string()), target.substr(0, question), {}, privileged};
       if (question != std::string::npos) {
         std::string query = target.substr(question + 1);
         for (size_t at = 0; at <= query.size();) {
@@ -95,13 +128,28 @@ struct AdminServer::Impl : std::enable_shared_from_this<AdminServer::Impl> {
         co_await pause.async_wait(use_tuple);
         continue;
       }
-      asio::co_spawn(io, serve(std::move(socket)), asio::detached);
+      boost::system::error_code ep_ec;
+      const auto from = socket.remote_endpoint(ep_ec).address();
+      if (ep_ec) continue;
+      if (open >= limits.connections || open_from[from] >= limits.per_client) {
+        if (open_from[from] == 0) open_from.erase(from);
+        // Closed unread: the client learns at once, and holds nothing of ours.
+        if (refused++ % 1000 == 0)
+          spdlog::warn("admin: {} on port {} refused: {} connections open ({} from it; limits {} and {} per client)",
+                       from.to_string(), acceptor.local_endpoint().port(), open, open_from[from], limits.connections,
+                       limits.per_client);
+        continue;
+      }
+      asio::co_spawn(io, serve(std::move(socket), std::make_unique<Slot>(self, from)), asio::detached);
     }
   }
 };
 
-AdminServer::AdminServer(asio::io_context& io, const tcp::endpoint& at, std::map<std::string, Handler> routes)
-    : impl_(std::make_shared<Impl>(io, at, std::move(routes))) {}
+AdminServer::AdminServer(asio::io_context& io, const tcp::endpoint& at, std::map<std::string, Handler> routes,
+                         AdminLimits limits)
+    : impl_(std::make_shared<Impl>(io, at, std::move(routes), limits)) {}
+
+uint64_t AdminServer::refused() const { return impl_->refused; }
 
 AdminServer::~AdminServer() { stop(); }
 

@@ -1,5 +1,8 @@
 // The HBONE TLS contexts (TLS 1.3 only, ALPN h2 only, mutual authentication against a trust
 // bundle) and the peer's SPIFFE id after the handshake.
+#include <openssl/x509v3.h>
+
+#include <algorithm>
 #include <cstring>
 
 #include "openssl_util.h"
@@ -124,19 +127,56 @@ std::shared_ptr<boost::asio::ssl::context> make_client_context(const Certificate
   return make_context(cert, bundle, false);
 }
 
+namespace {
+
+// The trust domain a root vouches for: its own spiffe://<td> URI SAN (the built-in CA writes
+// one, as SPIFFE bundles name each root's trust domain); a root without one vouches for ours.
+std::string trust_domain_of_root(X509* root, const std::string& ours) {
+  constexpr std::string_view kScheme = "spiffe://";
+  for (const auto& uri : uri_sans(root)) {
+    const std::string_view td = std::string_view(uri).substr(std::min(uri.size(), kScheme.size()));
+    if (uri.starts_with(kScheme) && valid_trust_domain(td)) return std::string(td);
+  }
+  return ours;
+}
+
+// Our own trust domain: that of the certificate this side presents.
+std::string own_trust_domain(SSL* ssl) {
+  if (X509* own = SSL_get_certificate(ssl))
+    for (const auto& uri : uri_sans(own))
+      if (auto id = SpiffeId::parse(uri)) return id->trust_domain;
+  return {};
+}
+
+}  // namespace
+
 std::variant<SpiffeId, std::string> verified_peer_identity(SSL* ssl) {
   if (!ssl) return std::string("no TLS connection");
   if (long result = SSL_get_verify_result(ssl); result != X509_V_OK)
     return std::string("verification failed: ") + X509_verify_cert_error_string(result);
   X509Unique cert(SSL_get1_peer_certificate(ssl));
   if (!cert) return std::string("no certificate");
+  // X.509-SVID: a leaf is never a CA (cA false, no keyCertSign or cRLSign).
+  const uint32_t flags = X509_get_extension_flags(cert.get());
+  if ((flags & EXFLAG_CA) ||
+      ((flags & EXFLAG_KUSAGE) && (X509_get_key_usage(cert.get()) & (KU_KEY_CERT_SIGN | KU_CRL_SIGN))))
+    return std::string("certificate is a CA certificate (CA:TRUE or keyCertSign), which an X.509-SVID leaf never is");
   std::vector<std::string> spiffe;
   for (auto& uri : uri_sans(cert.get()))
     if (uri.starts_with("spiffe://")) spiffe.push_back(std::move(uri));
   if (spiffe.empty()) return std::string("certificate has no spiffe:// URI SAN");
   if (spiffe.size() > 1) return std::string("certificate has more than one spiffe:// URI SAN");
-  if (auto id = SpiffeId::parse(spiffe.front())) return *id;
-  return "certificate's URI SAN " + spiffe.front() + " is not spiffe://<trust-domain>/ns/<namespace>/sa/<account>";
+  const auto id = SpiffeId::parse(spiffe.front());
+  if (!id) return "certificate's URI SAN " + spiffe.front() + " is not spiffe://<trust-domain>/ns/<namespace>/sa/<account>";
+  // Each root speaks for its own trust domain only: a root of cluster.local cannot make an
+  // identity of evil.org (nor one of evil.org a cluster.local identity).
+  STACK_OF(X509)* chain = SSL_get0_verified_chain(ssl);
+  const int depth = chain ? sk_X509_num(chain) : 0;
+  if (depth == 0) return std::string("no verified chain");
+  const std::string root_td = trust_domain_of_root(sk_X509_value(chain, depth - 1), own_trust_domain(ssl));
+  if (id->trust_domain != root_td)
+    return "certificate's trust domain " + id->trust_domain + " is not that of the root it chains to (" + root_td + ")";
+  return *id;
 }
 
 }  // namespace zmesh

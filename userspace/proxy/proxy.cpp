@@ -52,10 +52,23 @@ std::optional<std::pair<tcp::endpoint, tcp::endpoint>> ends_of(const tcp::socket
   return std::pair{unmapped(peer), unmapped(local)};
 }
 
+// A socket an application holds the other end of (a pod's, a plaintext client's) is armed to
+// reset when it closes: if zmeshd dies mid-stream the kernel closes it with RST, and the
+// application sees a failure, never a clean FIN on a truncated stream (close-delimited
+// protocols would take that for the whole response). A relay that ends cleanly disarms it.
+void reset_on_close(tcp::socket& socket) {
+  error_code ignored;
+  socket.set_option(asio::socket_base::linger(true, 0), ignored);
+}
+void close_gracefully(tcp::socket& socket) {
+  error_code ignored;
+  socket.set_option(asio::socket_base::linger(false, 0), ignored);
+}
+
 // Closes with RST, so the peer application learns the connection failed (not a clean end).
 void abort_socket(tcp::socket& socket) {
   error_code ignored;
-  socket.set_option(asio::socket_base::linger(true, 0), ignored);
+  reset_on_close(socket);
   socket.close(ignored);
 }
 
@@ -245,6 +258,8 @@ awaitable<RelayResult> relay(tcp::socket& a, tcp::socket& b) {
     FinSent fin;
     co_await until_reset(
         until_reset(pipe(a, b, result.sent, fin.a, fin.b) && pipe(b, a, result.received, fin.b, fin.a), a), b);
+    close_gracefully(a);
+    close_gracefully(b);
   } catch (const std::exception& e) {
     result.error = failure_text(e);
     abort_socket(a);
@@ -291,6 +306,7 @@ awaitable<RelayResult> relay(tcp::socket& socket, const std::shared_ptr<http2::S
   };
   try {
     co_await until_reset(to_stream() && to_socket(), socket);
+    close_gracefully(socket);
   } catch (const std::exception& e) {
     result.error = failure_text(e);
     // RFC 9113 8.5: a TCP error on a CONNECT tunnel is CONNECT_ERROR; the peer resets its side.
@@ -623,6 +639,7 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
       tcp::socket upstream(io);
       try {
         upstream = co_await connect(to.target, options.proxy_mark, options.connect_timeout);
+        reset_on_close(upstream);
       } catch (const system_error& e) {
         spdlog::warn("[c{}] {} -> {} ({}): {}", id, text(peer), text(to.target),
                      same_node ? "same node" : "plain TCP workload", e.what());
@@ -691,6 +708,7 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
 
   awaitable<void> outbound_connection(tcp::socket client, uint64_t id) {
     ++stats.outbound_accepted;
+    reset_on_close(client);
     const auto ends = ends_of(client);
     if (!ends) co_return;  // reset before we got to it: nothing to carry
     const auto& [peer, local] = *ends;
@@ -969,6 +987,7 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
     tcp::socket upstream(io);
     try {
       upstream = co_await connect(unmapped(*target), options.proxy_mark, options.connect_timeout);
+      reset_on_close(upstream);
     } catch (const system_error& e) {
       co_return refuse(503, e.code() == asio::error::timed_out ? std::string(e.what()) : e.code().message());
     }
@@ -995,6 +1014,7 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
 
   awaitable<void> plain_connection(tcp::socket client, uint64_t id) {
     ++stats.inbound_plain_accepted;
+    reset_on_close(client);
     const auto ends = ends_of(client);
     if (!ends) co_return;  // reset before we got to it: nothing to carry
     const auto& [peer, local] = *ends;
@@ -1026,6 +1046,7 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
     tcp::socket upstream(io);
     try {
       upstream = co_await connect(local, options.proxy_mark, options.connect_timeout);
+      reset_on_close(upstream);
     } catch (const system_error& e) {
       co_return refuse(e.what(), "CONNECT");
     }

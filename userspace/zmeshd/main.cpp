@@ -187,7 +187,7 @@ int serve(Options& o) {
                              : zmesh::AdminResponse{503, "text/plain", "not ready: " + not_ready + "\n"};
   };
   zmesh::AdminServer readiness(io, boost::asio::ip::tcp::endpoint(any, zmesh::AdminServer::kReadinessPort),
-                               {{"/healthz/ready", ready}});
+                               {{"/healthz/ready", ready}}, zmesh::AdminLimits{.connections = 64, .per_client = 8});
   readiness.start();
   zmesh::MeshState state;
   zmesh::Controller controller(controller_options, *datapath, state, certificates.get());
@@ -310,6 +310,10 @@ int serve(Options& o) {
   using zmesh::AdminRequest;
   using zmesh::AdminResponse;
   const std::string text = "text/plain; charset=utf-8";
+  // Endpoints that change the daemon answer root (a kubelet's preStop hook) and zmeshd's uid.
+  const auto not_root = [&](const char* what) {
+    return AdminResponse{403, text, std::string(what) + " changes zmeshd: only root may use it\n"};
+  };
   std::vector<std::unique_ptr<zmesh::AdminServer>> admin;
   admin.push_back(std::make_unique<zmesh::AdminServer>(
       io, boost::asio::ip::tcp::endpoint(any, zmesh::AdminServer::kMetricsPort),
@@ -317,7 +321,8 @@ int serve(Options& o) {
           {"/metrics", [&](const AdminRequest&) {
              return AdminResponse{200, "text/plain; version=0.0.4; charset=utf-8",
                                   telemetry.prometheus_text() + zmesh::prometheus_text(metrics())};
-           }}}));
+           }}},
+      zmesh::AdminLimits{.connections = 64, .per_client = 8}));
   admin.push_back(std::make_unique<zmesh::AdminServer>(
       io, boost::asio::ip::tcp::endpoint(boost::asio::ip::address_v4::loopback(), zmesh::AdminServer::kAdminPort),
       std::map<std::string, zmesh::AdminServer::Handler>{
@@ -337,6 +342,7 @@ int serve(Options& o) {
           {"/logging", [&](const AdminRequest& r) {
              if (!r.query.empty() && r.method != "POST")
                return AdminResponse{405, text, "change the log with POST /logging?level=LEVEL\n"};
+             if (!r.query.empty() && !r.privileged) return not_root("/logging");
              if (auto it = r.query.find("level"); it != r.query.end()) {
                const auto level = spdlog::level::from_str(it->second);
                if (level == spdlog::level::off && it->second != "off")
@@ -361,10 +367,12 @@ int serve(Options& o) {
           // POST as Envoy's; GET too, since a kubelet preStop httpGet hook can only GET.
           {"/quitquitquit", [&](const AdminRequest& r) {
              if (r.method != "POST" && r.method != "GET") return AdminResponse{405, text, "use POST\n"};
+             if (!r.privileged) return not_root("/quitquitquit");
              boost::asio::post(io, [&] { drain("/quitquitquit"); });
              return AdminResponse{200, text, "draining; exiting when connections end (at most " +
                                                  std::to_string(o.drain_timeout_ms) + " ms)\n"};
-           }}}));
+           }}},
+      zmesh::AdminLimits{.connections = 16, .per_client = 4, .identify_peers = true}));
   for (auto& server : admin) server->start();
   not_ready.clear();
   const auto status = controller.status();
