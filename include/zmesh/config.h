@@ -16,6 +16,11 @@
 
 namespace zmesh {
 
+// How a workload is reached: in the mesh over HBONE, or known (identity, policies) but not
+// meshed, its address not captured and connections to it plain TCP, as ztunnel's NONE.
+enum class TunnelProtocol { Hbone, Tcp };
+const char* to_string(TunnelProtocol protocol);  // "HBONE", "TCP": the config's spelling
+
 struct WorkloadConfig {
   std::string uid;
   std::string name;
@@ -23,9 +28,7 @@ struct WorkloadConfig {
   std::string service_account;
   std::string node;
   std::vector<boost::asio::ip::address> ips;
-  // "HBONE" (default): in the mesh. "TCP": known (identity, policies) but not meshed: its
-  // address is not captured, so connections to it stay plain TCP, as ztunnel does.
-  std::string protocol = "HBONE";
+  TunnelProtocol protocol = TunnelProtocol::Hbone;  // "protocol": "HBONE" (default) | "TCP"
   bool mtls_strict = true;  // "mtlsMode": "STRICT" (default) | "PERMISSIVE" (plaintext inbound allowed)
   // Where the workload lives on its node; in Kubernetes the CNI plugin tells (issue 8).
   std::string cgroup;

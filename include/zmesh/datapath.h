@@ -117,9 +117,18 @@ struct OriginalDestination {
   bool from_node = false;  // a process of the node itself (no workload identity), not a pod
 };
 
-class Datapath {
+// Where connections accepted on the outbound listener were going: all the proxy needs of the
+// datapath.
+class OriginalDestinations {
  public:
-  virtual ~Datapath() = default;
+  virtual ~OriginalDestinations() = default;
+  // From the accepted socket's peer (the pod) and local (the listener) addresses; taken out
+  // of the kernel's map.
+  virtual std::optional<OriginalDestination> original_destination(const TcpEndpoint& peer, const TcpEndpoint& local) = 0;
+};
+
+class Datapath : public OriginalDestinations {
+ public:
   // Enrolling again (same cgroup) updates in place: no second attachment.
   virtual void enroll(const WorkloadAttachment& workload) = 0;
   virtual void unenroll(const WorkloadAttachment& workload) = 0;
@@ -130,9 +139,6 @@ class Datapath {
   // Replaces every deny rule: afterwards the kernel holds exactly `rules`.
   virtual void set_deny_rules(const std::vector<DenyRule>& rules) = 0;
   virtual DatapathCounters counters() const = 0;
-  // Where a connection accepted on the outbound listener was going, from the accepted
-  // socket's peer (the pod) and local (the listener) addresses; taken out of the map.
-  virtual std::optional<OriginalDestination> original_destination(const TcpEndpoint& peer, const TcpEndpoint& local) = 0;
 };
 
 // Read-only access to a daemon's pinned maps, for tools and for a proxy in another process.

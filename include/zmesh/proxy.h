@@ -42,7 +42,13 @@ struct ProxyOptions {
   std::vector<IpBlock> pod_cidrs;
 };
 
-// What the proxy has done, for logs, tests and (later) metrics.
+// Why a TLS handshake failed, for zmesh_tls_handshake_failures_total{reason}.
+enum class HandshakeFailure { Timeout, Certificate, Identity, Protocol };
+inline constexpr HandshakeFailure kHandshakeFailures[] = {HandshakeFailure::Timeout, HandshakeFailure::Certificate,
+                                                          HandshakeFailure::Identity, HandshakeFailure::Protocol};
+const char* to_string(HandshakeFailure why);  // "timeout", "certificate", "identity", "protocol"
+
+// What the proxy has done, for logs, tests and metrics.
 struct ProxyStats {
   uint64_t outbound_accepted = 0;
   uint64_t inbound_hbone_accepted = 0;
@@ -50,7 +56,7 @@ struct ProxyStats {
   uint64_t client_handshakes = 0;  // HBONE connections this node opened
   uint64_t server_handshakes = 0;  // HBONE connections other nodes opened to this one
   uint64_t handshake_failures = 0;  // the sum of the next
-  std::map<std::string, uint64_t> handshake_failures_by_reason;  // timeout, certificate, identity, protocol
+  std::map<HandshakeFailure, uint64_t> handshake_failures_by_reason;
   uint64_t streams_opened = 0;
   uint64_t refused = 0;            // connections refused (no identity, unknown destination, ...)
   uint64_t denied = 0;             // of those, by authorization policy
@@ -65,7 +71,7 @@ struct ProxyStats {
 // Everything the proxy needs, handed down from the composition root.
 struct ProxyInputs {
   boost::asio::io_context& io;
-  Datapath& datapath;
+  OriginalDestinations& originals;  // where captured connections were going (the kernel's record)
   const MeshState& state;  // read per connection: a new snapshot applies to new connections
   Certificates& certificates;
   Telemetry& telemetry;

@@ -101,7 +101,7 @@ WorkloadConfig workload(const json& j, const std::string& path) {
   const std::string protocol = string_field(j, path, "protocol", false);
   if (!protocol.empty() && protocol != "HBONE" && protocol != "TCP")
     fail(path + ".protocol", "expected \"HBONE\" or \"TCP\", got \"" + protocol + "\"");
-  if (!protocol.empty()) w.protocol = protocol;
+  if (protocol == "TCP") w.protocol = TunnelProtocol::Tcp;
   const std::string mtls = string_field(j, path, "mtlsMode", false);
   if (!mtls.empty() && mtls != "STRICT" && mtls != "PERMISSIVE")
     fail(path + ".mtlsMode", "expected \"STRICT\" or \"PERMISSIVE\", got \"" + mtls + "\"");
@@ -374,6 +374,8 @@ MeshConfig parse_config(const std::string& text) {
   return config;
 }
 
+const char* to_string(TunnelProtocol protocol) { return protocol == TunnelProtocol::Tcp ? "TCP" : "HBONE"; }
+
 WorkloadConfig parse_workload(const json& j, const std::string& path) { return workload(j, path); }
 bool is_namespace_name(std::string_view text) { return dns_label(text); }
 bool is_object_name(std::string_view text) { return dns_subdomain(text); }
@@ -405,7 +407,7 @@ json to_json(const WorkloadConfig& w) {
   json j = {{"uid", w.uid},       {"name", w.name},
             {"namespace", w.namespace_}, {"serviceAccount", w.service_account},
             {"node", w.node},     {"workloadIps", ip_texts(w.ips)},
-            {"protocol", w.protocol}, {"mtlsMode", w.mtls_strict ? "STRICT" : "PERMISSIVE"}};
+            {"protocol", to_string(w.protocol)}, {"mtlsMode", w.mtls_strict ? "STRICT" : "PERMISSIVE"}};
   if (!w.cgroup.empty()) j["cgroup"] = w.cgroup;
   if (!w.host_veth.empty()) j["hostVeth"] = w.host_veth;
   return j;

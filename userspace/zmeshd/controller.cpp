@@ -218,7 +218,7 @@ void Controller::delete_policy(const std::string& key) {
 Controller::Kernel Controller::kernel_for(const MeshSnapshot& snapshot, const ControllerOptions& options) {
   Kernel k;
   for (const auto& w : snapshot.config.workloads) {
-    if (w.protocol != "HBONE") continue;  // not meshed: its connects stay plain TCP
+    if (w.protocol != TunnelProtocol::Hbone) continue;  // not meshed: its connects stay plain TCP
     for (const auto& ip : w.ips) k.destinations[unmapped(ip)] = DestinationKind::Workload;
     if (w.node != options.node) continue;
     if (w.cgroup.empty())
@@ -239,7 +239,7 @@ Controller::Kernel Controller::kernel_for(const MeshSnapshot& snapshot, const Co
   // anyway (tc_drop_mtls), and HBONE is the proxy's to decide.
   for (const auto& d : snapshot.authorizer.kernel_denies(snapshot.mesh)) {
     const Workload* w = snapshot.mesh.by_ip(d.destination);
-    if (!w || w->config.mtls_strict || w->config.protocol != "HBONE") continue;
+    if (!w || w->config.mtls_strict || w->config.protocol != TunnelProtocol::Hbone) continue;
     k.deny.push_back({static_cast<uint32_t>(d.policy + 1), d.source.address, d.source.prefix, d.destination, d.port});
   }
   if (k.deny.size() > kKernelDenyCapacity) {

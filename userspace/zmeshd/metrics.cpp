@@ -64,9 +64,10 @@ std::string prometheus_text(const DaemonMetrics& m) {
   const Metric failures{"zmesh_tls_handshake_failures_total", "counter",
                         "Failed or rejected TLS handshakes, by reason (timeout, certificate, identity, protocol)."};
   header(out, failures);
-  for (const char* reason : {"timeout", "certificate", "identity", "protocol"}) {
+  for (const auto reason : kHandshakeFailures) {
     auto it = p.handshake_failures_by_reason.find(reason);
-    write(out, failures, std::string("{reason=\"") + reason + "\"}", it == p.handshake_failures_by_reason.end() ? 0 : it->second);
+    write(out, failures, std::string("{reason=\"") + to_string(reason) + "\"}",
+          it == p.handshake_failures_by_reason.end() ? 0 : it->second);
   }
   const Metric pool{"zmesh_hbone_pool_connections", "gauge", "Pooled HBONE connections this node opened (usable)."};
   header(out, pool);
@@ -118,6 +119,8 @@ std::string prometheus_text(const DaemonMetrics& m) {
 
 nlohmann::json stats_json(const DaemonMetrics& m) {
   const ProxyStats& p = m.proxy;
+  nlohmann::json by_reason = nlohmann::json::object();
+  for (const auto& [reason, count] : p.handshake_failures_by_reason) by_reason[to_string(reason)] = count;
   const DatapathCounters& kernel = m.kernel;
   nlohmann::json k = nlohmann::json::object();
   for (const auto& [name, value] : named_counters(kernel)) k[name] = value;
@@ -136,7 +139,7 @@ nlohmann::json stats_json(const DaemonMetrics& m) {
             {"poolConnections", p.pool_connections},
             {"poolStreams", p.pool_streams},
             {"servedConnections", p.served_connections},
-            {"handshakeFailuresByReason", p.handshake_failures_by_reason}}},
+            {"handshakeFailuresByReason", by_reason}}},
           {"certificateRenewals", m.renewals},
           {"certificateRotations", m.rotations},
           {"kernel", k}};

@@ -1,0 +1,48 @@
+// Istio labels and connection reports (see labels.h).
+#include "labels.h"
+
+namespace zmesh::proxy {
+
+std::string service_hostname(const Service& service) {
+  return service.config.hostname.empty() ? service.config.name + "." + service.config.namespace_
+                                         : service.config.hostname;
+}
+
+ConnectionLabels istio_labels(const char* reporter, const Workload* source, const std::optional<SpiffeId>& principal,
+                              const Workload& destination, const Service* service, const Mesh& mesh, uint16_t port,
+                              const char* security) {
+  ConnectionLabels l;
+  l.reporter = reporter;
+  if (source) {
+    l.source_workload = source->config.name;
+    l.source_workload_namespace = source->config.namespace_;
+  } else if (principal) {
+    l.source_workload_namespace = principal->namespace_;
+  }
+  if (principal) l.source_principal = principal->uri();
+  l.destination_workload = destination.config.name;
+  l.destination_workload_namespace = destination.config.namespace_;
+  if (!destination.identity.namespace_.empty()) l.destination_principal = destination.identity.uri();
+  if (!service) service = mesh.service_for(destination, port);
+  if (service) l.destination_service = service_hostname(*service);
+  l.connection_security_policy = security;
+  return l;
+}
+
+void report(Telemetry& telemetry, const ConnectionRecord& record, Outcome outcome, bool also_as_destination) {
+  auto one = [&](const ConnectionRecord& r) {
+    switch (outcome) {
+      case Outcome::Opened: telemetry.opened(r.labels); break;
+      case Outcome::Closed: telemetry.closed(r); break;
+      case Outcome::Failed: telemetry.failed(r); break;
+    }
+  };
+  one(record);
+  if (!also_as_destination) return;
+  ConnectionRecord inbound = record;
+  inbound.direction = "inbound";
+  inbound.labels.reporter = "destination";
+  one(inbound);
+}
+
+}  // namespace zmesh::proxy

@@ -1,0 +1,203 @@
+// Outbound connections (see outbound.h).
+#include "outbound.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "labels.h"
+
+namespace zmesh::proxy {
+namespace {
+
+std::optional<SpiffeId> identity_of(const Workload* source) {
+  return source ? std::optional(source->identity) : std::nullopt;
+}
+std::string name_of(const Workload* source) { return source ? source->identity.uri() : std::string("the node itself"); }
+
+}  // namespace
+
+awaitable<void> Outbound::serve(tcp::socket client, uint64_t id) {
+  ++ctx_.stats.outbound_accepted;
+  reset_on_close(client);
+  const auto ends = ends_of(client);
+  if (!ends) co_return;  // reset before we got to it: nothing to carry
+  const auto& [peer, local] = *ends;
+  const auto orig = originals_.original_destination(peer, local);
+  ConnectionRecord record;
+  record.id = id;
+  record.direction = "outbound";
+  record.source = peer;
+  record.destination = local;
+  record.labels.reporter = "source";
+  auto refuse = [&](const std::string& why) {
+    ++ctx_.stats.refused;
+    spdlog::warn("[c{}] outbound {} -> {}: {}", id, text(peer), orig ? text(orig->target) : std::string("?"), why);
+    abort_socket(client);
+    record.error = why;
+    if (record.labels.response_flags == "-") record.labels.response_flags = "CONNECT";
+    report(ctx_.telemetry, record, Outcome::Failed);
+  };
+  if (!orig) co_return refuse("no original destination recorded (a connect zmesh did not capture?)");
+  record.destination = orig->target;
+  const auto snap = ctx_.state.current();
+  const Mesh& mesh = snap->mesh;
+  // A pod's connect carries the pod's identity; one of the node's own processes carries none
+  // (its address is one of the node's: a reply to any other would not come back to it).
+  const Workload* src = orig->from_node ? nullptr : mesh.by_ip(peer.address());
+  if (!orig->from_node) {
+    if (!src || !src->local) co_return refuse("the source is not a workload of this node");
+    record.labels.source_workload = src->config.name;
+    record.labels.source_workload_namespace = src->config.namespace_;
+    record.labels.source_principal = src->identity.uri();
+  }
+
+  std::vector<Candidate> candidates;
+  Workload unknown_pod;  // a pod of another node's CNI, inside a pod CIDR: lives in this frame
+  const tcp::endpoint target = orig->target;
+  if (const Workload* dst = mesh.by_ip(target.address())) {
+    candidates.push_back({dst, target});
+  } else if (const Service* service = mesh.service_by_vip(target.address())) {
+    const std::string name = service->config.namespace_ + "/" + service->config.name;
+    record.labels.destination_service = service_hostname(*service);
+    const auto port = service->config.ports.find(target.port());
+    if (port == service->config.ports.end())
+      co_return refuse("service " + name + " has no port " + std::to_string(target.port()));
+    if (service->endpoints.empty()) co_return refuse("service " + name + " has no endpoints");
+    candidates = endpoints_of(*service, port->second);
+  } else if (in_pod_cidr(target.address())) {
+    unknown_pod.config.name = "unknown";
+    unknown_pod.config.namespace_ = "unknown";
+    unknown_pod.config.node = "pod " + unmapped(target.address()).to_string();  // its own pool entry
+    unknown_pod.identity = SpiffeId{mesh.trust_domain(), "", ""};
+    candidates.push_back({&unknown_pod, target});
+  } else {
+    co_return refuse("unknown destination, refused");
+  }
+  Call call{*snap, client, id, peer, src, record};
+  for (const auto& candidate : candidates) {
+    if (co_await deliver(call, candidate) == Delivery::Done) co_return;
+    failed_until_[candidate.target.address()] = std::chrono::steady_clock::now() + kFailurePenalty;
+  }
+  refuse(candidates.size() > 1 ? "every endpoint failed" : "the destination cannot be reached");
+}
+
+// Round-robin over the service's endpoints, those that failed recently last (still tried when
+// nothing else is left). Round-robin rather than least-connections: each node sees only its
+// own connections, so per-node counts would not balance the service anyway, and with pooled
+// HBONE a new stream costs the same on every endpoint.
+std::vector<Outbound::Candidate> Outbound::endpoints_of(const Service& service, uint16_t target_port) {
+  std::vector<Candidate> out;
+  const size_t n = service.endpoints.size();
+  const size_t first = round_robin_[service.config.namespace_ + "/" + service.config.name]++ % n;
+  for (size_t i = 0; i < n; ++i) {
+    const Workload* w = service.endpoints[(first + i) % n];
+    if (!w->config.ips.empty()) out.push_back({w, tcp::endpoint(w->config.ips.front(), target_port), &service});
+  }
+  const auto now = std::chrono::steady_clock::now();
+  std::stable_partition(out.begin(), out.end(), [&](const Candidate& c) {
+    auto it = failed_until_.find(c.target.address());
+    return it == failed_until_.end() || it->second <= now;
+  });
+  return out;
+}
+
+bool Outbound::in_pod_cidr(const asio::ip::address& ip) const {
+  const auto address = unmapped(ip);
+  return std::any_of(ctx_.options.pod_cidrs.begin(), ctx_.options.pod_cidrs.end(),
+                     [&](const IpBlock& b) { return b.contains(address); });
+}
+
+// The node itself has no identity: it never rides HBONE, and a pod of this node decides it as
+// plaintext (a STRICT pod refuses it).
+awaitable<Outbound::Delivery> Outbound::deliver(Call& call, const Candidate& to) {
+  const Workload& dst = *to.workload;
+  const bool over_hbone = call.source && dst.config.protocol == TunnelProtocol::Hbone && !dst.local;
+  call.record.destination = to.target;
+  call.record.labels = istio_labels("source", call.source, identity_of(call.source), dst, to.service, call.snap.mesh,
+                                    to.target.port(), over_hbone ? "mutual_tls" : "none");
+  if (over_hbone) co_return co_await deliver_hbone(call, to);
+  co_return co_await deliver_direct(call, to);
+}
+
+// To a pod of this node, which this node authorizes as the far side of HBONE would; or to a
+// workload outside the mesh (a service endpoint with protocol TCP), plain TCP as the app asked.
+awaitable<Outbound::Delivery> Outbound::deliver_direct(Call& call, const Candidate& to) {
+  const bool same_node = to.workload->local;
+  const Authorization who{identity_of(call.source), call.peer.address(), to.target};
+  auto denied = [&](const std::string& why) {
+    ++ctx_.stats.refused;
+    ++ctx_.stats.denied;
+    spdlog::warn("[c{}] {} ({}) -> {} (same node): {}", call.id, text(call.peer), name_of(call.source),
+                 text(to.target), why);
+    call.record.error = why;
+    return refused(call, "DENY", true);
+  };
+  if (same_node)
+    if (auto why = ConnectionManager::why_denied(call.snap, who)) co_return denied(*why);
+  tcp::socket upstream(ctx_.io);
+  try {
+    upstream = co_await connect(to.target, ctx_.options.proxy_mark, ctx_.options.connect_timeout);
+    reset_on_close(upstream);
+  } catch (const system_error& e) {
+    spdlog::warn("[c{}] {} -> {} ({}): {}", call.id, text(call.peer), text(to.target),
+                 same_node ? "same node" : "plain TCP workload", e.what());
+    call.record.error = e.code().message();
+    co_return Delivery::TryNext;
+  }
+  if (same_node)
+    if (auto why = ctx_.connections.denied_since(call.snap, who)) co_return denied(*why);
+  report(ctx_.telemetry, call.record, Outcome::Opened, same_node);
+  std::optional<ConnectionManager::Grant> grant;  // this node authorized it, and may take it back
+  if (same_node)
+    grant.emplace(ctx_.connections, who, upstream,
+                  "[c" + std::to_string(call.id) + "] " + text(call.peer) + " -> " + text(to.target) + " (same node)");
+  const auto result = co_await relay(call.client, upstream);
+  finished(call, result, to, same_node);
+  co_return Delivery::Done;
+}
+
+awaitable<Outbound::Delivery> Outbound::deliver_hbone(Call& call, const Candidate& to) {
+  const Workload& dst = *to.workload;
+  std::shared_ptr<http2::Stream> stream;
+  const HbonePool::Key key{call.source->identity, dst.identity, dst.config.node};
+  const tcp::endpoint node_address(to.target.address(), ctx_.options.inbound_hbone_port);
+  try {
+    stream = co_await pool_.open_stream(key, node_address, text(to.target), call.peer.address().to_string());
+  } catch (const std::exception& e) {
+    spdlog::warn("[c{}] {} -> {}: HBONE to node {} failed: {}", call.id, text(call.peer), text(to.target),
+                 dst.config.node, e.what());
+    call.record.error = e.what();
+    co_return Delivery::TryNext;
+  }
+  if (stream->status() != 200) {
+    spdlog::warn("[c{}] {} -> {}: node {} answered {}", call.id, text(call.peer), text(to.target), dst.config.node,
+                 stream->status());
+    call.record.error = "node " + dst.config.node + " answered " + std::to_string(stream->status());
+    if (stream->status() == 503) co_return Delivery::TryNext;
+    co_return refused(call, stream->status() == 401 ? "DENY" : "CONNECT", false);
+  }
+  report(ctx_.telemetry, call.record, Outcome::Opened);
+  const auto result = co_await relay(call.client, stream);
+  finished(call, result, to, false);
+  co_return Delivery::Done;
+}
+
+Outbound::Delivery Outbound::refused(Call& call, const char* flags, bool same_node) {
+  call.record.labels.response_flags = flags;
+  report(ctx_.telemetry, call.record, Outcome::Failed, same_node);
+  abort_socket(call.client);
+  return Delivery::Done;
+}
+
+void Outbound::finished(Call& call, const RelayResult& result, const Candidate& to, bool same_node) {
+  spdlog::info("[c{}] outbound {} ({}) -> {} ({}): sent {} received {}{}{}", call.id, text(call.peer),
+               name_of(call.source), text(to.target), to.workload->identity.uri(), result.sent, result.received,
+               result.error.empty() ? "" : ", error: ", result.error);
+  call.record.request_bytes = result.sent;
+  call.record.response_bytes = result.received;
+  call.record.error = result.error;
+  report(ctx_.telemetry, call.record, Outcome::Closed, same_node);
+}
+
+}  // namespace zmesh::proxy

@@ -1,0 +1,64 @@
+// Outbound (ztunnel's outbound.rs): connections the kernel captured from this node's pods (and
+// from the node's own processes) on :15001. It recovers where each was going, picks the
+// destination workload (a pod, a service's endpoint, a pod in a pod CIDR) and carries it
+// either over HBONE to the destination's node or directly: to a pod of this node (which this
+// node authorizes, as the far side of HBONE would), or to a workload outside the mesh.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "context.h"
+#include "copy.h"
+#include "pool.h"
+#include "zmesh/datapath.h"
+
+namespace zmesh::proxy {
+
+class Outbound {
+ public:
+  Outbound(ProxyContext& context, OriginalDestinations& originals, HbonePool& pool)
+      : ctx_(context), originals_(originals), pool_(pool) {}
+
+  awaitable<void> serve(tcp::socket client, uint64_t id);
+
+ private:
+  // A destination to try: a workload, the address to reach it at, and the service it was
+  // reached through, if any.
+  struct Candidate {
+    const Workload* workload;
+    tcp::endpoint target;
+    const Service* service = nullptr;
+  };
+  // One connection on its way: who opened it and what is known so far for telemetry.
+  struct Call {
+    const MeshSnapshot& snap;
+    tcp::socket& client;
+    uint64_t id;
+    tcp::endpoint peer;
+    const Workload* source;  // null: the node itself (no identity)
+    ConnectionRecord& record;
+  };
+  enum class Delivery { Done, TryNext };
+
+  std::vector<Candidate> endpoints_of(const Service& service, uint16_t target_port);
+  bool in_pod_cidr(const asio::ip::address& ip) const;
+  // Carries the call to one candidate. TryNext when it could not reach it before any byte
+  // moved (the next endpoint may serve it); Done otherwise (relayed, or refused for good).
+  awaitable<Delivery> deliver(Call& call, const Candidate& to);
+  awaitable<Delivery> deliver_direct(Call& call, const Candidate& to);
+  awaitable<Delivery> deliver_hbone(Call& call, const Candidate& to);
+  Delivery refused(Call& call, const char* flags, bool same_node);
+  void finished(Call& call, const RelayResult& result, const Candidate& to, bool same_node);
+
+  ProxyContext& ctx_;
+  OriginalDestinations& originals_;
+  HbonePool& pool_;
+  static constexpr auto kFailurePenalty = std::chrono::seconds(10);  // a failed endpoint goes last this long
+  std::map<asio::ip::address, std::chrono::steady_clock::time_point> failed_until_;
+  std::map<std::string, size_t> round_robin_;  // per service: where the next connection starts
+};
+
+}  // namespace zmesh::proxy
