@@ -14,6 +14,8 @@
 #include <string_view>
 #include <vector>
 
+#include "zmesh/address.h"
+
 namespace zmesh {
 
 // How a workload is reached: in the mesh over HBONE, or known (identity, policies) but not
@@ -44,12 +46,6 @@ struct ServiceConfig {
   std::vector<std::string> endpoints;  // workload names in the service's namespace
 };
 
-// A CIDR ("10.244.0.0/16"; a bare address is a /32 or /128).
-struct IpBlock {
-  boost::asio::ip::address address;
-  uint8_t prefix = 0;
-  bool contains(const boost::asio::ip::address& ip) const;
-};
 
 // Istio AuthorizationPolicy at L4. A rule matches when one of its `from` sources and one of its
 // `to` operations match (an empty list matches anything); inside a source or an operation,

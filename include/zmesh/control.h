@@ -13,7 +13,6 @@
 #include <string>
 
 #include "zmesh/config.h"
-#include "zmesh/datapath.h"
 
 namespace zmesh::control {
 
@@ -44,8 +43,5 @@ Request parse_request(const std::string& line, const std::string& this_node);
 // or with what went wrong reaching it (and the usual cause).
 nlohmann::json call(const std::filesystem::path& socket, const nlohmann::json& request,
                     std::chrono::milliseconds timeout = std::chrono::milliseconds(15000));
-
-// The kernel maps of a daemon, decoded: counters, workloads, destinations, deny rules.
-nlohmann::json maps_json(const PinnedMaps& maps);
 
 }  // namespace zmesh::control

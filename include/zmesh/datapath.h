@@ -29,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "zmesh/address.h"
 #include "zmesh_maps.h"
 
 namespace zmesh {
@@ -47,18 +48,11 @@ struct WorkloadAttachment {
 
 enum class DestinationKind : uint32_t { Workload = ZM_DEST_WORKLOAD, Service = ZM_DEST_SERVICE, PodCidr = ZM_DEST_POD_CIDR };
 
-// An address range: a pod CIDR.
-struct Cidr {
-  IpAddress address;
-  uint8_t prefix = 0;
-};
-
 // Drop new TCP connections from `source`/`source_prefix` to local pod `destination` on `port`
 // (0 = any), at TC, before any socket sees them. TCP only: zmesh meshes TCP (docs/security.md).
 struct DenyRule {
   uint32_t id = 0;
-  IpAddress source;
-  uint8_t source_prefix = 0;
+  IpBlock source;
   IpAddress destination;
   uint16_t port = 0;
   bool operator<(const DenyRule& other) const;
@@ -135,7 +129,7 @@ class Datapath : public OriginalDestinations {
   virtual void add_destination(const IpAddress& ip, DestinationKind kind) = 0;
   virtual void remove_destination(const IpAddress& ip) = 0;
   // Replaces the ranges whose every address is a mesh destination (the cluster's pod CIDRs).
-  virtual void set_destination_cidrs(const std::vector<Cidr>& cidrs) = 0;
+  virtual void set_destination_cidrs(const std::vector<IpBlock>& cidrs) = 0;
   // Replaces every deny rule: afterwards the kernel holds exactly `rules`.
   virtual void set_deny_rules(const std::vector<DenyRule>& rules) = 0;
   virtual DatapathCounters counters() const = 0;
@@ -165,8 +159,8 @@ class PinnedMaps {
   };
   std::vector<WorkloadEntry> workload_entries() const;
   std::vector<std::pair<IpAddress, DestinationKind>> destination_entries() const;
-  std::vector<DenyRule> deny_rules() const;  // source = the prefix's network address
-  std::vector<Cidr> destination_cidrs() const;
+  std::vector<DenyRule> deny_rules() const;  // source: the prefix's network address
+  std::vector<IpBlock> destination_cidrs() const;
 
   struct Fds;
 
@@ -191,7 +185,7 @@ class BpfDatapath final : public Datapath {
   void unenroll(const WorkloadAttachment& workload) override;
   void add_destination(const IpAddress& ip, DestinationKind kind) override;
   void remove_destination(const IpAddress& ip) override;
-  void set_destination_cidrs(const std::vector<Cidr>& cidrs) override;
+  void set_destination_cidrs(const std::vector<IpBlock>& cidrs) override;
   void set_deny_rules(const std::vector<DenyRule>& rules) override;
   DatapathCounters counters() const override;
   std::optional<OriginalDestination> original_destination(const TcpEndpoint& peer, const TcpEndpoint& local) override;

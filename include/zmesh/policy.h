@@ -5,7 +5,6 @@
 // ("istio-system") applies mesh-wide.
 #pragma once
 
-#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -52,29 +51,6 @@ class Authorizer {
 
  private:
   std::vector<AuthorizationPolicy> policies_;
-};
-
-// One version of everything the connection path reads: the mesh and its policies. Immutable;
-// a connection keeps the snapshot it started with (so its Workload pointers stay valid), new
-// connections take the newest.
-struct MeshSnapshot {
-  MeshSnapshot(MeshConfig c, const std::string& trust_domain, const std::string& node, uint64_t gen)
-      : config(std::move(c)), mesh(config, trust_domain, node), authorizer(config.policies), generation(gen) {}
-  const MeshConfig config;
-  const Mesh mesh;
-  const Authorizer authorizer;
-  const uint64_t generation;  // 1 for the first, +1 per accepted change
-};
-
-// Where the proxy finds the current snapshot. One thread (the daemon's executor) publishes and
-// reads: no locking.
-class MeshState {
- public:
-  std::shared_ptr<const MeshSnapshot> current() const { return current_; }
-  void publish(std::shared_ptr<const MeshSnapshot> next) { current_ = std::move(next); }
-
- private:
-  std::shared_ptr<const MeshSnapshot> current_;
 };
 
 // Istio's string match: exact, "*", "prefix*" or "*suffix".

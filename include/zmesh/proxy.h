@@ -21,7 +21,7 @@
 #include "zmesh/certificates.h"
 #include "zmesh/datapath.h"
 #include "zmesh/mesh.h"
-#include "zmesh/policy.h"
+#include "zmesh/state.h"
 #include "zmesh/telemetry.h"
 
 namespace zmesh {

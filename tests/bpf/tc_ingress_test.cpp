@@ -64,8 +64,8 @@ class TcIngressTest : public ::testing::Test {
       datapath_->enroll({"w1", cgroup_.child("w1"), "", {make_address("10.244.1.2"), make_address("fd00:244:1::2")}, false});
       datapath_->enroll({"w2", cgroup_.child("w2"), "", {make_address("10.244.1.3")}, true});
       datapath_->set_deny_rules({
-          {1, make_address("10.9.0.0"), 16, make_address("10.244.1.2"), 0},
-          {2, make_address("10.8.0.5"), 32, make_address("10.244.1.2"), 8080},
+          {1, {make_address("10.9.0.0"), 16}, make_address("10.244.1.2"), 0},
+          {2, {make_address("10.8.0.5"), 32}, make_address("10.244.1.2"), 8080},
       });
     });
   }
@@ -287,7 +287,7 @@ TEST_F(TcIngressTest, NoListenerFailsClosed) {
 TEST_F(TcIngressTest, SetDenyRulesReplacesTheWholeSet) {
   PinnedMaps maps(pins_.path());
   EXPECT_EQ(maps.deny_rule_count(), 2u);
-  datapath_->set_deny_rules({{3, make_address("10.7.0.0"), 24, make_address("10.244.1.3"), 0}});
+  datapath_->set_deny_rules({{3, {make_address("10.7.0.0"), 24}, make_address("10.244.1.3"), 0}});
   EXPECT_EQ(maps.deny_rule_count(), 1u);
   open_listeners();
   expect({.src = "10.9.3.4", .dst = "10.244.1.2", .dst_port = 443}, kSteered, {&zm_counters::tc_to_plaintext, kAssign},
@@ -300,12 +300,12 @@ TEST_F(TcIngressTest, SetDenyRulesReplacesTheWholeSet) {
 
 TEST_F(TcIngressTest, BadDenyRulesAreRejectedWithTheReason) {
   try {
-    datapath_->set_deny_rules({{7, make_address("fd00::1"), 64, make_address("10.244.1.2"), 0}});
+    datapath_->set_deny_rules({{7, {make_address("fd00::1"), 64}, make_address("10.244.1.2"), 0}});
     FAIL() << "a rule mixing families was accepted";
   } catch (const std::invalid_argument& e) {
     EXPECT_NE(std::string(e.what()).find("deny rule 7"), std::string::npos) << e.what();
   }
-  EXPECT_THROW(datapath_->set_deny_rules({{8, make_address("10.0.0.0"), 33, make_address("10.244.1.2"), 0}}),
+  EXPECT_THROW(datapath_->set_deny_rules({{8, {make_address("10.0.0.0"), 33}, make_address("10.244.1.2"), 0}}),
                std::invalid_argument);
   EXPECT_EQ(PinnedMaps(pins_.path()).deny_rule_count(), 2u) << "a rejected set must leave the old rules in place";
 }

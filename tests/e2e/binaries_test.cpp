@@ -39,6 +39,15 @@ TEST(Zmeshd, SaysWhatIsMissingOrWrongBeforeTouchingTheKernel) {
   EXPECT_NE(no_file.err.find("/nonexistent/mesh.json"), std::string::npos) << no_file.err;
 }
 
+// zmesh-cni is copied onto every host's CNI bin dir and run by the container runtime: it needs
+// the control socket's client and nothing of the kernel datapath (no libbpf).
+TEST(ZmeshCni, LinksNoBpfLibrary) {
+  auto ldd = run({"ldd", bin_path("zmesh-cni")});
+  ASSERT_EQ(ldd.exit_code, 0) << ldd.err;
+  EXPECT_EQ(ldd.out.find("libbpf"), std::string::npos) << ldd.out;
+  EXPECT_EQ(ldd.out.find("libelf"), std::string::npos) << ldd.out;
+}
+
 TEST(Zmeshctl, LabPassesThroughToTheLabScript) {
   if (geteuid() != 0) GTEST_SKIP() << "the lab needs root";
   const std::string name = Lab::unique_name();

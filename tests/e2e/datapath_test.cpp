@@ -357,7 +357,7 @@ TEST_F(DatapathTest, ApiEnrollDenyAndUnenrollInTheLab) {
     auto dp = BpfDatapath::start(options);
     dp->enroll(app1);
     dp->add_destination(make_address(pod_ip("app1-n2")), DestinationKind::Workload);
-    dp->set_deny_rules({{9, make_address("10.244.2.0"), 24, make_address(pod_ip("app1-n1")), 7300}});
+    dp->set_deny_rules({{9, {make_address("10.244.2.0"), 24}, make_address(pod_ip("app1-n1")), 7300}});
     return dp;
   });
 

@@ -327,27 +327,6 @@ IpBlock parse_ip_block(const std::string& text, const std::string& what) {
   return block;
 }
 
-bool IpBlock::contains(const boost::asio::ip::address& ip) const {
-  if (ip.is_v4() != address.is_v4()) return false;
-  auto bytes = [](const boost::asio::ip::address& x) {
-    std::array<uint8_t, 16> out{};
-    if (x.is_v4()) {
-      const auto b = x.to_v4().to_bytes();
-      std::copy(b.begin(), b.end(), out.begin());
-    } else {
-      const auto b = x.to_v6().to_bytes();
-      std::copy(b.begin(), b.end(), out.begin());
-    }
-    return out;
-  };
-  const auto a = bytes(ip), b = bytes(address);
-  for (unsigned bit = 0; bit < prefix; ++bit) {
-    const auto mask = static_cast<uint8_t>(0x80u >> (bit % 8));
-    if ((a[bit / 8] & mask) != (b[bit / 8] & mask)) return false;
-  }
-  return true;
-}
-
 MeshConfig parse_config(const std::string& text) {
   json root;
   try {

@@ -1,4 +1,4 @@
-// The control socket's client side and the decoded maps (see include/zmesh/control.h).
+// The control socket's client side (see include/zmesh/control.h).
 #include "zmesh/json.h"
 #include "zmesh/control.h"
 
@@ -73,30 +73,6 @@ nlohmann::json call(const std::filesystem::path& socket_path, const nlohmann::js
     throw ControlError(where + " sent an unexpected reply: " + printable(reply.substr(0, 200)));
   if (!answer["ok"].get<bool>()) throw ControlError(answer.value("error", std::string("(no error text)")));
   return answer.value("result", nlohmann::json());
-}
-
-nlohmann::json maps_json(const PinnedMaps& maps) {
-  nlohmann::json counters = nlohmann::json::object();
-  for (const auto& [name, value] : named_counters(maps.counters())) counters[name] = value;
-  nlohmann::json workloads = nlohmann::json::array(), destinations = nlohmann::json::array(),
-                 deny = nlohmann::json::array();
-  for (const auto& w : maps.workload_entries())
-    workloads.push_back({{"ip", w.ip.to_string()},
-                         {"mtlsMode", w.mtls_strict ? "STRICT" : "PERMISSIVE"},
-                         {"ifindex", w.ifindex},
-                         {"cgroupId", w.cgroup_id}});
-  for (const auto& [ip, kind] : maps.destination_entries())
-    destinations.push_back({{"ip", ip.to_string()}, {"kind", kind == DestinationKind::Service ? "service" : "workload"}});
-  for (const auto& r : maps.deny_rules())
-    deny.push_back({{"rule", r.id},
-                    {"source", r.source.to_string() + "/" + std::to_string(r.source_prefix)},
-                    {"destination", r.destination.to_string()},
-                    {"port", r.port},
-                    {"protocol", "TCP"}});
-  nlohmann::json cidrs = nlohmann::json::array();
-  for (const auto& c : maps.destination_cidrs()) cidrs.push_back(c.address.to_string() + "/" + std::to_string(c.prefix));
-  return {{"counters", counters}, {"workloads", workloads}, {"destinations", destinations}, {"podCidrs", cidrs},
-          {"denyRules", deny}};
 }
 
 }  // namespace zmesh::control

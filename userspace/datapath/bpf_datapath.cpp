@@ -337,8 +337,8 @@ std::vector<std::pair<IpAddress, DestinationKind>> PinnedMaps::destination_entri
   return out;
 }
 
-std::vector<Cidr> PinnedMaps::destination_cidrs() const {
-  std::vector<Cidr> out;
+std::vector<IpBlock> PinnedMaps::destination_cidrs() const {
+  std::vector<IpBlock> out;
   for (const auto& raw : map_keys(fds_->dest_cidrs.get(), sizeof(zm_cidr_key))) {
     auto* key = reinterpret_cast<const zm_cidr_key*>(raw.data());
     out.push_back({datapath::from_zm_ip(key->ip.addr, key->ip.family),
@@ -353,9 +353,9 @@ std::vector<DenyRule> PinnedMaps::deny_rules() const {
     auto* key = reinterpret_cast<const zm_deny_key*>(raw.data());
     zm_deny value{};
     if (bpf_map_lookup_elem(fds_->deny.get(), key, &value) != 0) continue;
-    out.push_back({value.rule_id, datapath::from_zm_ip(key->src, key->family),
-                   static_cast<uint8_t>(key->prefixlen - ZM_DENY_EXACT_BITS), datapath::from_zm_ip(key->dst, key->family),
-                   ntohs(key->dport)});
+    out.push_back({value.rule_id,
+                   {datapath::from_zm_ip(key->src, key->family), static_cast<uint8_t>(key->prefixlen - ZM_DENY_EXACT_BITS)},
+                   datapath::from_zm_ip(key->dst, key->family), ntohs(key->dport)});
   }
   return out;
 }
@@ -364,8 +364,7 @@ std::vector<DenyRule> PinnedMaps::deny_rules() const {
 // BpfDatapath
 
 bool DenyRule::operator<(const DenyRule& other) const {
-  return std::tie(id, source, source_prefix, destination, port) <
-         std::tie(other.id, other.source, other.source_prefix, other.destination, other.port);
+  return std::tie(id, source, destination, port) < std::tie(other.id, other.source, other.destination, other.port);
 }
 
 struct BpfDatapath::Impl {
@@ -715,7 +714,7 @@ void BpfDatapath::remove_destination(const IpAddress& ip) {
   impl_->claimed_dests.erase(bytes_of(&key, sizeof key));
 }
 
-void BpfDatapath::set_destination_cidrs(const std::vector<Cidr>& cidrs) {
+void BpfDatapath::set_destination_cidrs(const std::vector<IpBlock>& cidrs) {
   std::set<std::string> wanted;
   const int fd = impl_->maps.fds_->dest_cidrs.get();
   for (const auto& c : cidrs) {
@@ -741,20 +740,20 @@ void BpfDatapath::set_deny_rules(const std::vector<DenyRule>& rules) {
   for (const auto& rule : rules) {
     zm_deny_key key{};
     const uint8_t family = datapath::to_zm_ip(rule.destination, key.dst);
-    if (datapath::to_zm_ip(rule.source, key.src) != family)
+    if (datapath::to_zm_ip(rule.source.address, key.src) != family)
       throw std::invalid_argument("deny rule " + std::to_string(rule.id) + ": source " + rule.source.to_string() +
                                   " and destination " + rule.destination.to_string() + " differ in family");
     const unsigned max_prefix = family == ZM_AF_INET ? 32 : 128;
-    if (rule.source_prefix > max_prefix)
+    if (rule.source.prefix > max_prefix)
       throw std::invalid_argument("deny rule " + std::to_string(rule.id) + ": source prefix /" +
-                                  std::to_string(rule.source_prefix) + " is longer than the address");
+                                  std::to_string(rule.source.prefix) + " is longer than the address");
     // Canonical key: host bits of the source cleared.
     auto* src = reinterpret_cast<uint8_t*>(&key.src);
-    for (unsigned bit = rule.source_prefix; bit < 128; ++bit) src[bit / 8] &= static_cast<uint8_t>(~(0x80u >> (bit % 8)));
+    for (unsigned bit = rule.source.prefix; bit < 128; ++bit) src[bit / 8] &= static_cast<uint8_t>(~(0x80u >> (bit % 8)));
     key.family = family;
     key.dport = htons(rule.port);
     key.protocol = IPPROTO_TCP;
-    key.prefixlen = ZM_DENY_EXACT_BITS + rule.source_prefix;
+    key.prefixlen = ZM_DENY_EXACT_BITS + rule.source.prefix;
     wanted[bytes_of(&key, sizeof key)] = zm_deny{rule.id};
   }
   const int fd = impl_->maps.fds_->deny.get();

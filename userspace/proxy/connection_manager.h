@@ -11,7 +11,7 @@
 
 #include "net.h"
 #include "zmesh/identity.h"
-#include "zmesh/policy.h"
+#include "zmesh/state.h"
 
 namespace zmesh::proxy {
 

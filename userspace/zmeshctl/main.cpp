@@ -16,6 +16,7 @@
 
 #include "zmesh/json.h"
 #include "zmesh/control.h"
+#include "zmesh/maps_json.h"
 #include "zmesh/datapath.h"
 #include "zmesh/identity.h"
 
@@ -216,7 +217,7 @@ int main(int argc, char** argv) {
   const bool json_output = output == "json";
   try {
     if (maps->parsed() && !pin_root.empty()) {
-      nlohmann::json result = zmesh::control::maps_json(zmesh::PinnedMaps(pin_root));
+      nlohmann::json result = zmesh::maps_json(zmesh::PinnedMaps(pin_root));
       result["pinRoot"] = pin_root;
       print_result("maps", result, json_output);
       return 0;

@@ -16,6 +16,7 @@
 #include <boost/asio/write.hpp>
 
 #include "zmesh/control.h"
+#include "zmesh/maps_json.h"
 
 namespace zmesh {
 namespace {
@@ -32,14 +33,14 @@ ControlServer::ControlServer(asio::io_context& io, std::filesystem::path socket_
       reload_(std::move(reload)), acceptor_(io) {
   std::error_code fs_ec;
   std::filesystem::create_directories(path_.parent_path(), fs_ec);
-  if (fs_ec) throw ConfigError("control socket: create " + path_.parent_path().string() + ": " + fs_ec.message());
+  if (fs_ec) throw control::ControlError("control socket: create " + path_.parent_path().string() + ": " + fs_ec.message());
   if (std::filesystem::exists(path_)) {
     // A live daemon answers; a stale socket (a crashed daemon's) refuses.
     local::socket probe(io);
     boost::system::error_code ec;
     probe.connect(local::endpoint(path_.string()), ec);
     if (!ec)
-      throw ConfigError("control socket " + path_.string() +
+      throw control::ControlError("control socket " + path_.string() +
                         " is served by another zmeshd (give each daemon its own --state-dir)");
     std::filesystem::remove(path_, fs_ec);
   }
@@ -50,7 +51,7 @@ ControlServer::ControlServer(asio::io_context& io, std::filesystem::path socket_
   if (!ec) acceptor_.bind(local::endpoint(path_.string()), ec);
   ::umask(old_mask);
   if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) throw ConfigError("control socket " + path_.string() + ": " + ec.message());
+  if (ec) throw control::ControlError("control socket " + path_.string() + ": " + ec.message());
 }
 
 ControlServer::~ControlServer() {
@@ -123,7 +124,7 @@ json ControlServer::handle(const std::string& line) {
     case C::Policies: return controller_.policies();
     case C::Certs: return controller_.certificates();
     case C::Maps: {
-      json maps = control::maps_json(PinnedMaps(pin_root_));
+      json maps = maps_json(PinnedMaps(pin_root_));
       const json policies = controller_.policies();
       for (auto& rule : maps["denyRules"]) {
         const auto id = rule["rule"].get<size_t>();

@@ -240,7 +240,7 @@ Controller::Kernel Controller::kernel_for(const MeshSnapshot& snapshot, const Co
   for (const auto& d : snapshot.authorizer.kernel_denies(snapshot.mesh)) {
     const Workload* w = snapshot.mesh.by_ip(d.destination);
     if (!w || w->config.mtls_strict || w->config.protocol != TunnelProtocol::Hbone) continue;
-    k.deny.push_back({static_cast<uint32_t>(d.policy + 1), d.source.address, d.source.prefix, d.destination, d.port});
+    k.deny.push_back({static_cast<uint32_t>(d.policy + 1), d.source, d.destination, d.port});
   }
   if (k.deny.size() > kKernelDenyCapacity) {
     spdlog::warn("controller: the DENY policies expand to {} kernel entries, more than the map's {}: none go to the "

@@ -17,7 +17,7 @@
 #include "zmesh/certificates.h"
 #include "zmesh/config.h"
 #include "zmesh/datapath.h"
-#include "zmesh/policy.h"
+#include "zmesh/state.h"
 #include "zmesh/proxy.h"
 
 namespace zmesh {

@@ -169,18 +169,13 @@ int serve(Options& o) {
   std::unique_ptr<zmesh::Certificates> certificates;
   if (with_proxy) certificates = std::make_unique<zmesh::Certificates>(load_certificates(o, true));
   const std::filesystem::path state_dir = o.state_dir;
-  std::vector<zmesh::Cidr> pod_cidrs;
-  for (const auto& text : o.pod_cidrs) {
-    const auto block = zmesh::parse_ip_block(text, "--pod-cidr");
-    o.proxy_options.pod_cidrs.push_back(block);
-    pod_cidrs.push_back({block.address, block.prefix});
-  }
+  for (const auto& text : o.pod_cidrs) o.proxy_options.pod_cidrs.push_back(zmesh::parse_ip_block(text, "--pod-cidr"));
   const zmesh::ControllerOptions controller_options{o.node, o.trust_domain, o.config_path,
                                                     state_dir / zmesh::control::kRuntimeName, !o.outbound_ip6.empty()};
   // The config is read and checked before anything on the node changes: a bad file stops here.
   auto initial = zmesh::Controller::load(controller_options);
   auto datapath = zmesh::BpfDatapath::start(datapath_options(o));  // it takes the pin root's lock
-  datapath->set_destination_cidrs(pod_cidrs);
+  datapath->set_destination_cidrs(o.proxy_options.pod_cidrs);
   const auto any = boost::asio::ip::address_v6::any();
   const zmesh::AdminServer::Handler ready = [&](const zmesh::AdminRequest&) {
     return not_ready.empty() ? zmesh::AdminResponse{200, "text/plain", "ready\n"}

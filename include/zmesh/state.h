@@ -1,0 +1,38 @@
+// The mesh state every lookup reads: one immutable snapshot of the config, the mesh built from
+// it and its policies, published whole by the controller (the one writer) and taken per
+// connection by the proxy. The state module's public face; Mesh (mesh.h) is its index.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "zmesh/config.h"
+#include "zmesh/mesh.h"
+#include "zmesh/policy.h"
+
+namespace zmesh {
+
+// One version of everything the connection path reads: the mesh and its policies. Immutable;
+// a connection keeps the snapshot it started with (so its Workload pointers stay valid), new
+// connections take the newest.
+struct MeshSnapshot {
+  MeshSnapshot(MeshConfig c, const std::string& trust_domain, const std::string& node, uint64_t gen)
+      : config(std::move(c)), mesh(config, trust_domain, node), authorizer(config.policies), generation(gen) {}
+  const MeshConfig config;
+  const Mesh mesh;
+  const Authorizer authorizer;
+  const uint64_t generation;  // 1 for the first, +1 per accepted change
+};
+
+// Where the proxy finds the current snapshot. One thread (the daemon's executor) publishes and
+// reads: no locking.
+class MeshState {
+ public:
+  std::shared_ptr<const MeshSnapshot> current() const { return current_; }
+  void publish(std::shared_ptr<const MeshSnapshot> next) { current_ = std::move(next); }
+
+ private:
+  std::shared_ptr<const MeshSnapshot> current_;
+};
+
+}  // namespace zmesh
