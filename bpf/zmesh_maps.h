@@ -11,12 +11,29 @@
 #define ZM_AF_INET 4
 #define ZM_AF_INET6 6
 
+/* ZM_LAYOUT_TEST_VARIANT: tests/e2e/upgrade_test.cpp builds a second zmeshd with it, whose maps
+ * have another layout (zm_workload one field longer, zm_dests half as large), to upgrade and
+ * downgrade a node between two layouts. Never defined in a zmeshd that ships. */
+
 /* Map capacities (max_entries), for the programs and for userspace's own limits. */
+#ifdef ZM_LAYOUT_TEST_VARIANT
+#define ZM_MAX_DESTS 32768
+#else
 #define ZM_MAX_DESTS 65536     /* zm_dests: pod IPs and service VIPs of the mesh */
+#endif
 #define ZM_MAX_DEST_CIDRS 64   /* zm_dest_cidrs: the cluster's pod CIDRs */
 #define ZM_MAX_WORKLOADS 4096  /* zm_workloads: IPs of pods enrolled on this node */
 #define ZM_MAX_CONNS 65536     /* zm_cookie_orig, zm_orig, zm_sockhash: captured connections */
 #define ZM_MAX_DENY 16384      /* zm_l4_deny: kernel deny entries */
+
+/* The version of the pinned maps' layout, recorded in zm_layout by the daemon that pinned them
+ * (bpftool map dump pinned <root>/zm_layout). Bump it when a map's key, value, type or
+ * capacity changes; a new zmeshd finds the changed maps on its own either way (it compares
+ * each pinned map with its own declaration, docs/datapath.md "Upgrades"). */
+#define ZM_LAYOUT_VERSION 2
+struct zm_layout {
+	__u32 version;
+};
 
 /* An IPv4 or IPv6 address in network byte order; IPv4 uses v4 and leaves the rest zero. */
 union zm_ip {
@@ -76,6 +93,9 @@ struct zm_workload {
 	__u32 flags;
 	__u32 ifindex; /* host-side veth in the node netns; 0 when unknown */
 	__u64 cgroup_id;
+#ifdef ZM_LAYOUT_TEST_VARIANT
+	__u64 test_variant_field; /* see ZM_LAYOUT_TEST_VARIANT below */
+#endif
 };
 
 /* zm_l4_deny key (LPM trie): exact destination, port (0 = any) and protocol, then the source

@@ -1,7 +1,9 @@
-# bpf_object(name src): compiles bpf/<src> with clang -target bpf, turns the object into a
-# skeleton header with `bpftool gen skeleton`, and exposes both as the INTERFACE target
-# <name>_skel that C++ targets link to (#include "<name>.skel.h", struct <name>_bpf).
-# After libbpf-bootstrap's function of the same name.
+# bpf_object(name src [VARIANT dir DEFINES def...]): compiles bpf/<src> with clang -target bpf,
+# turns the object into a skeleton header with `bpftool gen skeleton`, and exposes both as the
+# INTERFACE target <name>_skel that C++ targets link to (#include "<name>.skel.h", struct
+# <name>_bpf). With VARIANT, the same object built with DEFINES into <dir>/, as the target
+# <name>_<dir>_skel with the same header and struct names (a second build of the datapath for
+# tests). After libbpf-bootstrap's function of the same name.
 
 find_program(ZMESH_BPF_CLANG NAMES clang clang-14 REQUIRED)
 find_program(ZMESH_BPFTOOL NAMES bpftool PATHS /usr/sbin /sbin REQUIRED)
@@ -35,27 +37,38 @@ if(NOT EXISTS ${ZMESH_VMLINUX_DIR}/vmlinux.h)
 endif()
 
 function(bpf_object name src)
-  set(obj ${CMAKE_CURRENT_BINARY_DIR}/${name}.bpf.o)
-  set(skel ${CMAKE_CURRENT_BINARY_DIR}/${name}.skel.h)
+  cmake_parse_arguments(B "" "VARIANT" "DEFINES" ${ARGN})
+  set(dir ${CMAKE_CURRENT_BINARY_DIR})
+  set(target ${name})
+  set(defines "")
+  if(B_VARIANT)
+    set(dir ${CMAKE_CURRENT_BINARY_DIR}/${B_VARIANT})
+    set(target ${name}_${B_VARIANT})
+    foreach(def ${B_DEFINES})
+      list(APPEND defines -D${def})
+    endforeach()
+    file(MAKE_DIRECTORY ${dir})
+  endif()
+  set(obj ${dir}/${name}.bpf.o)
+  set(skel ${dir}/${name}.skel.h)
   add_custom_command(
     OUTPUT ${obj}
-    COMMAND ${ZMESH_BPF_CLANG} -g -O2 -target bpf -D__TARGET_ARCH_${ZMESH_BPF_ARCH}
+    COMMAND ${ZMESH_BPF_CLANG} -g -O2 -target bpf -D__TARGET_ARCH_${ZMESH_BPF_ARCH} ${defines}
             -Wall -Werror -I${ZMESH_VMLINUX_DIR} -I${CMAKE_SOURCE_DIR}/bpf
             -MD -MF ${obj}.d -c ${CMAKE_CURRENT_SOURCE_DIR}/${src} -o ${obj}
     DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/${src}
     DEPFILE ${obj}.d
-    COMMENT "BPF ${src}"
+    COMMENT "BPF ${src} ${B_VARIANT}"
     VERBATIM)
   add_custom_command(
     OUTPUT ${skel}
-    COMMAND ${ZMESH_BPFTOOL} gen skeleton ${obj} > ${skel}.tmp
+    COMMAND ${ZMESH_BPFTOOL} gen skeleton ${obj} name ${name}_bpf > ${skel}.tmp
     COMMAND ${CMAKE_COMMAND} -E rename ${skel}.tmp ${skel}
     DEPENDS ${obj}
-    COMMENT "BPF skeleton ${name}.skel.h")
-  add_custom_target(${name}_skel_gen DEPENDS ${skel})
-  add_library(${name}_skel INTERFACE)
-  target_include_directories(${name}_skel SYSTEM INTERFACE ${CMAKE_CURRENT_BINARY_DIR}
-                                                          ${CMAKE_SOURCE_DIR}/bpf)
-  target_link_libraries(${name}_skel INTERFACE PkgConfig::LIBBPF)
-  add_dependencies(${name}_skel ${name}_skel_gen)
+    COMMENT "BPF skeleton ${B_VARIANT}/${name}.skel.h")
+  add_custom_target(${target}_skel_gen DEPENDS ${skel})
+  add_library(${target}_skel INTERFACE)
+  target_include_directories(${target}_skel SYSTEM INTERFACE ${dir} ${CMAKE_SOURCE_DIR}/bpf)
+  target_link_libraries(${target}_skel INTERFACE PkgConfig::LIBBPF)
+  add_dependencies(${target}_skel ${target}_skel_gen)
 endfunction()

@@ -84,6 +84,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } zm_l4_deny SEC(".maps");
 
+/* key: 0; value: struct zm_layout. Written by userspace (BpfDatapath::commit_start) once its
+ * programs run in every hook; read by operators (bpftool). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct zm_layout);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} zm_layout SEC(".maps");
+
 /* key: 0; value: struct zm_counters per CPU. Written by every program; summed by userspace. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

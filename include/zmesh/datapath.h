@@ -197,10 +197,12 @@ class BpfDatapath final : public Datapath {
   // Both at once, from a fresh list of the interfaces (after lost netlink events).
   void rescan_interfaces();
 
-  // Detaches adopted links, workloads and destinations that nothing claimed since start():
-  // what a previous daemon enrolled and this one no longer has. Call after the initial state
-  // is applied.
-  void prune_unclaimed();
+  // Call once the initial state is applied (the maps are filled): this daemon's programs go
+  // into the links a previous daemon pinned (which ran its programs until now, so that pods
+  // stay captured with filled maps throughout, also when the previous daemon's maps had
+  // another layout), and what nothing claimed since start() goes: links, workloads and
+  // destinations a previous daemon had and this one does not; maps of an older layout.
+  void commit_start();
 
   // Runs one Ethernet frame through the loaded tc ingress (or egress: the door) program with
   // BPF_PROG_TEST_RUN in the caller's netns and returns its verdict (0 pass, 2 drop). For the

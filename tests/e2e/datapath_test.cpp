@@ -48,19 +48,13 @@ class DatapathTest : public ::testing::Test {
   }
 
   std::vector<std::string> zmeshd_argv(const std::string& config_path, const std::string& sockmap = "off") {
-    return lab_->exec("node1",
-                      {bin_path("zmeshd"), "--config", config_path, "--node", "node1", "--outbound-ip",
-                       node1().at("gateway"), "--outbound-ip6", node1().at("gateway6"), "--host-cgroup",
-                       node1().at("hostCgroup"), "--probe-cgroup", node1().at("probeCgroup"), "--bpf-root", pin_root(),
-                       "--sockmap", sockmap, "--proxy", "off", "--state-dir",
-                       lab_->topology().at("stateDir").get<std::string>() + "/zmeshd-node1"},
-                      "zmeshd");
+    return lab_->zmeshd_command("node1", {"--config", config_path, "--sockmap", sockmap, "--proxy", "off"}, "",
+                                lab_->topology().at("stateDir").get<std::string>() + "/zmeshd-node1");
   }
 
   void start_zmeshd(const std::string& config_path, const std::string& sockmap = "off") {
     zmeshd_ = std::make_unique<Process>(zmeshd_argv(config_path, sockmap), Process::Stderr::Merge);
-    std::string log;
-    ASSERT_TRUE(zmeshd_->wait_for("zmeshd ready", &log)) << "zmeshd did not come up:\n" << log;
+    ASSERT_TRUE(lab_->wait_ready("node1")) << "zmeshd did not come up";
   }
 
   void stop_zmeshd() {
@@ -153,9 +147,7 @@ TEST_F(DatapathTest, ClsactFallbackSteersAndCleansUpLikeTcx) {
   argv.push_back("--tc-mode");
   argv.push_back("clsact");
   zmeshd_ = std::make_unique<Process>(argv, Process::Stderr::Merge);
-  std::string log;
-  ASSERT_TRUE(zmeshd_->wait_for("zmeshd ready", &log)) << log;
-  EXPECT_NE(log.find("tc via clsact"), std::string::npos) << log;
+  ASSERT_TRUE(lab_->wait_ready("node1"));
   auto filters = run(lab_->exec("node1", {"tc", "filter", "show", "dev", "eth0", "ingress"}));
   EXPECT_NE(filters.out.find("zm_tc_ingress"), std::string::npos) << filters.out;
   auto sent = send("node2", pod_ip("app2-n1"), 15008);

@@ -50,28 +50,7 @@ class ProxyTest : public ::testing::Test {
   }
   // argv of a zmeshd for `node` as lab up starts it, with `extra` (and --config, if given, replacing the lab's).
   std::vector<std::string> zmeshd_argv(const std::string& node, std::vector<std::string> extra) const {
-    const std::string k = node.substr(4);
-    std::vector<std::string> command{bin_path("zmeshd"),
-                                     "--node",
-                                     node,
-                                     "--outbound-ip",
-                                     "10.244." + k + ".1",
-                                     "--outbound-ip6",
-                                     "fd00:244:" + k + "::1",
-                                     "--host-cgroup",
-                                     lab_->node(node).at("hostCgroup"),
-                                     "--probe-cgroup",
-                                     lab_->node(node).at("probeCgroup"),
-                                     "--bpf-root",
-                                     pin_root(node),
-                                     "--state-dir",
-                                     lab_->topology().at("stateDir").get<std::string>() + "/" + node};
-    if (std::find(extra.begin(), extra.end(), "--config") == extra.end()) {
-      command.push_back("--config");
-      command.push_back(lab_->topology().at("meshConfig"));
-    }
-    command.insert(command.end(), extra.begin(), extra.end());
-    return lab_->exec(node, command, "zmeshd");
+    return lab_->zmeshd_command(node, extra);
   }
   std::string ip(const std::string& pod, const char* family = "ip") const { return lab_->pod(pod).at(family); }
   std::string log(const std::string& node) const { return lab_->log(node); }
@@ -510,7 +489,7 @@ TEST_F(ProxyTest, SigkillUnderTrafficFailsClosedAndARestartRecovers) {
   // Restarted (as a kubelet would restart the pod): it adopts the pins and carries traffic again.
   lab_->restart("node1");
   expect_whole(echo_send(*lab_, "app1-n1", ip("app1-n2"), 8080, 65536), 65536);
-  EXPECT_TRUE(log_shows("node1", "zmeshd ready"));
+  EXPECT_TRUE(lab_->wait_ready("node1"));
 }
 
 TEST_F(ProxyTest, ACrashedZmeshdIsRestartedAsTheKubeletWouldAndAdoptsItsPins) {
@@ -642,7 +621,7 @@ TEST_F(ProxyTest, AServerWithTheWrongIdentityIsRefused) {
   std::ofstream(changed) << mesh.dump();
   stop(zmeshd_pid("node2"));
   Process node2(zmeshd_argv("node2", {"--config", changed, "--ca-dir", lab_ca_dir()}), Process::Stderr::Merge);
-  ASSERT_TRUE(node2.wait_for("zmeshd ready"));
+  ASSERT_TRUE(lab_->wait_ready("node2"));
   auto sent = echo_send(*lab_, "app1-n1", ip("app1-n2"), 8080, 1000);
   EXPECT_NE(sent.exit_code, 0);
   EXPECT_TRUE(log_shows("node1", "is spiffe://cluster.local/ns/default/sa/impostor, expected "
@@ -686,8 +665,7 @@ TEST_F(ProxyTest, AnExternalCaWithTwoRootsInTheTrustBundle) {
     daemons.push_back(std::make_unique<Process>(
         zmeshd_argv(node, {"--cert-dir", dir + "/certs-" + node, "--trust-bundle", dir + "/bundle.pem"}),
         Process::Stderr::Merge));
-    std::string seen;
-    ASSERT_TRUE(daemons.back()->wait_for("zmeshd ready", &seen)) << seen;
+    ASSERT_TRUE(lab_->wait_ready(node)) << "zmeshd on " << node << " did not become ready";
   }
   auto server = echo_server(*lab_, "app1-n2", 8080);
   expect_whole(echo_send(*lab_, "app1-n1", ip("app1-n2"), 8080, 1 << 20), 1 << 20);

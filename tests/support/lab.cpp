@@ -103,7 +103,7 @@ bool Lab::await_restart(const std::string& node_name, int crashed_pid) {
       for (const auto& node : topology.at("nodes")) {
         if (node.at("name") != node_name || node.at("zmeshd").at("pid") == crashed_pid) continue;
         topology_ = std::move(topology);
-        return log_shows(node_name, "zmeshd ready");
+        return wait_ready(node_name);
       }
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -136,6 +136,20 @@ Result Lab::zmeshctl(const std::string& node_name, const std::vector<std::string
                                 node(node_name).at("zmeshd").at("controlSocket").get<std::string>(), "-o", "json"};
   argv.insert(argv.end(), args.begin(), args.end());
   return run(argv);
+}
+
+std::vector<std::string> Lab::zmeshd_command(const std::string& node_name, const std::vector<std::string>& extra,
+                                             const std::string& binary, const std::string& state_dir) const {
+  std::vector<std::string> argv{source_path("scripts/lab"), "run-zmeshd", "--name", name_, "--node", node_name,
+                                "--bin", binary.empty() ? bin_path("zmeshd") : binary};
+  if (!state_dir.empty()) argv.insert(argv.end(), {"--state-dir", state_dir});
+  argv.push_back("--");
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  return argv;
+}
+
+bool Lab::wait_ready(const std::string& node_name, int seconds) const {
+  return run_lab({"wait-ready", "--name", name_, "--node", node_name, "--timeout", std::to_string(seconds)}).exit_code == 0;
 }
 
 std::vector<std::string> Lab::exec(const std::string& target, const std::vector<std::string>& command,

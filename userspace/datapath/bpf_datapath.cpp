@@ -24,6 +24,7 @@
 // clang-format on
 #include "fd.h"
 #include "keys.h"
+#include "layout.h"
 #include "libbpf_log.h"
 #include "netlink.h"
 #include "zmesh/datapath.h"
@@ -74,13 +75,17 @@ struct DestroySkeleton {
 template <typename S>
 using SkeletonPtr = std::unique_ptr<S, DestroySkeleton<S>>;
 
+// Opens and loads one object, its maps pinned under `pin_root` (reusing pins of the same
+// layout; those of another layout are set aside first, and reported in `changed`).
 template <typename S>
-SkeletonPtr<S> load_skeleton(const fs::path& pin_root, const zm_config& config) {
+SkeletonPtr<S> load_skeleton(const fs::path& pin_root, const zm_config& config,
+                             std::vector<datapath::LayoutChange>& changed) {
   const std::string root = pin_root.string();
   LIBBPF_OPTS(bpf_object_open_opts, opts, .pin_root_path = root.c_str());
   SkeletonPtr<S> skel(Skeleton<S>::open(&opts));
   if (!skel) throw DatapathError(std::string("open BPF object ") + Skeleton<S>::kName, errno);
   std::memcpy(const_cast<void*>(static_cast<const volatile void*>(&skel->rodata->zm_cfg)), &config, sizeof config);
+  for (auto& change : datapath::set_aside_changed_maps(skel->obj, pin_root)) changed.push_back(std::move(change));
   if (int err = Skeleton<S>::load(skel.get()))
     throw DatapathError(std::string("load BPF object ") + Skeleton<S>::kName + " (maps pinned under " + root + ")",
                         -err);
@@ -378,6 +383,13 @@ struct BpfDatapath::Impl {
   PinnedMaps maps;
   std::map<std::string, LinkPtr> links;  // pin name (under links/) -> link
   std::set<std::string> claimed_links, claimed_workloads, claimed_dests;
+  // Links a previous daemon pinned, still running its programs until commit_start().
+  std::set<std::string> adopted;
+  std::vector<datapath::LayoutChange> layout_changes;  // maps set aside at start
+  bool committed = false;
+  // clsact mode: filters to attach at commit_start(), for replacing one would put this
+  // daemon's programs to work before its maps are filled.
+  std::set<std::pair<std::string, TcDirection>> clsact_pending;
 
   fs::path link_pin(const std::string& name) const { return options.pin_root / "links" / name; }
 
@@ -397,13 +409,13 @@ struct BpfDatapath::Impl {
     return kind == kinds.end() ? nullptr : kind->second;
   }
 
-  // Takes over the links a previous daemon pinned, running this daemon's programs in them.
+  // Takes over the links a previous daemon pinned. They keep running its programs (and the
+  // maps those hold) until commit_start() swaps this daemon's in, once its maps are filled.
   void adopt_links() {
     for (const auto& entry : fs::directory_iterator(options.pin_root / "links")) {
       const std::string name = entry.path().filename();
       LinkPtr link(bpf_link__open(entry.path().c_str()));
-      bpf_program* prog = program_for(name);
-      if (!link || !prog || !tc_link_current(name) || bpf_link__update_program(link.get(), prog) != 0) {
+      if (!link || !program_for(name) || !tc_link_current(name)) {
         spdlog::warn("datapath: pinned link {} cannot be adopted (its hook is gone?); removing it", name);
         if (link) detach_and_unpin(link.get(), entry.path());
         else fs::remove(entry.path());
@@ -411,7 +423,22 @@ struct BpfDatapath::Impl {
       }
       spdlog::debug("datapath: adopted pinned link {}", name);
       links.emplace(name, std::move(link));
+      adopted.insert(name);
     }
+  }
+
+  // This daemon's programs into the adopted links (BPF_LINK_UPDATE: one atomic swap each).
+  void update_adopted_links() {
+    for (const auto& name : adopted) {
+      auto it = links.find(name);
+      if (it == links.end()) continue;  // detached since
+      if (bpf_link__update_program(it->second.get(), program_for(name)) != 0) {
+        spdlog::warn("datapath: pinned link {} cannot take this daemon's program ({}); removing it", name,
+                     std::strerror(errno));
+        detach_link(name);
+      }
+    }
+    adopted.clear();
   }
 
   void keep_link(const std::string& name, LinkPtr link) {
@@ -453,6 +480,10 @@ struct BpfDatapath::Impl {
         throw DatapathError(std::string("attach ") + what + " (tcx) to " + ifname, errno);
       spdlog::info("datapath: tcx is not available here; using clsact for tc");
       tc_mode = TcMode::Clsact;
+    }
+    if (!committed) {
+      clsact_pending.insert({ifname, direction});
+      return;
     }
     LIBBPF_OPTS(bpf_tc_hook, qdisc, .ifindex = static_cast<int>(ifindex), .attach_point = hook.clsact);
     if (int err = bpf_tc_hook_create(&qdisc); err && err != -EEXIST)
@@ -572,10 +603,15 @@ std::unique_ptr<BpfDatapath> BpfDatapath::start(const DatapathOptions& options) 
                       ? TcMode::Clsact
                       : TcMode::Tcx;
   const zm_config config = impl->config();
-  impl->connect = load_skeleton<connect_bpf>(options.pin_root, config);
-  impl->sockops = load_skeleton<sockops_bpf>(options.pin_root, config);
-  impl->tc = load_skeleton<tc_ingress_bpf>(options.pin_root, config);
-  impl->door = load_skeleton<tc_egress_bpf>(options.pin_root, config);
+  auto& changed = impl->layout_changes;
+  impl->connect = load_skeleton<connect_bpf>(options.pin_root, config, changed);
+  impl->sockops = load_skeleton<sockops_bpf>(options.pin_root, config, changed);
+  impl->tc = load_skeleton<tc_ingress_bpf>(options.pin_root, config, changed);
+  impl->door = load_skeleton<tc_egress_bpf>(options.pin_root, config, changed);
+  for (const auto& c : changed)
+    spdlog::warn("datapath: map {} was pinned with another layout; a new one is filled from the config while the "
+                 "running programs keep the old one until this daemon takes over (pinned: {}; this build: {})",
+                 c.map, c.pinned, c.declared);
   impl->maps = PinnedMaps(options.pin_root);
   impl->adopt_links();
 
@@ -771,7 +807,16 @@ std::optional<OriginalDestination> BpfDatapath::original_destination(const TcpEn
   return impl_->maps.take_original_destination(peer, local);
 }
 
-void BpfDatapath::prune_unclaimed() {
+void BpfDatapath::commit_start() {
+  impl_->committed = true;
+  impl_->update_adopted_links();
+  for (const auto& [ifname, direction] : std::exchange(impl_->clsact_pending, {})) {
+    try {
+      impl_->attach_tc(ifname, direction);
+    } catch (const DatapathError& e) {
+      if (e.error_code() != ENODEV) throw;  // the interface left meanwhile
+    }
+  }
   std::vector<std::string> stale;
   for (const auto& [name, link] : impl_->links)
     if (!impl_->claimed_links.contains(name)) stale.push_back(name);
@@ -785,6 +830,15 @@ void BpfDatapath::prune_unclaimed() {
   };
   prune_map(impl_->maps.fds_->workloads.get(), impl_->claimed_workloads);
   prune_map(impl_->maps.fds_->dests.get(), impl_->claimed_dests);
+  // Every hook runs this daemon's programs now: the maps of an older layout are nobody's.
+  datapath::drop_set_aside_maps(impl_->options.pin_root);
+  if (!impl_->layout_changes.empty())
+    spdlog::info("datapath: took over from a daemon of another map layout ({} maps recreated); the old maps are "
+                 "released",
+                 impl_->layout_changes.size());
+  const uint32_t zero = 0;
+  const zm_layout version{ZM_LAYOUT_VERSION};
+  bpf_map_update_elem(bpf_map__fd(impl_->connect->maps.zm_layout), &zero, &version, BPF_ANY);
 }
 
 namespace {

@@ -219,7 +219,7 @@ int serve(Options& o) {
   };
   zmesh::ControlServer control(io, state_dir / zmesh::control::kSocketName, controller, o.datapath.pin_root, reload);
   controller.start(std::move(initial));
-  datapath->prune_unclaimed();
+  datapath->commit_start();
   if (with_proxy) {
     zmesh::ProxyOptions proxy_options = o.proxy_options;
     proxy_options.outbound_addresses = {boost::asio::ip::make_address(o.outbound_ip4)};
