@@ -47,9 +47,13 @@ class DatapathTest : public ::testing::Test {
     return path;
   }
 
-  std::vector<std::string> zmeshd_argv(const std::string& config_path, const std::string& sockmap = "off") {
-    return lab_->zmeshd_command("node1", {"--config", config_path, "--sockmap", sockmap, "--proxy", "off"}, "",
-                                lab_->topology().at("stateDir").get<std::string>() + "/zmeshd-node1");
+  std::vector<std::string> zmeshd_argv(const std::string& config_path, const std::string& sockmap = "off",
+                                       const std::vector<std::string>& extra = {},
+                                       const std::vector<std::string>& without = {}) {
+    std::vector<std::string> args{"--config", config_path, "--sockmap", sockmap, "--proxy", "off"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return lab_->zmeshd_command("node1", args, "", lab_->topology().at("stateDir").get<std::string>() + "/zmeshd-node1",
+                                without);
   }
 
   void start_zmeshd(const std::string& config_path, const std::string& sockmap = "off") {
@@ -143,10 +147,7 @@ TEST_F(DatapathTest, StockBpftoolShowsTheMapsWithFieldNames) {
 
 TEST_F(DatapathTest, ClsactFallbackSteersAndCleansUpLikeTcx) {
   start_standin();
-  auto argv = zmeshd_argv(config());
-  argv.push_back("--tc-mode");
-  argv.push_back("clsact");
-  zmeshd_ = std::make_unique<Process>(argv, Process::Stderr::Merge);
+  zmeshd_ = std::make_unique<Process>(zmeshd_argv(config(), "off", {"--tc-mode", "clsact"}), Process::Stderr::Merge);
   ASSERT_TRUE(lab_->wait_ready("node1"));
   auto filters = run(lab_->exec("node1", {"tc", "filter", "show", "dev", "eth0", "ingress"}));
   EXPECT_NE(filters.out.find("zm_tc_ingress"), std::string::npos) << filters.out;
@@ -390,10 +391,7 @@ TEST_F(DatapathTest, StartupErrorsSayWhatIsWrong) {
   const auto rules = run(lab_->exec("node1", {"ip", "rule"}));
   EXPECT_EQ(rules.out.find("fwmark 0x5a0"), std::string::npos) << rules.out;
   // IPv6 workloads without an IPv6 proxy address: refused, not redirected to [::].
-  auto args6 = zmeshd_argv(config());
-  const auto at = std::find(args6.begin(), args6.end(), "--outbound-ip6");
-  args6.erase(at, at + 2);
-  result = run(args6);
+  result = run(zmeshd_argv(config(), "off", {}, {"--outbound-ip6"}));
   EXPECT_EQ(result.exit_code, 1);
   EXPECT_NE(result.err.find("give --outbound-ip6"), std::string::npos) << result.err;
   // A second daemon on a pin root another one holds: refused before it touches anything.
@@ -404,9 +402,7 @@ TEST_F(DatapathTest, StartupErrorsSayWhatIsWrong) {
   EXPECT_EQ(attached_programs(lab_->pod("app1-n1").at("cgroup").get<std::string>(), BPF_CGROUP_INET4_CONNECT), 1u);
   stop_zmeshd();
   // A pin root outside bpffs.
-  auto args = zmeshd_argv(config());
-  std::replace(args.begin(), args.end(), pin_root(), std::string("/tmp/zmesh-not-bpffs"));
-  result = run(args);
+  result = run(zmeshd_argv(config(), "off", {"--bpf-root", "/tmp/zmesh-not-bpffs"}));
   EXPECT_EQ(result.exit_code, 1);
   EXPECT_NE(result.err.find("is not on bpffs"), std::string::npos) << result.err;
 }

@@ -349,6 +349,15 @@ TEST_F(MeshStateTest, TheControlSocketIsForRootAndSaysWhatIsWrong) {
                                                                             {"node", "node9"}})});
   EXPECT_NE(clash.err.find("already belongs to another workload"), std::string::npos) << clash.err;
   EXPECT_EQ(status("node1").at("generation"), 1) << "nothing was applied";
+  // Options of zmeshctl itself go before or after the command, as kubectl users type them.
+  for (const std::vector<std::string>& argv :
+       {std::vector<std::string>{bin_path("zmeshctl"), "workloads", "-o", "json", "--socket", socket},
+        std::vector<std::string>{bin_path("zmeshctl"), "--socket", socket, "maps", "--output", "json"}}) {
+    auto listed = run(argv);
+    EXPECT_EQ(listed.exit_code, 0) << listed.err;
+    ASSERT_TRUE(json::accept(listed.out)) << listed.out;
+    EXPECT_FALSE(json::parse(listed.out).empty()) << listed.out;
+  }
   // A daemon that is not there.
   auto gone = run({bin_path("zmeshctl"), "--socket", "/run/zmesh-nonexistent/control.sock", "status"});
   EXPECT_NE(gone.err.find("is zmeshd running with this --state-dir?"), std::string::npos) << gone.err;

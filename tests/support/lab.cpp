@@ -139,10 +139,12 @@ Result Lab::zmeshctl(const std::string& node_name, const std::vector<std::string
 }
 
 std::vector<std::string> Lab::zmeshd_command(const std::string& node_name, const std::vector<std::string>& extra,
-                                             const std::string& binary, const std::string& state_dir) const {
+                                             const std::string& binary, const std::string& state_dir,
+                                             const std::vector<std::string>& without) const {
   std::vector<std::string> argv{source_path("scripts/lab"), "run-zmeshd", "--name", name_, "--node", node_name,
                                 "--bin", binary.empty() ? bin_path("zmeshd") : binary};
   if (!state_dir.empty()) argv.insert(argv.end(), {"--state-dir", state_dir});
+  for (const auto& option : without) argv.insert(argv.end(), {"--without", option});
   argv.push_back("--");
   argv.insert(argv.end(), extra.begin(), extra.end());
   return argv;

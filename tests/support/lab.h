@@ -52,10 +52,11 @@ class Lab {
   std::string log(const std::string& node) const;
   bool log_shows(const std::string& node, const std::string& needle) const;
   // argv that runs a zmeshd for `node` as `lab up` does (`lab run-zmeshd`): `binary` (default
-  // the build's zmeshd), `state_dir` (default the lab's for that node), then `extra` (a
-  // --config among them replaces the lab's).
+  // the build's zmeshd), `state_dir` (default the lab's for that node), then `extra` (an
+  // option among them replaces the lab's); the lab's options named in `without` are left out.
   std::vector<std::string> zmeshd_command(const std::string& node, const std::vector<std::string>& extra = {},
-                                          const std::string& binary = "", const std::string& state_dir = "") const;
+                                          const std::string& binary = "", const std::string& state_dir = "",
+                                          const std::vector<std::string>& without = {}) const;
   // Whether `node`'s zmeshd answers 200 on :15021/healthz/ready within `seconds`.
   bool wait_ready(const std::string& node, int seconds = 20) const;
 

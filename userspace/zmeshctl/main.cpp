@@ -164,6 +164,9 @@ int main(int argc, char** argv) {
   CLI::App app{"zmeshctl: inspect and drive zmesh"};
   app.set_version_flag("--version", std::string("zmeshctl ") + ZMESH_VERSION);
   app.require_subcommand(1);
+  // Options of zmeshctl itself also after the subcommand, as kubectl users type them
+  // (`zmeshctl workloads -o json`); subcommands created below inherit it.
+  app.fallthrough();
   std::string socket = std::string(zmesh::control::kDefaultStateDir) + "/" + zmesh::control::kSocketName;
   if (const char* env = std::getenv("ZMESH_SOCKET")) socket = env;
   std::string output = "table";
@@ -211,6 +214,7 @@ int main(int argc, char** argv) {
   ca_issue->add_option("--ttl", ttl, "seconds; 0 or less issues one that expired an hour ago")->capture_default_str();
   auto* lab = app.add_subcommand("lab", "the lab mesh of namespaces: up, down, exec, show, list, gc");
   lab->prefix_command();  // everything after `lab` goes to the script untouched
+  lab->fallthrough(false);  // ... not to zmeshctl, whose options are not the script's
   lab->set_help_flag();   // and so does --help: the script documents itself
   CLI11_PARSE(app, argc, argv);
 
