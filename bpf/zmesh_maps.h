@@ -23,8 +23,23 @@
 #endif
 #define ZM_MAX_DEST_CIDRS 64   /* zm_dest_cidrs: the cluster's pod CIDRs */
 #define ZM_MAX_WORKLOADS 4096  /* zm_workloads: IPs of pods enrolled on this node */
-#define ZM_MAX_CONNS 65536     /* zm_cookie_orig, zm_orig, zm_sockhash: captured connections */
+#define ZM_MAX_CONNS 65536     /* zm_cookie_orig, zm_orig, zm_sockhash, zm_sc_tcponly: captured connections */
 #define ZM_MAX_DENY 16384      /* zm_l4_deny: kernel deny entries */
+
+/* Every map the programs pin under the pin root, by the name bpf/lib/maps.h declares it with
+ * (LIBBPF_PIN_BY_NAME): userspace opens them by these names only (ZM_MAP_NAMES in
+ * userspace/datapath/map_names.h), and tests/bpf checks that the pins are exactly this list. */
+#define ZM_PINNED_MAPS(X) \
+	X(zm_dests)       \
+	X(zm_dest_cidrs)  \
+	X(zm_workloads)   \
+	X(zm_cookie_orig) \
+	X(zm_orig)        \
+	X(zm_sockhash)    \
+	X(zm_sc_tcponly)  \
+	X(zm_l4_deny)     \
+	X(zm_layout)      \
+	X(zm_counters)
 
 /* The version of the pinned maps' layout, recorded in zm_layout by the daemon that pinned them
  * (bpftool map dump pinned <root>/zm_layout). Bump it when a map's key, value, type or

@@ -162,11 +162,8 @@ class PinnedMaps {
   std::vector<DenyRule> deny_rules() const;  // source: the prefix's network address
   std::vector<IpBlock> destination_cidrs() const;
 
-  struct Fds;
-
  private:
-  friend class BpfDatapath;
-  PinnedMaps() = default;
+  struct Fds;
   std::unique_ptr<Fds> fds_;
 };
 

@@ -21,6 +21,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <bpf/bpf.h>
+
+#include <filesystem>
+#include <map>
 #include <set>
 
 #include "netns.h"
@@ -308,6 +312,33 @@ TEST_F(TcIngressTest, BadDenyRulesAreRejectedWithTheReason) {
   EXPECT_THROW(datapath_->set_deny_rules({{8, {make_address("10.0.0.0"), 33}, make_address("10.244.1.2"), 0}}),
                std::invalid_argument);
   EXPECT_EQ(PinnedMaps(pins_.path()).deny_rule_count(), 2u) << "a rejected set must leave the old rules in place";
+}
+
+// The programs pin exactly the maps bpf/zmesh_maps.h lists (userspace opens them by that list),
+// each with the capacity the header gives it.
+TEST_F(TcIngressTest, ThePinnedMapsAreTheSharedHeadersList) {
+  std::set<std::string> listed, pinned;
+#define ZM_LISTED(name) listed.insert(#name);
+  ZM_PINNED_MAPS(ZM_LISTED)
+#undef ZM_LISTED
+  for (const auto& entry : std::filesystem::directory_iterator(pins_.path()))
+    if (!entry.is_directory()) pinned.insert(entry.path().filename());  // links/ holds the links
+  EXPECT_EQ(pinned, listed);
+  const std::map<std::string, uint32_t> capacity = {
+      {"zm_dests", ZM_MAX_DESTS},  {"zm_dest_cidrs", ZM_MAX_DEST_CIDRS}, {"zm_workloads", ZM_MAX_WORKLOADS},
+      {"zm_orig", ZM_MAX_CONNS},   {"zm_cookie_orig", ZM_MAX_CONNS},     {"zm_sockhash", ZM_MAX_CONNS},
+      {"zm_sc_tcponly", ZM_MAX_CONNS}, {"zm_l4_deny", ZM_MAX_DENY}, {"zm_layout", 1},                     {"zm_counters", 1}};
+  for (const auto& name : listed) {
+    SCOPED_TRACE(name);
+    const int fd = bpf_obj_get((pins_.path() / name).c_str());
+    ASSERT_GE(fd, 0);
+    bpf_map_info info{};
+    uint32_t len = sizeof info;
+    ASSERT_EQ(bpf_obj_get_info_by_fd(fd, &info, &len), 0);
+    close(fd);
+    ASSERT_TRUE(capacity.contains(name)) << "a new map: give its capacity here";
+    EXPECT_EQ(info.max_entries, capacity.at(name));
+  }
 }
 
 TEST_F(TcIngressTest, AFullDestinationMapIsAClearErrorAndKeepsWhatIsThere) {

@@ -114,8 +114,7 @@ int serve(const DaemonOptions& o) {
                                         [&](const std::string& why) { asio::post(io, [&, why] { drain(why); }); },
                                         o.drain_timeout};
   const auto any = asio::ip::address_v6::any();
-  zmesh::AdminServer readiness(io, {any, zmesh::AdminServer::kReadinessPort}, zmesh::readiness_routes(admin_inputs),
-                               {.connections = 64, .per_client = 8});
+  zmesh::AdminServer readiness(io, {any, zmesh::AdminServer::kReadinessPort}, zmesh::readiness_routes(admin_inputs));
   readiness.start();
 
   // 3. The mesh state: the control socket (a second daemon on this state dir stops here), the
@@ -160,8 +159,7 @@ int serve(const DaemonOptions& o) {
   }), asio::detached);
 
   // 5. Metrics and admin last: once readiness says 200, all of the above is in place.
-  zmesh::AdminServer metrics_server(io, {any, zmesh::AdminServer::kMetricsPort}, zmesh::metrics_routes(admin_inputs),
-                                    {.connections = 64, .per_client = 8});
+  zmesh::AdminServer metrics_server(io, {any, zmesh::AdminServer::kMetricsPort}, zmesh::metrics_routes(admin_inputs));
   zmesh::AdminServer admin(io, {asio::ip::address_v4::loopback(), zmesh::AdminServer::kAdminPort},
                            zmesh::admin_routes(admin_inputs),
                            {.connections = 16, .per_client = 4, .identify_peers = true});
