@@ -24,6 +24,7 @@
 #include "echo.h"
 #include "eventually.h"
 #include "lab.h"
+#include "metrics.h"
 #include "netns.h"
 #include "zmesh/packet.h"
 
@@ -104,11 +105,7 @@ class BypassTest : public ::testing::Test {
     auto maps = lab_->zmeshctl(node, {"maps"});
     return nlohmann::json::parse(maps.out).at("counters").at(counter).get<uint64_t>();
   }
-  nlohmann::json stats(const std::string& node) const {
-    auto r = run(lab_->exec(node, {"curl", "-sS", "--max-time", "5", "http://127.0.0.1:15000/stats"}));
-    EXPECT_EQ(r.exit_code, 0) << r.err;
-    return r.exit_code == 0 ? nlohmann::json::parse(r.out) : nlohmann::json::object();
-  }
+  nlohmann::json stats(const std::string& node) const { return test::stats(*lab_, node); }
   // zm-echo send from one of node1's cgroups (or, with cgroup "", from outside all of the lab's).
   Result send_from_node(const std::string& to, int port, const std::string& cgroup = "host",
                         const std::vector<std::string>& as_user = {}) {

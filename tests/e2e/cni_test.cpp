@@ -18,9 +18,13 @@
 
 #include "echo.h"
 #include "lab.h"
+#include "metrics.h"
+#include "eventually.h"
 
 namespace zmesh::test {
 namespace {
+
+constexpr const char* kClosed = "istio_tcp_connections_closed_total";
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -154,15 +158,20 @@ TEST_F(CniTest, AChainedAddMeshesThePodAndDelLeavesNothing) {
                               "--bytes", "65536"}));
   ASSERT_EQ(out.exit_code, 0) << out.out << out.err;
   EXPECT_TRUE(json::parse(out.out).at("match").get<bool>());
-  EXPECT_TRUE(lab_->log_shows("node2", "(spiffe://cluster.local/ns/default/sa/cni-sa) -> 10.244.2.2:8080"))
-      << lab_->log("node2");
+  const std::string cni_sa = "spiffe://cluster.local/ns/default/sa/cni-sa";
+  const Labels from_pod = {{"reporter", "destination"}, {"source_principal", cni_sa}, {"destination_workload", "app1-n2"}};
+  EXPECT_EQ(await_metric(*lab_, "node2", kClosed, from_pod, 1).sum(kClosed, from_pod), 1)
+      << "node2 knew the pod by its identity";
   Process server(in_pod(pod, {bin_path("zm-echo"), "serve", "--port", "8080"}));
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ASSERT_TRUE(server.wait_for("listening").has_value());
+  const double handshakes = Metrics::scrape(*lab_, "node2").sum("zmesh_tls_handshakes_total", {{"side", "client"}});
   auto in = echo_send(*lab_, "app1-n2", ip, 8080, 65536);
   ASSERT_EQ(in.exit_code, 0) << in.out << in.err;
-  EXPECT_TRUE(lab_->log_shows("node1", "-> " + ip + ":8080 (spiffe://cluster.local/ns/default/sa/cni-sa)"))
-      << "node1 served it over HBONE as the pod's identity: " << lab_->log("node1");
-  EXPECT_TRUE(lab_->log_shows("node2", "hbone: connected to " + ip + ":15008")) << lab_->log("node2");
+  const Labels to_pod = {{"reporter", "destination"}, {"source_workload", "app1-n2"}, {"destination_principal", cni_sa}};
+  const auto node1 = await_metric(*lab_, "node1", kClosed, to_pod, 1);
+  EXPECT_EQ(node1.sum(kClosed, to_pod), 1) << "node1 served it over HBONE as the pod's identity: " << node1;
+  EXPECT_GT(Metrics::scrape(*lab_, "node2").sum("zmesh_tls_handshakes_total", {{"side", "client"}}), handshakes)
+      << "node2 opened an HBONE connection to the pod's identity";
 
   // CHECK agrees; DEL (zmesh-cni, then ptp, as a runtime goes backwards) leaves nothing.
   auto checked = plugin("zmesh-cni", "CHECK", pod, zmesh_conf(prev), args);
@@ -234,19 +243,14 @@ TEST_F(CniTest, BadInputZmeshdDownOptOutsAndRestartReconciliation) {
   ASSERT_EQ(plugin("zmesh-cni", "ADD", lost, zmesh_conf(prev), k8s_args("lost")).exit_code, 0);
   ASSERT_TRUE(has_ip(maps("node1").at("workloads"), pod_ip(prev)));
   ASSERT_EQ(rmdir(lost.cgroup.c_str()), 0);
-  bool dropped = false;
-  for (int i = 0; i < 100 && !dropped; ++i) {
-    dropped = !has_ip(maps("node1").at("workloads"), pod_ip(prev));
-    if (!dropped) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  EXPECT_TRUE(dropped);
+  EXPECT_TRUE(eventually([&] { return !has_ip(maps("node1").at("workloads"), pod_ip(prev)); }));
   EXPECT_TRUE(lab_->log_shows("node1", "pods gone without a DEL (cgroup removed): default/lost")) << lab_->log("node1");
 
   // Enrolled, then the pod vanishes while zmeshd is restarting (no DEL reaches it): the new
   // zmeshd drops it from the runtime layer and the kernel.
   ASSERT_EQ(plugin("zmesh-cni", "ADD", pod, zmesh_conf(prev), k8s_args("p")).exit_code, 0);
   ASSERT_TRUE(has_ip(maps("node1").at("workloads"), pod_ip(prev)));
-  for (int i = 0; i < 50 && rmdir(pod.cgroup.c_str()) != 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  eventually([&] { return rmdir(pod.cgroup.c_str()) == 0; });  // once the pod's processes are gone
   ASSERT_FALSE(fs::exists(pod.cgroup));
   lab_->restart("node1");
   EXPECT_TRUE(lab_->log_shows("node1", "default/p left while zmeshd was down")) << lab_->log("node1");

@@ -14,6 +14,8 @@
 
 #include "echo.h"
 #include "lab.h"
+#include "metrics.h"
+#include "eventually.h"
 
 namespace zmesh::test {
 namespace {
@@ -28,12 +30,7 @@ class LoadTest : public ::testing::Test {
     if (geteuid() != 0) GTEST_SKIP() << "the lab needs root";
     lab_ = std::make_unique<Lab>(LabOptions{.nodes = 2, .pods = 1, .mesh = true});
   }
-  // A daemon's /stats, read from inside its node (the admin port is on the node's loopback).
-  json stats(const std::string& node) const {
-    auto r = run(lab_->exec(node, {"curl", "-sS", "--max-time", "5", "http://127.0.0.1:15000/stats"}));
-    EXPECT_EQ(r.exit_code, 0) << r.err;
-    return r.exit_code == 0 ? json::parse(r.out) : json::object();
-  }
+  json stats(const std::string& node) const { return test::stats(*lab_, node); }
   static uint64_t fds_of(pid_t pid) {
     uint64_t n = 0;
     for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd"))
@@ -96,14 +93,12 @@ TEST_F(LoadTest, TenThousandConnectionsAcrossNodesEachVerifiedAndAllGivenBack) {
 
   // Given back: no connection, and the descriptors of before, but for the pooled HBONE
   // connections, which stay until they have been idle for a minute.
-  bool settled = false;
-  for (int i = 0; i < 100 && !settled; ++i) {
+  const bool settled = eventually([&] {
     const json s1 = stats("node1"), s2 = stats("node2");
-    settled = s1.at("proxy").at("active") == 0 && s2.at("proxy").at("active") == 0 &&
-              fds_of(zmeshd("node1")) <= fds_before[0] + s1.at("proxy").at("poolConnections").get<uint64_t>() &&
-              fds_of(zmeshd("node2")) <= fds_before[1] + s2.at("proxy").at("servedConnections").get<uint64_t>();
-    if (!settled) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
+    return s1.at("proxy").at("active") == 0 && s2.at("proxy").at("active") == 0 &&
+           fds_of(zmeshd("node1")) <= fds_before[0] + s1.at("proxy").at("poolConnections").get<uint64_t>() &&
+           fds_of(zmeshd("node2")) <= fds_before[1] + s2.at("proxy").at("servedConnections").get<uint64_t>();
+  });
   EXPECT_TRUE(settled) << "node1 fds " << fds_of(zmeshd("node1")) << " (before " << fds_before[0] << "), node2 fds "
                        << fds_of(zmeshd("node2")) << " (before " << fds_before[1] << ")";
 #if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)  // their quarantine keeps memory
@@ -113,10 +108,12 @@ TEST_F(LoadTest, TenThousandConnectionsAcrossNodesEachVerifiedAndAllGivenBack) {
   const uint64_t rss_held = rss_kib(zmeshd("node1"));
   const uint64_t goal = rss_before + (rss_held - rss_before) / 2;
   uint64_t rss_after = rss_held;
-  for (int i = 0; i < 150 && rss_after > goal; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    rss_after = rss_kib(zmeshd("node1"));
-  }
+  eventually(
+      [&] {
+        rss_after = rss_kib(zmeshd("node1"));
+        return rss_after <= goal;
+      },
+      std::chrono::seconds(15), std::chrono::milliseconds(100));
   std::cout << "[ figures  ] node1 zmeshd RSS " << rss_before << " KiB before, " << rss_held << " KiB once released, "
             << rss_after << " KiB 15 s later at most\n";
   EXPECT_LE(rss_after, goal) << "zmeshd kept the memory of 10,000 closed connections";
@@ -166,14 +163,12 @@ TEST_F(LoadTest, SoakKeepsRssAndDescriptorsFlat) {
     }
     connections += 300 + 40 + 8;
     // Idle again: no connection carried, only the pooled HBONE connections besides the idle fds.
-    bool idle = false;
-    for (int i = 0; i < 100 && !idle; ++i) {
+    const bool idle = eventually([&] {
       const json s1 = stats("node1"), s2 = stats("node2");
-      idle = s1.at("proxy").at("active") == 0 && s2.at("proxy").at("active") == 0 &&
+      return s1.at("proxy").at("active") == 0 && s2.at("proxy").at("active") == 0 &&
              fds_of(daemons[0]) == idle_fds[0] + s1.at("proxy").at("poolConnections").get<uint64_t>() &&
              fds_of(daemons[1]) == idle_fds[1] + s2.at("proxy").at("servedConnections").get<uint64_t>();
-      if (!idle) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
+    });
     ASSERT_TRUE(idle) << "after round " << samples.size() + 1 << ": node1 fds " << fds_of(daemons[0]) << " (idle "
                       << idle_fds[0] << "), node2 fds " << fds_of(daemons[1]) << " (idle " << idle_fds[1] << ")";
     samples.push_back({std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),

@@ -17,6 +17,8 @@
 
 #include "echo.h"
 #include "lab.h"
+#include "eventually.h"
+#include "metrics.h"
 
 namespace zmesh::test {
 namespace {
@@ -42,11 +44,7 @@ class MeshStateTest : public ::testing::Test {
   json status(const std::string& node) const { return ctl(node, {"status"}); }
   // Waits (bounded) until `node`'s status satisfies `done`.
   bool wait_status(const std::string& node, const std::function<bool(const json&)>& done) const {
-    for (int i = 0; i < 100; ++i) {
-      if (done(status(node))) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    return false;
+    return eventually([&] { return done(status(node)); });
   }
   bool wait_generation(const std::string& node, uint64_t generation) const {
     return wait_status(node, [&](const json& s) { return s.at("generation").get<uint64_t>() >= generation; });
@@ -136,10 +134,14 @@ TEST_F(MeshStateTest, AddressRulesAreAlsoDroppedInTheKernelButNeverHbone) {
   auto on_8081 = echo_server(*lab_, "app1-n2", 8081);
   // Plaintext from node1 itself (not a pod: not captured): the SYN dies at node2's uplink.
   const auto drops_before = maps("node2").at("counters").at("tc_drop_deny").get<uint64_t>();
+  const double plaintext_before =
+      Metrics::scrape(*lab_, "node2").sum("zmesh_connections_accepted_total", {{"listener", "plaintext"}});
   auto dropped = echo_send(*lab_, "node1", ip("app1-n2"), 8080, 100, {"--connect-timeout-ms", "1500"});
   EXPECT_EQ(dropped.exit_code, 2) << "dropped SYNs: the connect times out " << dropped.err;
   EXPECT_GT(maps("node2").at("counters").at("tc_drop_deny").get<uint64_t>(), drops_before);
-  EXPECT_EQ(lab_->log("node2").find("plaintext 10.100.0.1"), std::string::npos) << "the proxy never saw it";
+  EXPECT_EQ(Metrics::scrape(*lab_, "node2").sum("zmesh_connections_accepted_total", {{"listener", "plaintext"}}),
+            plaintext_before)
+      << "the proxy never saw it";
   // Another port from the same address: plaintext is fine for this PERMISSIVE pod.
   EXPECT_EQ(echo_send(*lab_, "node1", ip("app1-n2"), 8081, 4096).exit_code, 0);
   // HBONE from node1 (10.100.0.1, inside the block) carrying app1-n1 (10.244.1.2, outside it)
@@ -153,7 +155,7 @@ TEST_F(MeshStateTest, AReloadClosesWhatThePolicyNowDeniesAndKeepsTheRest) {
   auto on_app2 = echo_server(*lab_, "app2-n2", 8080);
   auto doomed = slow_client("app1-n1", "app1-n2", 8080);
   auto kept = slow_client("app2-n1", "app2-n2", 8080);
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // both connections are open
+  await_metric(*lab_, "node2", "istio_tcp_connections_opened_total", {{"reporter", "destination"}}, 2);  // both open
   edit_config([](json& mesh) {
     mesh["policies"] = json::parse(R"([{"name": "deny-app1", "namespace": "default", "action": "DENY",
       "selector": {"workloads": ["app1-n2"]},
@@ -275,8 +277,11 @@ TEST_F(MeshStateTest, EnrollUnenrollAndPoliciesAtRunTimeThroughZmeshctl) {
     EXPECT_EQ(w.at("source"), w.at("name") == "app2-n1" ? "runtime" : "file") << w.dump();
   auto server = echo_server(*lab_, "app2-n1", 8080, {"--connections", "3"});
   EXPECT_EQ(echo_send(*lab_, "app1-n2", ip("app2-n1"), 8080, 65536).exit_code, 0);
-  EXPECT_TRUE(lab_->log_shows("node1", "-> 10.244.1.3:8080 (spiffe://cluster.local/ns/default/sa/app2)"))
-      << "delivered by node1's proxy over HBONE: " << lab_->log("node1");
+  const Labels delivered = connection("destination", "app1-n2", "app2-n1");
+  EXPECT_EQ(await_metric(*lab_, "node1", "istio_tcp_connections_closed_total", delivered, 1)
+                .sum("istio_tcp_connections_closed_total", delivered),
+            1)
+      << "delivered by node1's proxy over HBONE, as app2";
   bool has_app2_cert = false;
   for (const auto& cert : ctl("node1", {"certs"}))
     has_app2_cert = has_app2_cert || cert.at("identity") == "spiffe://cluster.local/ns/default/sa/app2";

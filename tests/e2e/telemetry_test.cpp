@@ -16,6 +16,8 @@
 
 #include "echo.h"
 #include "lab.h"
+#include "metrics.h"
+#include "eventually.h"
 
 namespace zmesh::test {
 namespace {
@@ -80,9 +82,7 @@ class TelemetryTest : public ::testing::Test {
                                        << "http { access_log off; server { listen " << port << "; root " << dir
                                        << "/www; } }\n";
     nginx_ = std::make_unique<Process>(lab_->exec(pod, {"nginx", "-c", dir + "/nginx.conf", "-p", dir}));
-    for (int i = 0; i < 50 && !std::filesystem::exists(dir + "/nginx.pid"); ++i)
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    ASSERT_TRUE(std::filesystem::exists(dir + "/nginx.pid")) << "nginx did not start";
+    ASSERT_TRUE(eventually([&] { return std::filesystem::exists(dir + "/nginx.pid"); })) << "nginx did not start";
   }
 
   std::unique_ptr<Lab> lab_;
@@ -110,7 +110,9 @@ TEST_F(TelemetryTest, IstioMetricsCountWhatTheApplicationsMovedOnBothNodes) {
   }
   // A denied one: app2's identity to app1-n2.
   EXPECT_NE(curl("app2-n1", "http://" + ip("app1-n2") + ":8080/file").exit_code, 0);
-  EXPECT_TRUE(lab_->log_shows("node2", "denied by DENY policy default/deny-app2"));
+  // Counted on both nodes before the checks below read them.
+  for (const char* node : {"node1", "node2"})
+    await_metric(*lab_, node, "istio_tcp_connections_failed_total", {{"response_flags", "DENY"}}, 1);
 
   // Both ends report the same connections and bytes.
   for (const auto& [node, reporter] : {std::pair{"node1", "source"}, std::pair{"node2", "destination"}}) {
@@ -206,7 +208,8 @@ TEST_F(TelemetryTest, LoggingQuitquitquitAndReadinessAtRunTime) {
   auto slow_server = echo_server(*lab_, "app2-n1", 8081);
   Process slow(lab_->exec("app1-n1", {bin_path("zm-echo"), "send", "--to", ip("app2-n1"), "--port", "8081",
                                       "--bytes", std::to_string(20 * 65536), "--pause-ms", "100"}));
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  await_metric(*lab_, "node1", "istio_tcp_connections_opened_total",
+               {{"reporter", "source"}, {"destination_workload", "app2-n1"}}, 2);  // the first, and this one
   auto quit = http("node1", admin + "/quitquitquit", "POST");
   EXPECT_NE(quit.out.find("draining"), std::string::npos) << quit.out;
   EXPECT_EQ(http("node1", ready).out, "not ready: draining\n\n503");
@@ -214,8 +217,7 @@ TEST_F(TelemetryTest, LoggingQuitquitquitAndReadinessAtRunTime) {
   ASSERT_TRUE(line.has_value());
   EXPECT_TRUE(json::parse(*line).at("match").get<bool>()) << "the open connection finished while draining";
   const pid_t pid = lab_->node("node1").at("zmeshd").at("pid");
-  for (int i = 0; i < 100 && kill(pid, 0) == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  EXPECT_NE(kill(pid, 0), 0) << "zmeshd exited after draining";
+  EXPECT_TRUE(exits(pid)) << "zmeshd exited after draining";
   EXPECT_TRUE(lab_->log_shows("node1", "zmeshd: /quitquitquit, draining"));
 }
 

@@ -11,6 +11,8 @@
 #include <stdexcept>
 #include <thread>
 
+#include "eventually.h"
+
 namespace zmesh::test {
 
 std::string source_path(const std::string& relative) { return std::string(ZMESH_SOURCE_DIR) + "/" + relative; }
@@ -96,19 +98,20 @@ void Lab::restart(const std::string& node_name) {
 }
 
 bool Lab::await_restart(const std::string& node_name, int crashed_pid) {
-  for (int i = 0; i < 300; ++i) {
-    auto shown = run_lab({"show", "--name", name_});
-    if (shown.exit_code == 0) {
-      auto topology = nlohmann::json::parse(shown.out);
-      for (const auto& node : topology.at("nodes")) {
-        if (node.at("name") != node_name || node.at("zmeshd").at("pid") == crashed_pid) continue;
-        topology_ = std::move(topology);
-        return wait_ready(node_name);
-      }
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return false;
+  const bool restarted = eventually(
+      [&] {
+        auto shown = run_lab({"show", "--name", name_});
+        if (shown.exit_code != 0) return false;
+        auto topology = nlohmann::json::parse(shown.out);
+        for (const auto& node : topology.at("nodes")) {
+          if (node.at("name") != node_name || node.at("zmeshd").at("pid") == crashed_pid) continue;
+          topology_ = std::move(topology);
+          return true;
+        }
+        return false;
+      },
+      std::chrono::seconds(30), std::chrono::milliseconds(100));
+  return restarted && wait_ready(node_name);
 }
 
 uint32_t attached_programs(const std::string& cgroup, int attach_type) {
@@ -124,11 +127,8 @@ std::string Lab::log(const std::string& node_name) const {
 }
 
 bool Lab::log_shows(const std::string& node_name, const std::string& needle) const {
-  for (int i = 0; i < 100; ++i) {
-    if (log(node_name).find(needle) != std::string::npos) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return false;
+  return eventually([&] { return log(node_name).find(needle) != std::string::npos; }, std::chrono::seconds(10),
+                    std::chrono::milliseconds(100));
 }
 
 Result Lab::zmeshctl(const std::string& node_name, const std::vector<std::string>& args) const {

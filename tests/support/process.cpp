@@ -10,6 +10,8 @@
 #include <stdexcept>
 #include <thread>
 
+#include "eventually.h"
+
 namespace zmesh::test {
 namespace {
 
@@ -152,6 +154,10 @@ int Process::wait(std::chrono::milliseconds limit) {
 
 void Process::kill(int signal) {
   if (!status_) ::kill(pid_, signal);
+}
+
+bool exits(pid_t pid, std::chrono::milliseconds limit) {
+  return eventually([pid] { return ::kill(pid, 0) != 0 && errno == ESRCH; }, limit);
 }
 
 }  // namespace zmesh::test

@@ -21,6 +21,9 @@ struct Result {
 // Runs argv to completion (killed after `limit`), capturing stdout and stderr.
 Result run(const std::vector<std::string>& argv, std::chrono::seconds limit = std::chrono::seconds(60));
 
+// Whether the process `pid` (not a child of ours: a lab's zmeshd) has exited within `limit`.
+bool exits(pid_t pid, std::chrono::milliseconds limit = std::chrono::seconds(10));
+
 class Process {
  public:
   enum class Stderr { Inherit, Merge };
