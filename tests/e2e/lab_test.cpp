@@ -177,6 +177,17 @@ TEST_F(LabTest, UpRejectsBadInputAndLeavesNothing) {
     EXPECT_NE(result.exit_code, 0) << c.args[0];
     EXPECT_NE(result.err.find(c.message), std::string::npos) << result.err;
   }
+  // A --policies file that is not a JSON list: named, and the half-made lab taken down.
+  const std::string bad_name = Lab::unique_name();
+  const std::string policies = "/tmp/zmesh-" + bad_name + "-policies.json";
+  std::ofstream(policies) << R"({"name": "not-a-list"})";
+  auto bad_policies = run_lab({"up", "--name", bad_name, "--nodes", "1", "--pods", "1", "--no-mesh", "--policies", policies});
+  std::filesystem::remove(policies);
+  EXPECT_NE(bad_policies.exit_code, 0);
+  EXPECT_NE(bad_policies.err.find("--policies " + policies + ": a JSON list of AuthorizationPolicy, not a dict"),
+            std::string::npos)
+      << bad_policies.err;
+  EXPECT_FALSE(netns_exists("zm-" + bad_name + "-node1")) << "the partial lab was removed";
   Lab existing({.nodes = 1, .pods = 1});
   auto twice = run_lab({"up", "--name", existing.name(), "--no-mesh"});
   EXPECT_NE(twice.exit_code, 0);
