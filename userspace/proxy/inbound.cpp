@@ -67,11 +67,7 @@ awaitable<void> InboundHbone::request(std::shared_ptr<http2::Stream> stream, uin
   auto self = shared_from_this();
   ConnectionManager::Active active(ctx_.connections);
   const std::string tag = "[c" + std::to_string(conn_id) + "/s" + std::to_string(stream->id()) + "]";
-  ConnectionRecord record;
-  record.id = conn_id;
-  record.direction = "inbound";
-  record.source = peer;
-  record.labels.reporter = "destination";
+  ConnectionRecord record = new_record(conn_id, Direction::Inbound, peer);
   record.labels.source_principal = client.uri();
   record.labels.source_workload_namespace = client.namespace_;
   record.labels.destination_principal = server.uri();

@@ -16,12 +16,7 @@ awaitable<void> InboundPassthrough::serve(tcp::socket client, uint64_t id) {
   const auto& [peer, local] = *ends;
   const auto snap = ctx_.state.current();
   const Workload* target = snap->mesh.by_ip(local.address());
-  ConnectionRecord record;
-  record.id = id;
-  record.direction = "inbound";
-  record.source = peer;
-  record.destination = local;
-  record.labels.reporter = "destination";
+  ConnectionRecord record = new_record(id, Direction::Inbound, peer, local);
   auto refuse = [&](const std::string& why, const char* flags) {
     ++ctx_.stats.refused;
     spdlog::warn("[c{}] plaintext {} -> {} refused: {}", id, text(peer), text(local), why);

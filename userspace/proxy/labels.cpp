@@ -45,4 +45,15 @@ void report(Telemetry& telemetry, const ConnectionRecord& record, Outcome outcom
   one(inbound);
 }
 
+ConnectionRecord new_record(uint64_t id, Direction direction, const boost::asio::ip::tcp::endpoint& source,
+                            const boost::asio::ip::tcp::endpoint& destination) {
+  ConnectionRecord record;
+  record.id = id;
+  record.direction = direction == Direction::Outbound ? "outbound" : "inbound";
+  record.labels.reporter = direction == Direction::Outbound ? "source" : "destination";
+  record.source = source;
+  record.destination = destination;
+  return record;
+}
+
 }  // namespace zmesh::proxy

@@ -22,6 +22,12 @@ ConnectionLabels istio_labels(const char* reporter, const Workload* source, cons
                               const Workload& destination, const Service* service, const Mesh& mesh, uint16_t port,
                               const char* security);
 
+// A connection's record as a listener starts it: outbound ones are reported by the source's
+// side, inbound ones by the destination's.
+enum class Direction { Outbound, Inbound };
+ConnectionRecord new_record(uint64_t id, Direction direction, const boost::asio::ip::tcp::endpoint& source,
+                            const boost::asio::ip::tcp::endpoint& destination = {});
+
 enum class Outcome { Opened, Closed, Failed };
 // Records `record` (its labels for Opened) as its reporter sees it, and with `also_as_destination`
 // again as the destination's reporter.

@@ -24,12 +24,7 @@ awaitable<void> Outbound::serve(tcp::socket client, uint64_t id) {
   if (!ends) co_return;  // reset before we got to it: nothing to carry
   const auto& [peer, local] = *ends;
   const auto orig = originals_.original_destination(peer, local);
-  ConnectionRecord record;
-  record.id = id;
-  record.direction = "outbound";
-  record.source = peer;
-  record.destination = local;
-  record.labels.reporter = "source";
+  ConnectionRecord record = new_record(id, Direction::Outbound, peer, local);
   auto refuse = [&](const std::string& why) {
     ++ctx_.stats.refused;
     spdlog::warn("[c{}] outbound {} -> {}: {}", id, text(peer), orig ? text(orig->target) : std::string("?"), why);
