@@ -246,10 +246,14 @@ TEST_F(CniTest, BadInputZmeshdDownOptOutsAndRestartReconciliation) {
   EXPECT_TRUE(eventually([&] { return !has_ip(maps("node1").at("workloads"), pod_ip(prev)); }));
   EXPECT_TRUE(lab_->log_shows("node1", "pods gone without a DEL (cgroup removed): default/lost")) << lab_->log("node1");
 
-  // Enrolled, then the pod vanishes while zmeshd is restarting (no DEL reaches it): the new
-  // zmeshd drops it from the runtime layer and the kernel.
+  // Enrolled, then the pod vanishes while zmeshd is down (no DEL reaches it): the next zmeshd
+  // drops it from the runtime layer and the kernel. (Stopped first: a running zmeshd would
+  // notice the cgroup go on its own, as above.)
   ASSERT_EQ(plugin("zmesh-cni", "ADD", pod, zmesh_conf(prev), k8s_args("p")).exit_code, 0);
   ASSERT_TRUE(has_ip(maps("node1").at("workloads"), pod_ip(prev)));
+  const pid_t zmeshd = lab_->node("node1").at("zmeshd").at("pid").get<pid_t>();
+  ASSERT_EQ(kill(zmeshd, SIGTERM), 0);
+  ASSERT_TRUE(exits(zmeshd)) << "zmeshd did not stop on SIGTERM";
   eventually([&] { return rmdir(pod.cgroup.c_str()) == 0; });  // once the pod's processes are gone
   ASSERT_FALSE(fs::exists(pod.cgroup));
   lab_->restart("node1");

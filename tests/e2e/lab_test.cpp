@@ -111,8 +111,11 @@ TEST_F(LabTest, DownRemovesNamespacesCgroupsPinsAndProcesses) {
   Lab lab;
   const auto topo = lab.topology();
   // A long-running process in a pod and one in a node, as a workload and zmeshd would be.
-  Process in_pod(lab.exec("app1-n1", {"sleep", "600"}));
-  Process in_node(lab.exec("node2", {"sleep", "600"}));
+  // Each says so once it runs inside (before that, `down` would race its start, not kill it).
+  Process in_pod(lab.exec("app1-n1", {"sh", "-c", "echo inside; exec sleep 600"}));
+  Process in_node(lab.exec("node2", {"sh", "-c", "echo inside; exec sleep 600"}));
+  ASSERT_TRUE(in_pod.wait_for("inside").has_value());
+  ASSERT_TRUE(in_node.wait_for("inside").has_value());
   // A real pinned map under the node's pin root, as zmeshd will leave there.
   const fs::path pin_dir = topo.at("nodes")[0].at("bpfRoot").get<std::string>();
   fs::create_directories(pin_dir);
