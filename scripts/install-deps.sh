@@ -12,7 +12,7 @@ packages=(
   libboost1.81-dev libssl-dev nlohmann-json3-dev libnghttp2-dev
   libspdlog-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  # lab, demo and tests
+  # lab, demo, tests and benchmarks (python3: the lab's JSON, bench/report.py)
   iproute2 procps psmisc util-linux openssl unzip python3 python3-yaml
   prometheus  # promtool, to check /metrics
   containernetworking-plugins  # ptp, bridge, host-local: the CNI chain zmesh-cni is tested in
