@@ -1,5 +1,7 @@
 // HBONE's HTTP/2 on nghttp2 (see include/zmesh/http2.h). nghttp2 does every byte of framing;
-// this file moves bytes between it, the TLS stream and the Streams, on one executor.
+// this file moves bytes between it, the TLS stream and the Streams, on one executor. (About 500
+// lines: nghttp2's callbacks, the read and write loops and the Stream side share one session's
+// state and its invariants; split, each part would reach into the others.)
 #include <nghttp2/nghttp2.h>
 #include <spdlog/spdlog.h>
 
