@@ -1,9 +1,12 @@
 // The policy matcher: the first bytes pick a request (source identity or plaintext, source
 // address, destination, port), the rest is a policies list. Decisions must not crash, must be
-// the same twice, and a DENY that matches must never be overruled.
+// the same twice, and a DENY that matches must never be overruled; every policy that parses
+// must read back from its own JSON unchanged (listings and the runtime layer's file).
 #include <cstdint>
 #include <cstdlib>
 #include <string>
+
+#include <nlohmann/json.hpp>
 
 #include "zmesh/config.h"
 #include "zmesh/mesh.h"
@@ -25,6 +28,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   } catch (const zmesh::ConfigError&) {
     return 0;
   }
+  for (const auto& policy : config.policies)
+    if (zmesh::parse_policy(zmesh::to_json(policy), "again") != policy) std::abort();
   const zmesh::Mesh mesh(config, "cluster.local", "node1");
   const zmesh::Authorizer authorizer(config.policies);
   static const char* kSa[] = {"web", "db", "admin", "x"};

@@ -36,14 +36,12 @@ zmesh::MeshConfig mesh_config(int n, int policies) {
     p.name = "p" + std::to_string(i);
     p.namespace_ = "ns" + std::to_string(i % 10);
     p.action = i % 3 == 0 ? zmesh::AuthorizationPolicy::Action::Deny : zmesh::AuthorizationPolicy::Action::Allow;
-    zmesh::PolicyRule rule;
-    rule.from.push_back({{"cluster.local/ns/ns" + std::to_string(i % 10) + "/sa/sa" + std::to_string(i % 50)},
-                         {},
-                         {"ns" + std::to_string((i + 1) % 10)},
-                         {},
-                         {{make_address("10.9.0.0"), 16}},
-                         {}});
-    rule.to.push_back({{8080, 9090}, {}});
+    zmesh::PolicyMatch source, ports;
+    source.principals = {"cluster.local/ns/ns" + std::to_string(i % 10) + "/sa/sa" + std::to_string(i % 50)};
+    source.namespaces = {"ns" + std::to_string((i + 1) % 10)};
+    source.source_ips = {{make_address("10.9.0.0"), 16}};
+    ports.ports = {8080, 9090};
+    zmesh::PolicyRule rule{{zmesh::PolicyClause{{source}}, zmesh::PolicyClause{{ports}}}};
     p.rules.push_back(rule);
     config.policies.push_back(p);
   }

@@ -35,6 +35,8 @@ struct WorkloadConfig {
   // Where the workload lives on its node; in Kubernetes the CNI plugin tells (issue 8).
   std::string cgroup;
   std::string host_veth;
+  // The WORKLOAD_SELECTOR policies ("namespace/name") that select it, as istiod lists them.
+  std::vector<std::string> authorization_policies;
 };
 
 struct ServiceConfig {
@@ -47,29 +49,52 @@ struct ServiceConfig {
 };
 
 
-// Istio AuthorizationPolicy at L4. A rule matches when one of its `from` sources and one of its
-// `to` operations match (an empty list matches anything); inside a source or an operation,
-// every field given must match. Principals are "<trust-domain>/ns/<ns>/sa/<sa>" as in Istio,
-// with "*" matching anything and "prefix*" / "*suffix" matching so.
-struct PolicySource {
-  std::vector<std::string> principals, not_principals, namespaces, not_namespaces;
-  std::vector<IpBlock> ip_blocks, not_ip_blocks;
+// Istio AuthorizationPolicy at L4, in the shape istiod sends a node proxy (istio.security.
+// Authorization): a policy matches when any of its rules does; a rule when every one of its
+// clauses does; a clause when any of its matches does (a clause with none: always); a match
+// when every field it sets matches, and none of its not_ fields does (a match that sets
+// nothing matches nothing). The config file's `from`/`to` are a rule's two clauses: its
+// sources and its operations. Principals are "<trust-domain>/ns/<ns>/sa/<sa>" and, like
+// namespaces, patterns: exact, "*" (any), "prefix*" or "*suffix".
+// Istio's root namespace: its policies without a selector apply to every workload.
+inline constexpr const char* kRootNamespace = "istio-system";
+
+struct ServiceAccountRef {
+  std::string namespace_, name;
+  auto operator<=>(const ServiceAccountRef&) const = default;
 };
-struct PolicyOperation {
-  std::vector<uint16_t> ports, not_ports;
+struct PolicyMatch {
+  std::vector<std::string> principals, not_principals, namespaces, not_namespaces;
+  std::vector<ServiceAccountRef> service_accounts, not_service_accounts;
+  std::vector<IpBlock> source_ips, not_source_ips, destination_ips, not_destination_ips;
+  std::vector<uint16_t> ports, not_ports;  // destination ports
+  bool empty() const;
+  bool operator==(const PolicyMatch&) const = default;
+};
+struct PolicyClause {
+  std::vector<PolicyMatch> matches;
+  bool operator==(const PolicyClause&) const = default;
 };
 struct PolicyRule {
-  std::vector<PolicySource> from;
-  std::vector<PolicyOperation> to;
+  std::vector<PolicyClause> clauses;
+  bool operator==(const PolicyRule&) const = default;
 };
 struct AuthorizationPolicy {
   enum class Action { Allow, Deny };
+  // Which workloads it applies to: all (GLOBAL: a policy of the root namespace without a
+  // selector), its namespace's, or those selected — by name in `selector` (the config file),
+  // or listing it in their `authorization_policies` (xDS).
+  enum class Scope { Global, Namespace, WorkloadSelector };
   std::string name;
   std::string namespace_;
   Action action = Action::Allow;
-  std::vector<std::string> selector;  // workload names in the namespace; empty = all of them
+  Scope scope = Scope::Namespace;
+  std::vector<std::string> selector;  // workload names in the namespace (every namespace's, in the root one)
   std::vector<PolicyRule> rules;      // ALLOW with no rules allows nothing; DENY with none denies nothing
+  bool dry_run = false;               // decided and reported, never enforced
+  bool operator==(const AuthorizationPolicy&) const = default;
 };
+const char* to_string(AuthorizationPolicy::Scope scope);  // "GLOBAL", "NAMESPACE", "WORKLOAD_SELECTOR"
 
 struct MeshConfig {
   std::vector<WorkloadConfig> workloads;

@@ -1,8 +1,7 @@
 // Authorization at L4 with Istio AuthorizationPolicy semantics, decided on the destination's
 // node: DENY policies first (any match denies), then ALLOW policies (when a workload has any,
-// one must match), else allow. A policy applies to the workloads of its namespace named in its
-// selector (all of them when the selector is empty); a policy in the root namespace
-// ("istio-system") applies mesh-wide.
+// one must match), else allow. Which workloads a policy applies to is its scope
+// (include/zmesh/config.h); dry-run policies are never enforced.
 #pragma once
 
 #include <optional>
@@ -20,6 +19,7 @@ struct AccessRequest {
   boost::asio::ip::address source_ip;  // as the destination node knows it
   const Workload* destination = nullptr;
   uint16_t port = 0;
+  boost::asio::ip::address destination_ip{};  // unspecified: the destination's first address
 };
 
 struct AccessDecision {
@@ -38,14 +38,14 @@ struct KernelDeny {
 
 class Authorizer {
  public:
-  static constexpr const char* kRootNamespace = "istio-system";
+  static constexpr const char* kRootNamespace = zmesh::kRootNamespace;
   explicit Authorizer(std::vector<AuthorizationPolicy> policies);
   AccessDecision decide(const AccessRequest& request) const;
 
-  // The part of the DENY policies that needs no identity, for the kernel's deny map: rules
-  // whose every source has only ipBlocks (or that have no `from`) and whose every operation
-  // has only ports (or no `to`), expanded over the local workloads they select. What the
-  // kernel drops, decide() would deny too; the rest stays with decide().
+  // The part of the DENY policies that needs no identity, for the kernel's deny map: rules of
+  // at most a clause of source addresses and a clause of ports (Istio's `from` with only
+  // ipBlocks, `to` with only ports), expanded over the local workloads they apply to. What
+  // the kernel drops, decide() would deny too; the rest stays with decide().
   std::vector<KernelDeny> kernel_denies(const Mesh& mesh) const;
   const std::vector<AuthorizationPolicy>& policies() const { return policies_; }
 
@@ -55,5 +55,7 @@ class Authorizer {
 
 // Istio's string match: exact, "*", "prefix*" or "*suffix".
 bool matches_pattern(const std::string& pattern, const std::string& value);
+// Whether `policy` applies to `workload` by its scope.
+bool applies_to(const AuthorizationPolicy& policy, const Workload& workload);
 
 }  // namespace zmesh

@@ -7,6 +7,8 @@
 #include <stdexcept>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "zmesh/policy.h"
 
 namespace zmesh {
@@ -611,6 +613,130 @@ TEST(PolicyConfig, ValuesThatCanNeverMatchAreRefusedWithTheirPath) {
   // Istio's wildcards stay valid.
   EXPECT_NO_THROW(config_with(R"([{"name": "p", "namespace": "a", "rules": [{"from": [{"source": {
       "principals": ["*", "cluster.local/ns/a/*", "*/sa/b"], "namespaces": ["*", "team-*", "*-prod"]}}]}]}])"));
+}
+
+// What only istiod's policies say (issue 16): clauses that mix sources and destinations,
+// service accounts, destination addresses, scopes, dry runs — with ztunnel's semantics: a
+// match that sets nothing matches nothing, a clause without matches always matches.
+TEST(Authorizer, ClausesServiceAccountsDestinationsScopesAndDryRuns) {
+  const auto config = parse_config(R"({"workloads": [
+      {"name": "web", "namespace": "shop", "serviceAccount": "web", "node": "n1", "workloadIps": ["10.0.1.2"]},
+      {"name": "db", "namespace": "shop", "serviceAccount": "db", "node": "n1", "workloadIps": ["10.0.1.3", "fd00::3"],
+       "authorizationPolicies": ["shop/db-only"]},
+      {"name": "other", "namespace": "blog", "serviceAccount": "other", "node": "n1", "workloadIps": ["10.0.1.4"]}],
+    "policies": [
+      {"name": "db-only", "namespace": "shop", "action": "ALLOW", "scope": "WORKLOAD_SELECTOR",
+       "rules": [{"clauses": [{"matches": [{"serviceAccounts": ["shop/web"], "destinationPorts": [5432]},
+                                           {"sourceIps": ["10.9.0.0/16"], "notDestinationIps": ["fd00::/64"]}]}]}]},
+      {"name": "watch-only", "namespace": "blog", "action": "DENY", "dryRun": true, "rules": [{}]},
+      {"name": "everywhere", "namespace": "blog", "action": "DENY", "scope": "GLOBAL",
+       "rules": [{"from": [{"source": {"notServiceAccounts": ["shop/web", "shop/db"], "namespaces": ["shop"]}}]}]}]})");
+  const Mesh mesh(config, "cluster.local", "n1");
+  const Authorizer authorizer(config.policies);
+  const auto* web = mesh.by_ip(make_address("10.0.1.2"));
+  const auto* db = mesh.by_ip(make_address("10.0.1.3"));
+  const auto* other = mesh.by_ip(make_address("10.0.1.4"));
+  const SpiffeId web_id{"cluster.local", "shop", "web"}, db_id{"cluster.local", "shop", "db"},
+      cron_id{"cluster.local", "shop", "cron"};
+  struct Case {
+    const char* description;
+    AccessRequest request;
+    bool allowed;
+    const char* reason;
+  } cases[] = {
+      {"shop/web's account to db on 5432: the first match", {web_id, make_address("10.0.1.2"), db, 5432}, true,
+       "shop/db-only"},
+      {"shop/web to db on 22: that match's port fails", {web_id, make_address("10.0.1.2"), db, 22}, false,
+       "no ALLOW policy matched"},
+      {"plaintext from 10.9.x to db's IPv4: the second match", {std::nullopt, make_address("10.9.1.1"), db, 22}, true,
+       "shop/db-only"},
+      {"plaintext from 10.9.x to db's IPv6 address: excluded by notDestinationIps",
+       {std::nullopt, make_address("10.9.1.1"), db, 22, make_address("fd00::3")}, false, "no ALLOW policy matched"},
+      {"the policy is listed by db only: web has no ALLOW", {std::nullopt, make_address("10.8.0.1"), web, 80}, true,
+       "no policy applies"},
+      {"GLOBAL in a namespace of its own: applies to blog/other too", {cron_id, make_address("10.0.1.5"), other, 80},
+       false, "blog/everywhere"},
+      {"notServiceAccounts spares shop/db", {db_id, make_address("10.0.1.3"), other, 80}, true, "no policy applies"},
+      {"a plaintext source has no namespace: 'namespaces' does not match it",
+       {std::nullopt, make_address("10.0.1.5"), other, 80}, true, "no policy applies"},
+  };
+  for (const auto& c : cases) {
+    const auto decision = authorizer.decide(c.request);
+    EXPECT_EQ(decision.allowed, c.allowed) << c.description << ": " << decision.reason;
+    EXPECT_NE(decision.reason.find(c.reason), std::string::npos) << c.description << ": " << decision.reason;
+  }
+  // The dry-run DENY (it matches everything) decided nothing above, and gives the kernel nothing.
+  EXPECT_TRUE(authorizer.kernel_denies(mesh).empty());
+}
+
+TEST(Authorizer, AMatchThatSetsNothingMatchesNothingAndAClauseWithoutMatchesAlways) {
+  Workload server{{}, SpiffeId{"cluster.local", "default", "server"}, true};
+  server.config.name = "server";
+  server.config.namespace_ = "default";
+  AuthorizationPolicy deny;
+  deny.name = "d";
+  deny.namespace_ = "default";
+  deny.action = AuthorizationPolicy::Action::Deny;
+  deny.rules = {PolicyRule{{PolicyClause{{PolicyMatch{}}}}}};  // one clause of one empty match: never
+  const AccessRequest request{SpiffeId{"cluster.local", "default", "client"}, make_address("10.0.0.1"), &server, 80};
+  EXPECT_TRUE(Authorizer({deny}).decide(request).allowed);
+  deny.rules = {PolicyRule{{PolicyClause{}}}};  // one clause without matches: always
+  EXPECT_FALSE(Authorizer({deny}).decide(request).allowed);
+  deny.rules = {PolicyRule{}};  // no clauses: always
+  EXPECT_FALSE(Authorizer({deny}).decide(request).allowed);
+  deny.rules = {};  // no rules: a DENY that denies nothing
+  EXPECT_TRUE(Authorizer({deny}).decide(request).allowed);
+}
+
+// The file's JSON says every policy the model can hold, and reads back the same: listings and
+// the runtime layer's file lose nothing.
+TEST(PolicyConfig, EveryPolicyReadsBackAsItWasWritten) {
+  const char* texts[] = {
+      R"({"name": "a", "namespace": "shop", "action": "DENY", "rules": [{"from": [{"source": {"ipBlocks": ["10.0.0.0/8"]}}],
+          "to": [{"operation": {"ports": [80, 443]}}]}]})",
+      R"({"name": "b", "namespace": "istio-system", "rules": []})",
+      R"({"name": "c", "namespace": "shop", "selector": {"workloads": ["db"]},
+          "rules": [{"from": [{"source": {"serviceAccounts": ["shop/web"], "notPrincipals": ["*/sa/cron"]}}]}, {}]})",
+      R"({"name": "d", "namespace": "shop", "scope": "WORKLOAD_SELECTOR", "dryRun": true,
+          "rules": [{"clauses": [{"matches": [{"destinationIps": ["10.0.1.0/24"], "namespaces": ["shop"]}]},
+                                 {"matches": []}]}]})",
+      R"({"name": "e", "namespace": "shop", "scope": "GLOBAL", "rules": [{"to": [{"operation": {"notPorts": [22]}}]}]})",
+      R"({"name": "f", "namespace": "shop", "rules": [{"clauses": [{"matches": [{"destinationPorts": [1]}]},
+          {"matches": [{"namespaces": ["x"]}]}]}]})",
+  };
+  for (const char* text : texts) {
+    SCOPED_TRACE(text);
+    const AuthorizationPolicy p = parse_policy(nlohmann::json::parse(text), "p");
+    const AuthorizationPolicy again = parse_policy(to_json(p), "p");
+    EXPECT_EQ(again, p) << to_json(p).dump();
+  }
+  // Istio's from/to is written as such; a rule it cannot say is written as clauses.
+  EXPECT_TRUE(to_json(parse_policy(nlohmann::json::parse(texts[0]), "p"))["rules"][0].contains("from"));
+  EXPECT_TRUE(to_json(parse_policy(nlohmann::json::parse(texts[5]), "p"))["rules"][0].contains("clauses"))
+      << "ports before sources is not from/to";
+}
+
+TEST(PolicyConfig, ClausesScopesAndServiceAccountsAreCheckedToo) {
+  struct Case {
+    const char* policies;
+    const char* message;
+  } cases[] = {
+      {R"([{"name": "p", "namespace": "a", "scope": "CLUSTER"}])", "policies[0].scope: expected GLOBAL, NAMESPACE"},
+      {R"([{"name": "p", "namespace": "a", "scope": "NAMESPACE", "selector": {"workloads": ["w"]}}])",
+       "policies[0].scope: a policy with a selector has scope WORKLOAD_SELECTOR"},
+      {R"([{"name": "p", "namespace": "a", "dryRun": "yes"}])", "policies[0].dryRun: expected true or false"},
+      {R"([{"name": "p", "namespace": "a", "rules": [{"clauses": [{"matches": [{}]}]}]}])",
+       "policies[0].rules[0].clauses[0].matches[0]: must not be empty"},
+      {R"([{"name": "p", "namespace": "a", "rules": [{"clauses": [], "from": []}]}])",
+       "policies[0].rules[0].from: unknown field"},
+      {R"([{"name": "p", "namespace": "a", "rules": [{"clauses": [{"matches": [{"ipBlocks": ["10.0.0.0/8"]}]}]}]}])",
+       "matches[0].ipBlocks: unknown field"},
+      {R"([{"name": "p", "namespace": "a", "rules": [{"from": [{"source": {"serviceAccounts": ["web"]}}]}]}])",
+       "source.serviceAccounts[0]: 'web' is not \"<namespace>/<service account>\""},
+      {R"([{"name": "p", "namespace": "a", "rules": [{"from": [{"source": {"destinationIps": ["10.0.0.1"]}}]}]}])",
+       "source.destinationIps: unknown field"},
+  };
+  check_mistakes(cases);
 }
 
 }  // namespace

@@ -1,56 +1,68 @@
 // The L4 authorizer (see include/zmesh/policy.h).
-#include "zmesh/address.h"
 #include "zmesh/policy.h"
 
 #include <algorithm>
 
+#include "zmesh/address.h"
+
 namespace zmesh {
 namespace {
 
-bool any_pattern(const std::vector<std::string>& patterns, const std::string& value) {
-  return std::any_of(patterns.begin(), patterns.end(), [&](const auto& p) { return matches_pattern(p, value); });
+using boost::asio::ip::address;
+
+// Istio's positive and negative lists of one field: the positive one (when given) must have a
+// hit, the negative one (when given) none.
+template <typename T, typename Predicate>
+bool field_matches(const std::vector<T>& positive, const std::vector<T>& negative, Predicate hit) {
+  if (!positive.empty() && std::none_of(positive.begin(), positive.end(), hit)) return false;
+  return negative.empty() || std::none_of(negative.begin(), negative.end(), hit);
 }
 
-bool any_block(const std::vector<IpBlock>& blocks, const boost::asio::ip::address& ip) {
-  return std::any_of(blocks.begin(), blocks.end(), [&](const auto& b) { return b.contains(ip); });
+// What a match is compared with. A plaintext source has no principal, namespace or service
+// account: a positive list of those never matches it, and a negative one never excludes it.
+struct Facts {
+  std::optional<std::string> principal, namespace_;
+  std::optional<ServiceAccountRef> account;
+  address source_ip, destination_ip;
+  uint16_t port;
+};
+
+bool match_matches(const PolicyMatch& m, const Facts& f) {
+  auto pattern_hit = [](const std::optional<std::string>& value) {
+    return [&value](const std::string& pattern) { return value && matches_pattern(pattern, *value); };
+  };
+  return field_matches(m.principals, m.not_principals, pattern_hit(f.principal)) &&
+         field_matches(m.namespaces, m.not_namespaces, pattern_hit(f.namespace_)) &&
+         field_matches(m.service_accounts, m.not_service_accounts,
+                       [&](const ServiceAccountRef& a) { return f.account && a == *f.account; }) &&
+         field_matches(m.source_ips, m.not_source_ips, [&](const IpBlock& b) { return b.contains(f.source_ip); }) &&
+         field_matches(m.destination_ips, m.not_destination_ips,
+                       [&](const IpBlock& b) { return b.contains(f.destination_ip); }) &&
+         field_matches(m.ports, m.not_ports, [&](uint16_t p) { return p == f.port; });
 }
 
-// Every field given must match; absent fields match anything. A plaintext source has no
-// principal or namespace, so a source that names one does not match it.
-bool source_matches(const PolicySource& s, const AccessRequest& r) {
-  const std::string principal =
-      r.source ? r.source->trust_domain + "/ns/" + r.source->namespace_ + "/sa/" + r.source->service_account : "";
-  const std::string ns = r.source ? r.source->namespace_ : "";
-  const auto ip = unmapped(r.source_ip);
-  if (!s.principals.empty() && (!r.source || !any_pattern(s.principals, principal))) return false;
-  if (!s.not_principals.empty() && r.source && any_pattern(s.not_principals, principal)) return false;
-  if (!s.namespaces.empty() && (!r.source || !any_pattern(s.namespaces, ns))) return false;
-  if (!s.not_namespaces.empty() && r.source && any_pattern(s.not_namespaces, ns)) return false;
-  if (!s.ip_blocks.empty() && !any_block(s.ip_blocks, ip)) return false;
-  if (!s.not_ip_blocks.empty() && any_block(s.not_ip_blocks, ip)) return false;
-  return true;
+// A clause matches when any of its matches does (an empty match matches nothing; a clause
+// without matches always); a rule when every clause does.
+bool rule_matches(const PolicyRule& rule, const Facts& f) {
+  return std::all_of(rule.clauses.begin(), rule.clauses.end(), [&](const PolicyClause& c) {
+    return c.matches.empty() ||
+           std::any_of(c.matches.begin(), c.matches.end(), [&](const PolicyMatch& m) { return !m.empty() && match_matches(m, f); });
+  });
 }
 
-bool operation_matches(const PolicyOperation& o, uint16_t port) {
-  auto has = [port](const std::vector<uint16_t>& ports) { return std::find(ports.begin(), ports.end(), port) != ports.end(); };
-  if (!o.ports.empty() && !has(o.ports)) return false;
-  if (!o.not_ports.empty() && has(o.not_ports)) return false;
-  return true;
-}
-
-bool rule_matches(const PolicyRule& rule, const AccessRequest& r) {
-  const bool from = rule.from.empty() ||
-                    std::any_of(rule.from.begin(), rule.from.end(), [&](const auto& s) { return source_matches(s, r); });
-  const bool to = rule.to.empty() ||
-                  std::any_of(rule.to.begin(), rule.to.end(), [&](const auto& o) { return operation_matches(o, r.port); });
-  return from && to;
-}
-
-// A selector names workloads exactly (Istio's matchLabels); in the root namespace it selects
-// those names in every namespace.
-bool applies_to(const AuthorizationPolicy& p, const Workload& w) {
-  if (p.namespace_ != Authorizer::kRootNamespace && p.namespace_ != w.config.namespace_) return false;
-  return p.selector.empty() || std::find(p.selector.begin(), p.selector.end(), w.config.name) != p.selector.end();
+Facts facts_of(const AccessRequest& r) {
+  Facts f;
+  if (r.source) {
+    f.principal = r.source->trust_domain + "/ns/" + r.source->namespace_ + "/sa/" + r.source->service_account;
+    f.namespace_ = r.source->namespace_;
+    f.account = ServiceAccountRef{r.source->namespace_, r.source->service_account};
+  }
+  f.source_ip = unmapped(r.source_ip);
+  f.destination_ip = r.destination_ip.is_unspecified() && !r.destination->config.ips.empty()
+                         ? unmapped(r.destination->config.ips.front())
+                         : unmapped(r.destination_ip);
+  f.port = r.port;
+  return f;
 }
 
 }  // namespace
@@ -65,52 +77,91 @@ bool matches_pattern(const std::string& pattern, const std::string& value) {
   return pattern == value;
 }
 
+// A selector names workloads exactly (Istio's matchLabels; in the root namespace, those names in
+// every namespace); istiod instead lists a workload's WORKLOAD_SELECTOR policies on the workload.
+bool applies_to(const AuthorizationPolicy& p, const Workload& w) {
+  switch (p.scope) {
+    case AuthorizationPolicy::Scope::Global: return true;
+    case AuthorizationPolicy::Scope::Namespace: return p.namespace_ == w.config.namespace_;
+    case AuthorizationPolicy::Scope::WorkloadSelector: {
+      const auto& listed = w.config.authorization_policies;
+      if (!listed.empty() && std::find(listed.begin(), listed.end(), key_of(p)) != listed.end()) return true;
+      return (p.namespace_ == kRootNamespace || p.namespace_ == w.config.namespace_) &&
+             std::find(p.selector.begin(), p.selector.end(), w.config.name) != p.selector.end();
+    }
+  }
+  return false;
+}
+
 Authorizer::Authorizer(std::vector<AuthorizationPolicy> policies) : policies_(std::move(policies)) {}
 
 AccessDecision Authorizer::decide(const AccessRequest& r) const {
+  const Facts facts = facts_of(r);
+  auto enforced = [&](const AuthorizationPolicy& p, AuthorizationPolicy::Action action) {
+    return p.action == action && !p.dry_run && applies_to(p, *r.destination);
+  };
+  auto any_rule = [&](const AuthorizationPolicy& p) {
+    return std::any_of(p.rules.begin(), p.rules.end(), [&](const PolicyRule& rule) { return rule_matches(rule, facts); });
+  };
+  for (const auto& p : policies_)
+    if (enforced(p, AuthorizationPolicy::Action::Deny) && any_rule(p))
+      return {false, "denied by DENY policy " + key_of(p)};
   bool any_allow = false;
   for (const auto& p : policies_) {
-    if (p.action != AuthorizationPolicy::Action::Deny || !applies_to(p, *r.destination)) continue;
-    for (const auto& rule : p.rules)
-      if (rule_matches(rule, r)) return {false, "denied by DENY policy " + p.namespace_ + "/" + p.name};
-  }
-  for (const auto& p : policies_) {
-    if (p.action != AuthorizationPolicy::Action::Allow || !applies_to(p, *r.destination)) continue;
+    if (!enforced(p, AuthorizationPolicy::Action::Allow)) continue;
     any_allow = true;
-    for (const auto& rule : p.rules)
-      if (rule_matches(rule, r)) return {true, "allowed by ALLOW policy " + p.namespace_ + "/" + p.name};
+    if (any_rule(p)) return {true, "allowed by ALLOW policy " + key_of(p)};
   }
   if (any_allow) return {false, "no ALLOW policy matched"};
   return {true, "no policy applies"};
 }
 
 std::vector<KernelDeny> Authorizer::kernel_denies(const Mesh& mesh) const {
-  auto ip_only = [](const PolicySource& s) {
-    return !s.ip_blocks.empty() && s.principals.empty() && s.not_principals.empty() && s.namespaces.empty() &&
-           s.not_namespaces.empty() && s.not_ip_blocks.empty();
+  auto sources_only = [](const PolicyMatch& m) {
+    PolicyMatch only;
+    only.source_ips = m.source_ips;
+    return !m.source_ips.empty() && m == only;
   };
-  auto ports_only = [](const PolicyOperation& o) { return !o.ports.empty() && o.not_ports.empty(); };
+  auto ports_only = [](const PolicyMatch& m) {
+    PolicyMatch only;
+    only.ports = m.ports;
+    return !m.ports.empty() && m == only;
+  };
+  auto clause_of = [](const PolicyClause& c, auto kind) {
+    return !c.matches.empty() && std::all_of(c.matches.begin(), c.matches.end(), kind);
+  };
   const IpBlock any4{boost::asio::ip::address_v4::any(), 0}, any6{boost::asio::ip::address_v6::any(), 0};
   std::vector<KernelDeny> out;
   for (size_t i = 0; i < policies_.size(); ++i) {
     const auto& p = policies_[i];
-    if (p.action != AuthorizationPolicy::Action::Deny) continue;
+    if (p.action != AuthorizationPolicy::Action::Deny || p.dry_run) continue;
     for (const auto& rule : p.rules) {
-      if (!std::all_of(rule.from.begin(), rule.from.end(), ip_only) ||
-          !std::all_of(rule.to.begin(), rule.to.end(), ports_only))
-        continue;
-      std::vector<IpBlock> sources;
-      for (const auto& s : rule.from) sources.insert(sources.end(), s.ip_blocks.begin(), s.ip_blocks.end());
-      if (rule.from.empty()) sources = {any4, any6};
-      std::vector<uint16_t> ports;
-      for (const auto& o : rule.to) ports.insert(ports.end(), o.ports.begin(), o.ports.end());
-      if (rule.to.empty()) ports = {0};
+      // At most one clause of sources and one of ports, nothing else: what the kernel's
+      // (source block, destination, port) entries can say.
+      const PolicyClause *sources = nullptr, *ports = nullptr;
+      bool expressible = true;
+      for (const auto& clause : rule.clauses) {
+        if (!sources && clause_of(clause, sources_only)) sources = &clause;
+        else if (!ports && clause_of(clause, ports_only)) ports = &clause;
+        else expressible = false;
+      }
+      if (!expressible) continue;
+      std::vector<IpBlock> blocks = {any4, any6};
+      if (sources) {
+        blocks.clear();
+        for (const auto& m : sources->matches) blocks.insert(blocks.end(), m.source_ips.begin(), m.source_ips.end());
+      }
+      std::vector<uint16_t> port_list = {0};
+      if (ports) {
+        port_list.clear();
+        for (const auto& m : ports->matches) port_list.insert(port_list.end(), m.ports.begin(), m.ports.end());
+      }
       for (const Workload* w : mesh.local_workloads()) {
         if (!applies_to(p, *w)) continue;
         for (const auto& ip : w->config.ips)
-          for (const auto& source : sources)
-            if (unmapped(ip).is_v4() == source.address.is_v4())
-              for (uint16_t port : ports) out.push_back({source, unmapped(ip), port, i});
+          for (const auto& block : blocks)
+            if (unmapped(ip).is_v4() == block.address.is_v4())
+              for (uint16_t port : port_list) out.push_back({block, unmapped(ip), port, i});
       }
     }
   }

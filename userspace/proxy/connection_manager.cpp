@@ -11,7 +11,7 @@ std::optional<std::string> ConnectionManager::why_denied(const MeshSnapshot& sna
   const Workload* w = snap.mesh.by_ip(who.destination.address());
   if (!w || !w->local) return "the destination is not a workload of this node";
   if (!who.source && w->config.mtls_strict) return "the workload requires mTLS (STRICT) and the source has no identity";
-  if (const auto d = snap.authorizer.decide({who.source, who.source_ip, w, who.destination.port()}); !d.allowed)
+  if (const auto d = snap.authorizer.decide({who.source, who.source_ip, w, who.destination.port(), who.destination.address()}); !d.allowed)
     return d.reason;
   return std::nullopt;
 }
