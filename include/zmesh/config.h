@@ -23,6 +23,9 @@ namespace zmesh {
 enum class TunnelProtocol { Hbone, Tcp };
 const char* to_string(TunnelProtocol protocol);  // "HBONE", "TCP": the config's spelling
 
+// Service ports as a map: service port -> target port ("ports": {"80": 8080}).
+using PortMap = std::map<uint16_t, uint16_t>;
+
 struct WorkloadConfig {
   std::string uid;
   std::string name;
@@ -35,8 +38,16 @@ struct WorkloadConfig {
   // Where the workload lives on its node; in Kubernetes the CNI plugin tells (issue 8).
   std::string cgroup;
   std::string host_veth;
-  // The WORKLOAD_SELECTOR policies ("namespace/name") that select it, as istiod lists them.
-  std::vector<std::string> authorization_policies;
+  // What istiod also says of a workload (issue 16); the config file may say it too.
+  std::vector<std::string> authorization_policies;  // WORKLOAD_SELECTOR policies ("namespace/name") that select it
+  std::string trust_domain;                         // empty: the node's
+  std::string network;
+  std::string canonical_name, canonical_revision;   // Istio's service.istio.io/canonical-* labels
+  std::string workload_name;                        // its Deployment's (or other owner's) name
+  std::string waypoint;                             // the waypoint istiod names for it, as text; empty: none
+  bool healthy = true;                              // an unhealthy endpoint is chosen last
+  std::map<std::string, PortMap> services;          // "namespace/hostname" -> its ports here (xDS endpoints)
+  bool operator==(const WorkloadConfig&) const = default;
 };
 
 struct ServiceConfig {
@@ -44,10 +55,15 @@ struct ServiceConfig {
   std::string namespace_;
   std::string hostname;
   std::vector<boost::asio::ip::address> vips;
-  std::map<uint16_t, uint16_t> ports;  // service port -> target port ("ports": {"80": 8080})
-  std::vector<std::string> endpoints;  // workload names in the service's namespace
+  PortMap ports;
+  std::vector<std::string> endpoints;  // workload names in the service's namespace (xDS: the workloads list the service)
+  // xDS load balancing: STRICT with NODE in routing_preference keeps a client on its own node's
+  // endpoints (Kubernetes' internalTrafficPolicy: Local); the rest is round-robin.
+  enum class LoadBalancing { Unspecified, Strict, Failover, Passthrough };
+  LoadBalancing load_balancing = LoadBalancing::Unspecified;
+  bool node_local = false;  // routing_preference names NODE
+  bool operator==(const ServiceConfig&) const = default;
 };
-
 
 // Istio AuthorizationPolicy at L4, in the shape istiod sends a node proxy (istio.security.
 // Authorization): a policy matches when any of its rules does; a rule when every one of its

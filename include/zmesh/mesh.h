@@ -4,6 +4,7 @@
 
 #include <boost/asio/ip/address.hpp>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,12 @@ struct Workload {
 struct Service {
   ServiceConfig config;
   std::vector<const Workload*> endpoints;
+  // "namespace/hostname" (hostname: the config's, else "<name>.<namespace>"): how xDS workloads
+  // name the services they are endpoints of.
+  std::string key() const;
+  // The port of `endpoint` that serves `service_port`: the endpoint's own (xDS resolves named
+  // ports per pod), else the service's. nullopt: the service has no such port.
+  std::optional<uint16_t> target_port(const Workload& endpoint, uint16_t service_port) const;
 };
 
 class Mesh {
@@ -42,6 +49,7 @@ class Mesh {
   std::string node_, trust_domain_;
   std::vector<Workload> workloads_;
   std::map<boost::asio::ip::address, size_t> by_ip_;
+  std::map<std::string, size_t> by_name_;  // "namespace/name" -> workload
   std::vector<Service> services_;
   std::map<boost::asio::ip::address, size_t> by_vip_;
   // (endpoint, target port) -> the first service with both: built once, read per connection.

@@ -270,3 +270,75 @@ TEST(Json, PrintableReplacesWhatIsNotUtf8AndShowsControlCharacters) {
 
 }  // namespace
 }  // namespace zmesh
+
+namespace zmesh {
+namespace {
+
+// What istiod says of workloads and services (issue 16) has a JSON spelling too: the config
+// file can say it, and listings show it back unchanged.
+TEST(Config, WhatXdsSaysOfWorkloadsAndServicesReadsBack) {
+  const MeshConfig config = parse_config(R"({
+    "workloads": [{"uid": "c1//Pod/shop/web-1", "name": "web-1", "namespace": "shop", "node": "n1",
+                   "workloadIps": ["10.244.1.5"], "trustDomain": "other.example", "network": "net1",
+                   "canonicalName": "web", "canonicalRevision": "v2", "workloadName": "web",
+                   "waypoint": "10.96.0.99:15008", "status": "UNHEALTHY",
+                   "services": {"shop/web.shop.svc.cluster.local": {"80": 9090}},
+                   "authorizationPolicies": ["shop/only-frontend"]}],
+    "services": [{"name": "web", "namespace": "shop", "hostname": "web.shop.svc.cluster.local",
+                  "vips": ["10.96.0.20"], "ports": {"80": 8080}, "loadBalancing": "STRICT", "nodeLocal": true}]
+  })");
+  const auto& w = config.workloads.at(0);
+  EXPECT_EQ(w.trust_domain, "other.example");
+  EXPECT_EQ(w.canonical_revision, "v2");
+  EXPECT_FALSE(w.healthy);
+  EXPECT_EQ(w.services.at("shop/web.shop.svc.cluster.local").at(80), 9090);
+  EXPECT_EQ(config.services.at(0).load_balancing, ServiceConfig::LoadBalancing::Strict);
+  EXPECT_TRUE(config.services.at(0).node_local);
+  const MeshConfig again = parse_config(to_json(config).dump());
+  EXPECT_EQ(again.workloads, config.workloads);
+  EXPECT_EQ(again.services, config.services);
+
+  for (const auto& [text, expected] : std::vector<std::pair<std::string, std::string>>{
+           {R"({"workloads": [{"name": "a", "namespace": "n", "node": "x", "status": "SICK"}]})", "workloads[0].status: expected"},
+           {R"({"workloads": [{"name": "a", "namespace": "n", "node": "x", "services": {"nohost": {}}}]})",
+            "workloads[0].services.nohost: expected \"<namespace>/<hostname>\""},
+           {R"({"workloads": [{"name": "a", "namespace": "n", "node": "x", "trustDomain": "Not A Domain"}]})",
+            "workloads[0].trustDomain: 'Not A Domain' is not a trust domain"},
+           {R"({"services": [{"name": "s", "namespace": "n", "loadBalancing": "RANDOM"}]})",
+            "services[0].loadBalancing: expected \"STRICT\""}}) {
+    try {
+      parse_config(text);
+      ADD_FAILURE() << "accepted: " << text;
+    } catch (const ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << e.what();
+    }
+  }
+}
+
+// xDS workloads name the services they serve, with their own target ports (named ports resolve
+// per pod); a service need not list them, and an endpoint named both ways counts once.
+TEST(Mesh, ServicesFindTheirEndpointsThroughTheWorkloadsThatNameThem) {
+  const MeshConfig config = parse_config(R"({
+    "workloads": [{"name": "web-1", "namespace": "shop", "node": "n1", "workloadIps": ["10.244.1.5"],
+                   "services": {"shop/web.shop.svc.cluster.local": {"80": 9090}}},
+                  {"name": "web-2", "namespace": "shop", "node": "n2", "workloadIps": ["10.244.2.5"],
+                   "services": {"shop/web.shop.svc.cluster.local": {}, "shop/not-yet-known": {"1": 1}}}],
+    "services": [{"name": "web", "namespace": "shop", "hostname": "web.shop.svc.cluster.local",
+                  "vips": ["10.96.0.20"], "ports": {"80": 8080}, "endpoints": ["web-2"]}]
+  })");
+  const Mesh mesh(config, "cluster.local", "n1");
+  const Service* web = mesh.service_by_vip(boost::asio::ip::make_address("10.96.0.20"));
+  ASSERT_NE(web, nullptr);
+  EXPECT_EQ(web->key(), "shop/web.shop.svc.cluster.local");
+  ASSERT_EQ(web->endpoints.size(), 2u);
+  const Workload* web1 = mesh.by_ip(boost::asio::ip::make_address("10.244.1.5"));
+  const Workload* web2 = mesh.by_ip(boost::asio::ip::make_address("10.244.2.5"));
+  EXPECT_EQ(web->target_port(*web1, 80), 9090) << "the endpoint's own port wins";
+  EXPECT_EQ(web->target_port(*web2, 80), 8080) << "else the service's";
+  EXPECT_EQ(web->target_port(*web1, 81), std::nullopt);
+  EXPECT_EQ(mesh.service_for(*web1, 9090), web);
+  EXPECT_EQ(mesh.service_for(*web1, 8080), nullptr);
+}
+
+}  // namespace
+}  // namespace zmesh

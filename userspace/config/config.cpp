@@ -19,7 +19,8 @@ namespace {
 
 WorkloadConfig workload(const json& j, const std::string& path) {
   only_keys(j, path, {"uid", "name", "namespace", "serviceAccount", "node", "workloadIps", "protocol", "mtlsMode",
-                      "cgroup", "hostVeth", "authorizationPolicies"});
+                      "cgroup", "hostVeth", "authorizationPolicies", "trustDomain", "network", "canonicalName",
+                      "canonicalRevision", "workloadName", "waypoint", "status", "services"});
   WorkloadConfig w;
   w.name = name_field(j, path, "name", true, NameKind::Subdomain);
   w.namespace_ = name_field(j, path, "namespace", true, NameKind::Label);
@@ -47,29 +48,46 @@ WorkloadConfig workload(const json& j, const std::string& path) {
       fail(path + ".authorizationPolicies[" + std::to_string(i) + "]",
            "'" + printable(key) + "' is not \"<namespace>/<policy name>\"");
   }
+  w.trust_domain = string_field(j, path, "trustDomain", false);
+  if (!w.trust_domain.empty() && !dns_subdomain(w.trust_domain))
+    fail(path + ".trustDomain", "'" + printable(w.trust_domain) + "' is not a trust domain (a DNS name in lower case)");
+  w.network = text_field(j, path, "network");
+  w.canonical_name = text_field(j, path, "canonicalName");
+  w.canonical_revision = text_field(j, path, "canonicalRevision");
+  w.workload_name = text_field(j, path, "workloadName");
+  w.waypoint = text_field(j, path, "waypoint");
+  const std::string status = string_field(j, path, "status", false);
+  if (!status.empty() && status != "HEALTHY" && status != "UNHEALTHY")
+    fail(path + ".status", "expected \"HEALTHY\" or \"UNHEALTHY\", got \"" + printable(status) + "\"");
+  w.healthy = status != "UNHEALTHY";
+  if (j.contains("services")) {
+    if (!j["services"].is_object()) fail(path + ".services", "expected an object of \"namespace/hostname\": ports");
+    for (const auto& [key, ports] : j["services"].items()) {
+      const std::string here = path + ".services." + printable(key);
+      const auto slash = key.find('/');
+      if (slash == std::string::npos || !dns_label(key.substr(0, slash)) || key.size() == slash + 1)
+        fail(here, "expected \"<namespace>/<hostname>\"");
+      w.services[key] = port_map(j["services"], path + ".services", key.c_str());
+    }
+  }
   return w;
 }
 
 ServiceConfig service(const json& j, const std::string& path) {
-  only_keys(j, path, {"name", "namespace", "hostname", "vips", "ports", "endpoints"});
+  only_keys(j, path, {"name", "namespace", "hostname", "vips", "ports", "endpoints", "loadBalancing", "nodeLocal"});
   ServiceConfig s;
   s.name = name_field(j, path, "name", true, NameKind::Label);
   s.namespace_ = name_field(j, path, "namespace", true, NameKind::Label);
-  s.hostname = string_field(j, path, "hostname", false);
+  s.hostname = text_field(j, path, "hostname");
   s.vips = ip_list(j, path, "vips");
-  if (j.contains("ports")) {
-    const auto& ports = j["ports"];
-    if (!ports.is_object()) fail(path + ".ports", "expected an object of \"servicePort\": targetPort");
-    for (const auto& [key, value] : ports.items()) {
-      const std::string here = path + ".ports." + key;
-      const bool key_ok = !key.empty() && key.size() <= 5 && key.find_first_not_of("0123456789") == std::string::npos &&
-                          std::stoi(key) >= 1 && std::stoi(key) <= 65535;
-      if (!key_ok) fail(here, "the service port must be 1..65535");
-      if (!value.is_number_integer() || value.get<int64_t>() < 1 || value.get<int64_t>() > 65535)
-        fail(here, "the target port must be a number 1..65535");
-      s.ports[static_cast<uint16_t>(std::stoi(key))] = static_cast<uint16_t>(value.get<int>());
-    }
-  }
+  s.ports = port_map(j, path, "ports");
+  const std::string mode = string_field(j, path, "loadBalancing", false);
+  if (mode == "STRICT") s.load_balancing = ServiceConfig::LoadBalancing::Strict;
+  else if (mode == "FAILOVER") s.load_balancing = ServiceConfig::LoadBalancing::Failover;
+  else if (mode == "PASSTHROUGH") s.load_balancing = ServiceConfig::LoadBalancing::Passthrough;
+  else if (!mode.empty())
+    fail(path + ".loadBalancing", "expected \"STRICT\", \"FAILOVER\" or \"PASSTHROUGH\", got \"" + printable(mode) + "\"");
+  s.node_local = bool_field(j, path, "nodeLocal");
   s.endpoints = string_list(j, path, "endpoints");
   return s;
 }
@@ -153,15 +171,24 @@ json to_json(const WorkloadConfig& w) {
   if (!w.cgroup.empty()) j["cgroup"] = w.cgroup;
   if (!w.host_veth.empty()) j["hostVeth"] = w.host_veth;
   put_list(j, "authorizationPolicies", w.authorization_policies);
+  for (const auto& [key, value] : {std::pair{"trustDomain", &w.trust_domain}, std::pair{"network", &w.network},
+                                    std::pair{"canonicalName", &w.canonical_name},
+                                    std::pair{"canonicalRevision", &w.canonical_revision},
+                                    std::pair{"workloadName", &w.workload_name}, std::pair{"waypoint", &w.waypoint}})
+    if (!value->empty()) j[key] = *value;
+  if (!w.healthy) j["status"] = "UNHEALTHY";
+  for (const auto& [key, ports] : w.services) j["services"][key] = port_map_json(ports);
   return j;
 }
 
 json to_json(const ServiceConfig& s) {
-  json ports = json::object();
-  for (const auto& [service_port, target] : s.ports) ports[std::to_string(service_port)] = target;
-  json j = {{"name", s.name}, {"namespace", s.namespace_}, {"vips", ip_texts(s.vips)}, {"ports", ports},
+  json j = {{"name", s.name}, {"namespace", s.namespace_}, {"vips", ip_texts(s.vips)}, {"ports", port_map_json(s.ports)},
             {"endpoints", s.endpoints}};
   if (!s.hostname.empty()) j["hostname"] = s.hostname;
+  static constexpr const char* kModes[] = {"", "STRICT", "FAILOVER", "PASSTHROUGH"};
+  if (s.load_balancing != ServiceConfig::LoadBalancing::Unspecified)
+    j["loadBalancing"] = kModes[static_cast<int>(s.load_balancing)];
+  if (s.node_local) j["nodeLocal"] = true;
   return j;
 }
 

@@ -130,4 +130,35 @@ std::vector<std::string> block_texts(const std::vector<IpBlock>& blocks) {
   return out;
 }
 
+PortMap port_map(const json& object, const std::string& path, const char* key) {
+  PortMap out;
+  if (!object.contains(key)) return out;
+  const auto& ports = object.at(key);
+  const std::string where = path + "." + key;
+  if (!ports.is_object()) fail(where, "expected an object of \"servicePort\": targetPort");
+  for (const auto& [port, target] : ports.items()) {
+    const std::string here = where + "." + printable(port);
+    const bool port_ok = !port.empty() && port.size() <= 5 && port.find_first_not_of("0123456789") == std::string::npos &&
+                         std::stoi(port) >= 1 && std::stoi(port) <= 65535;
+    if (!port_ok) fail(here, "the service port must be 1..65535");
+    if (!target.is_number_integer() || target.get<int64_t>() < 1 || target.get<int64_t>() > 65535)
+      fail(here, "the target port must be a number 1..65535");
+    out[static_cast<uint16_t>(std::stoi(port))] = static_cast<uint16_t>(target.get<int>());
+  }
+  return out;
+}
+
+json port_map_json(const PortMap& ports) {
+  json out = json::object();
+  for (const auto& [port, target] : ports) out[std::to_string(port)] = target;
+  return out;
+}
+
+std::string text_field(const json& object, const std::string& path, const char* key) {
+  std::string value = string_field(object, path, key, false);
+  if (std::any_of(value.begin(), value.end(), [](char c) { return static_cast<unsigned char>(c) < ' ' || c == 0x7f; }))
+    fail(path + "." + key, "'" + printable(value) + "' contains a control character");
+  return value;
+}
+
 }  // namespace zmesh::config

@@ -40,9 +40,15 @@ std::vector<IpBlock> ip_blocks(const json& object, const std::string& path, cons
 // Ports 1..65535, as numbers or as Istio writes them, strings.
 std::vector<uint16_t> port_list(const json& object, const std::string& path, const char* key);
 
+// {"servicePort": targetPort, ...}, both 1..65535.
+PortMap port_map(const json& object, const std::string& path, const char* key);
+// A string field that may hold anything printable (a free-form label); control bytes refused.
+std::string text_field(const json& object, const std::string& path, const char* key);
+
 // The other way.
 std::vector<std::string> ip_texts(const std::vector<boost::asio::ip::address>& ips);
 std::vector<std::string> block_texts(const std::vector<IpBlock>& blocks);
+json port_map_json(const PortMap& ports);
 // Adds `key: value` only when the list is not empty, as a person would write the file.
 template <typename T>
 void put_list(json& object, const char* key, const std::vector<T>& values) {

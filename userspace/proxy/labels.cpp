@@ -8,19 +8,23 @@ std::string service_hostname(const Service& service) {
                                          : service.config.hostname;
 }
 
+std::string workload_label(const Workload& w) {
+  return w.config.workload_name.empty() ? w.config.name : w.config.workload_name;
+}
+
 ConnectionLabels istio_labels(const char* reporter, const Workload* source, const std::optional<SpiffeId>& principal,
                               const Workload& destination, const Service* service, const Mesh& mesh, uint16_t port,
                               const char* security) {
   ConnectionLabels l;
   l.reporter = reporter;
   if (source) {
-    l.source_workload = source->config.name;
+    l.source_workload = workload_label(*source);
     l.source_workload_namespace = source->config.namespace_;
   } else if (principal) {
     l.source_workload_namespace = principal->namespace_;
   }
   if (principal) l.source_principal = principal->uri();
-  l.destination_workload = destination.config.name;
+  l.destination_workload = workload_label(destination);
   l.destination_workload_namespace = destination.config.namespace_;
   if (!destination.identity.namespace_.empty()) l.destination_principal = destination.identity.uri();
   if (!service) service = mesh.service_for(destination, port);

@@ -15,6 +15,9 @@ namespace zmesh::proxy {
 
 // A service's name in Istio's labels: its hostname, else name.namespace.
 std::string service_hostname(const Service& service);
+// A workload's name in Istio's labels (source_workload, destination_workload): its owner's
+// (a Deployment's) name when istiod gave one, else its own.
+std::string workload_label(const Workload& workload);
 
 // Istio's labels for a connection from `source` (with identity `principal`, if any) to
 // `destination`, reached through `service` (else the service of `destination` on `port`).

@@ -42,7 +42,7 @@ awaitable<void> Outbound::serve(tcp::socket client, uint64_t id) {
   const Workload* src = orig->from_node ? nullptr : mesh.by_ip(peer.address());
   if (!orig->from_node) {
     if (!src || !src->local) co_return refuse("the source is not a workload of this node");
-    record.labels.source_workload = src->config.name;
+    record.labels.source_workload = workload_label(*src);
     record.labels.source_workload_namespace = src->config.namespace_;
     record.labels.source_principal = src->identity.uri();
   }
@@ -59,7 +59,7 @@ awaitable<void> Outbound::serve(tcp::socket client, uint64_t id) {
     if (port == service->config.ports.end())
       co_return refuse("service " + name + " has no port " + std::to_string(target.port()));
     if (service->endpoints.empty()) co_return refuse("service " + name + " has no endpoints");
-    candidates = endpoints_of(*service, port->second);
+    candidates = endpoints_of(*service, target.port(), mesh.node());
   } else if (in_pod_cidr(target.address())) {
     unknown_pod.config.name = "unknown";
     unknown_pod.config.namespace_ = "unknown";
@@ -77,22 +77,28 @@ awaitable<void> Outbound::serve(tcp::socket client, uint64_t id) {
   refuse(candidates.size() > 1 ? "every endpoint failed" : "the destination cannot be reached");
 }
 
-// Round-robin over the service's endpoints, those that failed recently last (still tried when
-// nothing else is left). Round-robin rather than least-connections: each node sees only its
-// own connections, so per-node counts would not balance the service anyway, and with pooled
-// HBONE a new stream costs the same on every endpoint.
-std::vector<Outbound::Candidate> Outbound::endpoints_of(const Service& service, uint16_t target_port) {
+// Round-robin over the service's endpoints, those that failed recently or are unhealthy last
+// (still tried when nothing else is left). Round-robin rather than least-connections: each node
+// sees only its own connections, so per-node counts would not balance the service anyway, and
+// with pooled HBONE a new stream costs the same on every endpoint. A service that keeps
+// clients on their node (STRICT load balancing by NODE: internalTrafficPolicy Local) offers
+// this node's endpoints only.
+std::vector<Outbound::Candidate> Outbound::endpoints_of(const Service& service, uint16_t service_port,
+                                                        const std::string& node) {
   std::vector<Candidate> out;
   const size_t n = service.endpoints.size();
-  const size_t first = round_robin_[service.config.namespace_ + "/" + service.config.name]++ % n;
+  const size_t first = round_robin_[service.key()]++ % n;
+  const bool node_only = service.config.node_local && service.config.load_balancing == ServiceConfig::LoadBalancing::Strict;
   for (size_t i = 0; i < n; ++i) {
     const Workload* w = service.endpoints[(first + i) % n];
-    if (!w->config.ips.empty()) out.push_back({w, tcp::endpoint(w->config.ips.front(), target_port), &service});
+    const auto target_port = service.target_port(*w, service_port);
+    if (w->config.ips.empty() || !target_port || (node_only && w->config.node != node)) continue;
+    out.push_back({w, tcp::endpoint(w->config.ips.front(), *target_port), &service});
   }
   const auto now = std::chrono::steady_clock::now();
   std::stable_partition(out.begin(), out.end(), [&](const Candidate& c) {
     auto it = failed_until_.find(c.target.address());
-    return it == failed_until_.end() || it->second <= now;
+    return c.workload->config.healthy && (it == failed_until_.end() || it->second <= now);
   });
   return out;
 }

@@ -43,7 +43,7 @@ class Outbound {
   };
   enum class Delivery { Done, TryNext };
 
-  std::vector<Candidate> endpoints_of(const Service& service, uint16_t target_port);
+  std::vector<Candidate> endpoints_of(const Service& service, uint16_t service_port, const std::string& node);
   bool in_pod_cidr(const asio::ip::address& ip) const;
   // Carries the call to one candidate. TryNext when it could not reach it before any byte
   // moved (the next endpoint may serve it); Done otherwise (relayed, or refused for good).

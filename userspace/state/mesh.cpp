@@ -10,7 +10,9 @@ Mesh::Mesh(const MeshConfig& config, const std::string& trust_domain, const std:
     : node_(node), trust_domain_(trust_domain) {
   workloads_.reserve(config.workloads.size());
   for (const auto& w : config.workloads) {
-    workloads_.push_back({w, SpiffeId{trust_domain, w.namespace_, w.service_account}, w.node == node});
+    const std::string& domain = w.trust_domain.empty() ? trust_domain : w.trust_domain;
+    workloads_.push_back({w, SpiffeId{domain, w.namespace_, w.service_account}, w.node == node});
+    by_name_.emplace(key_of(w), workloads_.size() - 1);
     for (const auto& ip : w.ips) {
       if (!by_ip_.emplace(unmapped(ip), workloads_.size() - 1).second)
         throw ConfigError("workload " + w.namespace_ + "/" + w.name + ": IP " + ip.to_string() +
@@ -18,27 +20,49 @@ Mesh::Mesh(const MeshConfig& config, const std::string& trust_domain, const std:
     }
   }
   services_.reserve(config.services.size());
+  std::map<std::string, size_t> by_key;  // Service::key() -> index
   for (size_t i = 0; i < config.services.size(); ++i) {
     const auto& svc = config.services[i];
     Service service{svc, {}};
     for (const auto& name : svc.endpoints) {
-      auto it = std::find_if(workloads_.begin(), workloads_.end(), [&](const Workload& w) {
-        return w.config.name == name && w.config.namespace_ == svc.namespace_;
-      });
-      if (it == workloads_.end())
+      auto it = by_name_.find(svc.namespace_ + "/" + name);
+      if (it == by_name_.end())
         throw ConfigError("services[" + std::to_string(i) + "].endpoints: no workload '" + name + "' in namespace '" +
                           svc.namespace_ + "'");
-      service.endpoints.push_back(&*it);
+      service.endpoints.push_back(&workloads_[it->second]);
     }
-    for (const Workload* endpoint : service.endpoints)
-      for (const auto& [service_port, target_port] : svc.ports)
-        by_endpoint_.emplace(std::pair{endpoint, target_port}, services_.size());  // the first service wins
+    by_key.emplace(service.key(), services_.size());
     services_.push_back(std::move(service));
     for (const auto& vip : svc.vips) {
       if (by_ip_.contains(unmapped(vip)) || !by_vip_.emplace(unmapped(vip), services_.size() - 1).second)
         throw ConfigError("services[" + std::to_string(i) + "].vips: " + vip.to_string() + " is already in use");
     }
   }
+  // Workloads that name their services (xDS): endpoints of those, in the workloads' order. A
+  // service not (yet) known is skipped: istiod may send a workload before its service.
+  for (const auto& w : workloads_)
+    for (const auto& [key, ports] : w.config.services)
+      if (auto it = by_key.find(key); it != by_key.end()) {
+        auto& endpoints = services_[it->second].endpoints;
+        if (std::find(endpoints.begin(), endpoints.end(), &w) == endpoints.end()) endpoints.push_back(&w);
+      }
+  for (size_t s = 0; s < services_.size(); ++s)
+    for (const Workload* endpoint : services_[s].endpoints)
+      for (const auto& [service_port, target_port] : services_[s].config.ports)
+        if (auto target = services_[s].target_port(*endpoint, service_port))
+          by_endpoint_.emplace(std::pair{endpoint, *target}, s);  // the first service wins
+}
+
+std::string Service::key() const {
+  return config.namespace_ + "/" + (config.hostname.empty() ? config.name + "." + config.namespace_ : config.hostname);
+}
+
+std::optional<uint16_t> Service::target_port(const Workload& endpoint, uint16_t service_port) const {
+  const auto port = config.ports.find(service_port);
+  if (port == config.ports.end()) return std::nullopt;
+  if (auto own = endpoint.config.services.find(key()); own != endpoint.config.services.end())
+    if (auto mapped = own->second.find(service_port); mapped != own->second.end()) return mapped->second;
+  return port->second;
 }
 
 const Service* Mesh::service_by_vip(const boost::asio::ip::address& ip) const {
