@@ -47,6 +47,12 @@ struct WorkloadConfig {
   std::string waypoint;                             // the waypoint istiod names for it, as text; empty: none
   bool healthy = true;                              // an unhealthy endpoint is chosen last
   std::map<std::string, PortMap> services;          // "namespace/hostname" -> its ports here (xDS endpoints)
+  // Where it came from (the controller's to set; the JSON says only "identityFrom": "xds"):
+  // istiod's workloads of this node are captured once the CNI plugin enrolled them; a pod the
+  // plugin enrolled without a service account takes its identity from its xDS Workload and,
+  // until that comes, stays captured with no identity: it fails closed (docs/istio.md).
+  enum class Origin { Config, Xds, AwaitingXds };
+  Origin origin = Origin::Config;
   bool operator==(const WorkloadConfig&) const = default;
 };
 
@@ -62,6 +68,7 @@ struct ServiceConfig {
   enum class LoadBalancing { Unspecified, Strict, Failover, Passthrough };
   LoadBalancing load_balancing = LoadBalancing::Unspecified;
   bool node_local = false;  // routing_preference names NODE
+  std::string waypoint;     // the waypoint istiod names for it, as text; empty: none
   bool operator==(const ServiceConfig&) const = default;
 };
 
@@ -133,8 +140,10 @@ bool is_object_name(std::string_view text);
 // "10.244.0.0/16", "fd00::/8" or a bare address; IPv4-mapped forms become IPv4. Throws
 // ConfigError naming `what`.
 IpBlock parse_ip_block(const std::string& text, const std::string& what);
-// One object of the config, as the control socket receives it; errors are prefixed `path`.
-WorkloadConfig parse_workload(const nlohmann::json& j, const std::string& path);
+// One object of the config, as the control socket (or the xDS translation) gives it; errors are
+// prefixed `path`. istiod names no node for workloads off any node (VMs, other clusters).
+WorkloadConfig parse_workload(const nlohmann::json& j, const std::string& path, bool node_required = true);
+ServiceConfig parse_service(const nlohmann::json& j, const std::string& path);
 AuthorizationPolicy parse_policy(const nlohmann::json& j, const std::string& path);
 
 // The same shapes back, so that parse(to_json(x)) == x: for listings and the runtime layer's file.
@@ -142,6 +151,10 @@ nlohmann::json to_json(const WorkloadConfig& w);
 nlohmann::json to_json(const ServiceConfig& s);
 nlohmann::json to_json(const AuthorizationPolicy& p);
 nlohmann::json to_json(const MeshConfig& c);
+
+// "namespace/hostname" (hostname: the config's, else "<name>.<namespace>"): how xDS names a
+// service, and how workloads name the services they serve.
+std::string service_key(const ServiceConfig& s);
 
 // "namespace/name", the key by which workloads, services and policies are told apart.
 template <typename T>

@@ -59,6 +59,13 @@ Lab::Lab(LabOptions options) : name_(unique_name()) {
     args.push_back("--restart-delay-ms");
     args.push_back(std::to_string(options.restart_delay_ms));
   }
+  for (const auto& [flag, value] : {std::pair{"--xds-address", &options.xds_address},
+                                    std::pair{"--xds-root-cert", &options.xds_root_cert},
+                                    std::pair{"--xds-token", &options.xds_token}})
+    if (!value->empty()) {
+      args.push_back(flag);
+      args.push_back(*value);
+    }
   for (const auto& arg : options.zmeshd_args) {
     args.push_back("--zmeshd-arg");
     args.push_back(arg);

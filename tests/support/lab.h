@@ -26,6 +26,9 @@ struct LabOptions {
   std::vector<std::string> permissive{};   // pods that accept plaintext (others: STRICT)
   std::string policies{};                  // JSON list of AuthorizationPolicy for the mesh config
   std::vector<std::string> not_in_config{};  // pods left out of the mesh config (enrolled at run time)
+  // xDS mode (lab up --xds-address ...): every zmeshd fed by that server, pods enrolled without
+  // a service account, no mesh config; empty: the config file.
+  std::string xds_address{}, xds_root_cert{}, xds_token{};
   int restart_delay_ms = -1;  // lab up --restart-delay-ms (a crashed zmeshd comes back after it; 0 = never; -1 = lab's default)
 };
 

@@ -197,15 +197,19 @@ json add(const json& conf) {
   if (ips.empty()) throw CniError{kInvalidConfig, "prevResult has no IP addresses for the pod", json_text(prev)};
   auto sa = args.find("K8S_POD_SERVICE_ACCOUNT");
   std::string service_account = sa != args.end() ? sa->second : conf.value("defaultServiceAccount", "");
-  if (service_account.empty())
+  // A stock kubelet passes no service account: with istiod, zmeshd takes the pod's identity
+  // from its xDS Workload ("identityFromXds": true, the chart's setting).
+  const bool from_xds = service_account.empty() && conf.value("identityFromXds", false);
+  if (service_account.empty() && !from_xds)
     throw CniError{kInvalidEnvironment, "the pod's service account is unknown",
-                   "pass K8S_POD_SERVICE_ACCOUNT in CNI_ARGS, or set \"defaultServiceAccount\" in the config "
-                   "(the identity would then be that account's for every pod)"};
+                   "pass K8S_POD_SERVICE_ACCOUNT in CNI_ARGS, set \"identityFromXds\": true in the config (zmeshd "
+                   "fed by istiod), or set \"defaultServiceAccount\" (that account's identity for every pod)"};
   json workload = {{"name", pod.name},
                    {"namespace", pod.namespace_},
-                   {"serviceAccount", service_account},
                    {"workloadIps", ips},
                    {"cgroup", pod_cgroup(pod.uid).string()}};
+  if (from_xds) workload["identityFrom"] = "xds";
+  else workload["serviceAccount"] = service_account;
   if (!pod.uid.empty()) workload["uid"] = pod.uid;
   if (const auto veth = host_veth(prev); !veth.empty()) workload["hostVeth"] = veth;
   try {

@@ -17,10 +17,10 @@ using namespace config;  // NOLINT: this module's own helpers
 
 namespace {
 
-WorkloadConfig workload(const json& j, const std::string& path) {
+WorkloadConfig workload(const json& j, const std::string& path, bool node_required) {
   only_keys(j, path, {"uid", "name", "namespace", "serviceAccount", "node", "workloadIps", "protocol", "mtlsMode",
                       "cgroup", "hostVeth", "authorizationPolicies", "trustDomain", "network", "canonicalName",
-                      "canonicalRevision", "workloadName", "waypoint", "status", "services"});
+                      "canonicalRevision", "workloadName", "waypoint", "status", "services", "identityFrom"});
   WorkloadConfig w;
   w.name = name_field(j, path, "name", true, NameKind::Subdomain);
   w.namespace_ = name_field(j, path, "namespace", true, NameKind::Label);
@@ -28,7 +28,7 @@ WorkloadConfig workload(const json& j, const std::string& path) {
   if (w.uid.empty()) w.uid = w.namespace_ + "/" + w.name;
   w.service_account = name_field(j, path, "serviceAccount", false, NameKind::Subdomain);
   if (w.service_account.empty()) w.service_account = "default";
-  w.node = name_field(j, path, "node", true, NameKind::Subdomain);
+  w.node = name_field(j, path, "node", node_required, NameKind::Subdomain);
   w.ips = ip_list(j, path, "workloadIps");
   const std::string protocol = string_field(j, path, "protocol", false);
   if (!protocol.empty() && protocol != "HBONE" && protocol != "TCP")
@@ -47,6 +47,14 @@ WorkloadConfig workload(const json& j, const std::string& path) {
     if (slash == std::string::npos || !dns_label(key.substr(0, slash)) || !dns_subdomain(key.substr(slash + 1)))
       fail(path + ".authorizationPolicies[" + std::to_string(i) + "]",
            "'" + printable(key) + "' is not \"<namespace>/<policy name>\"");
+  }
+  const std::string identity_from = string_field(j, path, "identityFrom", false);
+  if (!identity_from.empty() && identity_from != "xds")
+    fail(path + ".identityFrom", "expected \"xds\" (or no identityFrom: the serviceAccount given), got \"" +
+                                     printable(identity_from) + "\"");
+  if (identity_from == "xds") {
+    if (j.contains("serviceAccount")) fail(path + ".serviceAccount", "a pod whose identity comes from xDS names none");
+    w.origin = WorkloadConfig::Origin::AwaitingXds;
   }
   w.trust_domain = string_field(j, path, "trustDomain", false);
   if (!w.trust_domain.empty() && !dns_subdomain(w.trust_domain))
@@ -74,7 +82,8 @@ WorkloadConfig workload(const json& j, const std::string& path) {
 }
 
 ServiceConfig service(const json& j, const std::string& path) {
-  only_keys(j, path, {"name", "namespace", "hostname", "vips", "ports", "endpoints", "loadBalancing", "nodeLocal"});
+  only_keys(j, path, {"name", "namespace", "hostname", "vips", "ports", "endpoints", "loadBalancing", "nodeLocal",
+                      "waypoint"});
   ServiceConfig s;
   s.name = name_field(j, path, "name", true, NameKind::Label);
   s.namespace_ = name_field(j, path, "namespace", true, NameKind::Label);
@@ -88,6 +97,7 @@ ServiceConfig service(const json& j, const std::string& path) {
   else if (!mode.empty())
     fail(path + ".loadBalancing", "expected \"STRICT\", \"FAILOVER\" or \"PASSTHROUGH\", got \"" + printable(mode) + "\"");
   s.node_local = bool_field(j, path, "nodeLocal");
+  s.waypoint = text_field(j, path, "waypoint");
   s.endpoints = string_list(j, path, "endpoints");
   return s;
 }
@@ -144,7 +154,7 @@ MeshConfig parse_config(const std::string& text) {
     if (root.contains(key) && !root.at(key).is_array()) fail(key, "expected a list");
   if (root.contains("workloads"))
     for (size_t i = 0; i < root["workloads"].size(); ++i)
-      config.workloads.push_back(workload(root["workloads"][i], "workloads[" + std::to_string(i) + "]"));
+      config.workloads.push_back(workload(root["workloads"][i], "workloads[" + std::to_string(i) + "]", true));
   if (root.contains("services"))
     for (size_t i = 0; i < root["services"].size(); ++i)
       config.services.push_back(service(root["services"][i], "services[" + std::to_string(i) + "]"));
@@ -159,7 +169,14 @@ MeshConfig parse_config(const std::string& text) {
 
 const char* to_string(TunnelProtocol protocol) { return protocol == TunnelProtocol::Tcp ? "TCP" : "HBONE"; }
 
-WorkloadConfig parse_workload(const json& j, const std::string& path) { return workload(j, path); }
+WorkloadConfig parse_workload(const json& j, const std::string& path, bool node_required) {
+  return workload(j, path, node_required);
+}
+ServiceConfig parse_service(const json& j, const std::string& path) { return service(j, path); }
+
+std::string service_key(const ServiceConfig& s) {
+  return s.namespace_ + "/" + (s.hostname.empty() ? s.name + "." + s.namespace_ : s.hostname);
+}
 bool is_namespace_name(std::string_view text) { return dns_label(text); }
 bool is_object_name(std::string_view text) { return dns_subdomain(text); }
 
@@ -177,6 +194,10 @@ json to_json(const WorkloadConfig& w) {
                                     std::pair{"workloadName", &w.workload_name}, std::pair{"waypoint", &w.waypoint}})
     if (!value->empty()) j[key] = *value;
   if (!w.healthy) j["status"] = "UNHEALTHY";
+  if (w.origin == WorkloadConfig::Origin::AwaitingXds) {
+    j["identityFrom"] = "xds";
+    j.erase("serviceAccount");
+  }
   for (const auto& [key, ports] : w.services) j["services"][key] = port_map_json(ports);
   return j;
 }
@@ -189,6 +210,7 @@ json to_json(const ServiceConfig& s) {
   if (s.load_balancing != ServiceConfig::LoadBalancing::Unspecified)
     j["loadBalancing"] = kModes[static_cast<int>(s.load_balancing)];
   if (s.node_local) j["nodeLocal"] = true;
+  if (!s.waypoint.empty()) j["waypoint"] = s.waypoint;
   return j;
 }
 

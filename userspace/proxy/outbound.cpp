@@ -41,6 +41,8 @@ awaitable<void> Outbound::serve(tcp::socket client, uint64_t id) {
   // (its address is one of the node's: a reply to any other would not come back to it).
   const Workload* src = orig->from_node ? nullptr : mesh.by_ip(peer.address());
   if (!orig->from_node) {
+    if (src && src->config.origin == WorkloadConfig::Origin::AwaitingXds)
+      co_return refuse("the source's identity is not known yet: its Workload has not come from istiod");
     if (!src || !src->local) co_return refuse("the source is not a workload of this node");
     record.labels.source_workload = workload_label(*src);
     record.labels.source_workload_namespace = src->config.namespace_;
@@ -50,10 +52,18 @@ awaitable<void> Outbound::serve(tcp::socket client, uint64_t id) {
   std::vector<Candidate> candidates;
   Workload unknown_pod;  // a pod of another node's CNI, inside a pod CIDR: lives in this frame
   const tcp::endpoint target = orig->target;
+  // A waypoint's L7 policies are the destination's to have: until zmesh sends through waypoints
+  // (issue 17), a destination behind one is refused rather than reached around it.
+  const auto behind_waypoint = [&](const std::string& what, const std::string& waypoint) {
+    return refuse(what + " is behind the waypoint " + waypoint +
+                  ", and zmesh does not send through waypoints yet: refused rather than skip its policies");
+  };
   if (const Workload* dst = mesh.by_ip(target.address())) {
+    if (!dst->config.waypoint.empty()) co_return behind_waypoint("workload " + key_of(dst->config), dst->config.waypoint);
     candidates.push_back({dst, target});
   } else if (const Service* service = mesh.service_by_vip(target.address())) {
     const std::string name = service->config.namespace_ + "/" + service->config.name;
+    if (!service->config.waypoint.empty()) co_return behind_waypoint("service " + service->key(), service->config.waypoint);
     record.labels.destination_service = service_hostname(*service);
     const auto port = service->config.ports.find(target.port());
     if (port == service->config.ports.end())

@@ -11,7 +11,10 @@ Mesh::Mesh(const MeshConfig& config, const std::string& trust_domain, const std:
   workloads_.reserve(config.workloads.size());
   for (const auto& w : config.workloads) {
     const std::string& domain = w.trust_domain.empty() ? trust_domain : w.trust_domain;
-    workloads_.push_back({w, SpiffeId{domain, w.namespace_, w.service_account}, w.node == node});
+        // A pod with no identity yet is no workload of this node to the proxy: it refuses its
+    // connections and connections to it, and no certificate is issued for it.
+    const bool local = w.node == node && w.origin != WorkloadConfig::Origin::AwaitingXds;
+    workloads_.push_back({w, SpiffeId{domain, w.namespace_, w.service_account}, local});
     by_name_.emplace(key_of(w), workloads_.size() - 1);
     for (const auto& ip : w.ips) {
       if (!by_ip_.emplace(unmapped(ip), workloads_.size() - 1).second)
@@ -53,9 +56,7 @@ Mesh::Mesh(const MeshConfig& config, const std::string& trust_domain, const std:
           by_endpoint_.emplace(std::pair{endpoint, *target}, s);  // the first service wins
 }
 
-std::string Service::key() const {
-  return config.namespace_ + "/" + (config.hostname.empty() ? config.name + "." + config.namespace_ : config.hostname);
-}
+std::string Service::key() const { return service_key(config); }
 
 std::optional<uint16_t> Service::target_port(const Workload& endpoint, uint16_t service_port) const {
   const auto port = config.ports.find(service_port);

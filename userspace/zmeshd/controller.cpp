@@ -66,13 +66,46 @@ void put(std::vector<T>& list, const T& item) {
   else list.push_back(item);
 }
 
-// The effective config: the file, then the runtime layer over it (same namespace/name wins).
-MeshConfig merge(const MeshConfig& file, const MeshConfig& runtime) {
+// A pod the CNI plugin enrolled for an identity from xDS, with its Workload when that has come
+// with the pod's own addresses: a Workload of a pod since deleted, or of another pod that had
+// the name, is no identity for this one.
+WorkloadConfig paired(const WorkloadConfig& pod, const std::map<std::string, const WorkloadConfig*>& xds_by_name) {
+  if (pod.origin != WorkloadConfig::Origin::AwaitingXds) return pod;
+  auto it = xds_by_name.find(key_of(pod));
+  if (it == xds_by_name.end()) return pod;
+  auto addresses = [](const std::vector<IpAddress>& ips) {
+    std::set<IpAddress> out;
+    for (const auto& ip : ips) out.insert(unmapped(ip));
+    return out;
+  };
+  if (addresses(it->second->ips) != addresses(pod.ips)) return pod;
+  WorkloadConfig w = *it->second;
+  w.node = pod.node;
+  w.cgroup = pod.cgroup;
+  w.host_veth = pod.host_veth;
+  return w;
+}
+
+}  // namespace
+
+MeshConfig Controller::merge(const MeshConfig& file, const XdsLayer& xds, const MeshConfig& runtime) {
   MeshConfig out = file;
-  for (const auto& w : runtime.workloads) put(out.workloads, w);
+  std::map<std::string, const WorkloadConfig*> xds_by_name;
+  for (const auto& [uid, w] : xds.workloads) {
+    put(out.workloads, w);
+    xds_by_name[key_of(w)] = &w;
+  }
+  for (const auto& [key, s] : xds.services) {
+    std::erase_if(out.services, [&](const ServiceConfig& f) { return service_key(f) == key; });
+    out.services.push_back(s);
+  }
+  for (const auto& [key, p] : xds.policies) put(out.policies, p);
+  for (const auto& w : runtime.workloads) put(out.workloads, paired(w, xds_by_name));
   for (const auto& p : runtime.policies) put(out.policies, p);
   return out;
 }
+
+namespace {
 
 template <typename T>
 bool contains_key(const std::vector<T>& list, const std::string& key) {
@@ -111,7 +144,7 @@ Controller::Initial Controller::load(const ControllerOptions& options) {
   }
   // What apply() will check, checked now, before anything on the node changes; and the
   // cgroups of this node's pods, which enrolling them would find missing.
-  const MeshConfig merged = merge(initial.file, initial.runtime);
+  const MeshConfig merged = merge(initial.file, {}, initial.runtime);
   check(merged, options);
   for (const auto& [key, attachment] : kernel_for(MeshSnapshot(merged, options.trust_domain, options.node, 1), options).enrolled)
     if (std::error_code ec; !std::filesystem::is_directory(attachment.cgroup, ec))
@@ -124,7 +157,7 @@ void Controller::start(Initial initial) {
   file_text_ = std::move(initial.file_text);
   if (!options_.config_path.empty()) file_stamp_ = stamp_of(options_.config_path);
   if (initial.runtime_pruned) runtime_saved_ = false;
-  apply(std::move(initial.file), std::move(initial.runtime), "start-up");
+  apply(std::move(initial.file), {}, std::move(initial.runtime), "start-up");
 }
 
 Controller::FileStamp Controller::stamp_of(const std::filesystem::path& path) {
@@ -147,7 +180,7 @@ size_t Controller::drop_vanished_pods() {
     return gone;
   });
   const size_t dropped = runtime_.workloads.size() - runtime.workloads.size();
-  if (dropped) apply(file_, std::move(runtime), "pods gone without a DEL (cgroup removed): " + names);
+  if (dropped) apply(file_, xds_, std::move(runtime), "pods gone without a DEL (cgroup removed): " + names);
   return dropped;
 }
 
@@ -171,7 +204,7 @@ bool Controller::reload_file(bool force) {
     } catch (const ConfigError& e) {
       throw ConfigError(options_.config_path.string() + ": " + e.what());
     }
-    apply(std::move(file), runtime_, cause);
+    apply(std::move(file), xds_, runtime_, cause);
     return true;
   } catch (const std::exception& e) {
     last_failure_ = {cause, printable(e.what()), std::chrono::system_clock::now()};
@@ -186,7 +219,7 @@ template <typename T>
 void Controller::put_runtime(std::vector<T> MeshConfig::*list, const T& item, const std::string& cause) {
   MeshConfig runtime = runtime_;
   put(runtime.*list, item);
-  apply(file_, std::move(runtime), cause + " " + key_of(item));
+  apply(file_, xds_, std::move(runtime), cause + " " + key_of(item));
 }
 
 // Removes one runtime entry; an entry of the file, or none, is refused with what to do instead.
@@ -201,7 +234,7 @@ void Controller::remove_runtime(std::vector<T> MeshConfig::*list, const std::str
   }
   MeshConfig runtime = runtime_;
   std::erase_if(runtime.*list, [&](const T& x) { return key_of(x) == key; });
-  apply(file_, std::move(runtime), cause + " " + key);
+  apply(file_, xds_, std::move(runtime), cause + " " + key);
 }
 
 void Controller::enroll(const WorkloadConfig& workload) { put_runtime(&MeshConfig::workloads, workload, "enroll"); }
@@ -210,6 +243,38 @@ void Controller::unenroll(const std::string& key) {
 }
 void Controller::apply_policy(const AuthorizationPolicy& policy) {
   put_runtime(&MeshConfig::policies, policy, "policy apply");
+}
+
+std::string Controller::apply_xds(const xds::Delta& delta) {
+  XdsLayer next = xds_;
+  const bool addresses = delta.type_url == xds::kAddressType;
+  for (const auto& name : delta.removed) {  // a name never received removes nothing
+    if (!addresses) next.policies.erase(name);
+    else if (!next.workloads.erase(name)) next.services.erase(name);
+  }
+  for (const auto& resource : delta.updated) {
+    const std::string key = xds::resource_key(resource);
+    if (const auto* w = std::get_if<WorkloadConfig>(&resource)) {
+      next.workloads[key] = *w;
+      next.workloads[key].origin = WorkloadConfig::Origin::Xds;
+    } else if (const auto* s = std::get_if<ServiceConfig>(&resource)) {
+      next.services[key] = *s;
+    } else {
+      next.policies[key] = std::get<AuthorizationPolicy>(resource);
+    }
+  }
+  const std::string cause = "xds " + delta.type_url.substr(delta.type_url.rfind('.') + 1) + ": " +
+                            std::to_string(delta.updated.size()) + " updated, " + std::to_string(delta.removed.size()) +
+                            " removed";
+  try {
+    apply(file_, std::move(next), runtime_, cause);
+    return "";
+  } catch (const std::exception& e) {
+    last_failure_ = {cause, printable(e.what()), std::chrono::system_clock::now()};
+    ++rejected_;
+    spdlog::error("controller: {} refused, generation {} stays in force: {}", cause, generation_, e.what());
+    return e.what();
+  }
 }
 void Controller::delete_policy(const std::string& key) {
   remove_runtime(&MeshConfig::policies, key, "policy", "policy delete");
@@ -221,6 +286,7 @@ Controller::Kernel Controller::kernel_for(const MeshSnapshot& snapshot, const Co
     if (w.protocol != TunnelProtocol::Hbone) continue;  // not meshed: its connects stay plain TCP
     for (const auto& ip : w.ips) k.destinations[unmapped(ip)] = DestinationKind::Workload;
     if (w.node != options.node) continue;
+    if (w.cgroup.empty() && w.origin == WorkloadConfig::Origin::Xds) continue;  // the CNI plugin has not enrolled it yet
     if (w.cgroup.empty())
       throw ConfigError("workload " + key_of(w) + " is on node " + options.node +
                         " but has no cgroup: zmesh cannot capture its connections");
@@ -306,9 +372,9 @@ void Controller::check(const MeshConfig& config, const ControllerOptions& option
       if (v6(ip)) throw ConfigError("service " + key_of(s) + " has IPv6 VIP " + ip.to_string() + ": give --outbound-ip6");
 }
 
-void Controller::apply(MeshConfig file, MeshConfig runtime, const std::string& cause) {
+void Controller::apply(MeshConfig file, XdsLayer xds, MeshConfig runtime, const std::string& cause) {
   const auto began = std::chrono::steady_clock::now();
-  MeshConfig config = merge(file, runtime);
+  MeshConfig config = merge(file, xds, runtime);
   check(config, options_);
   auto snapshot = std::make_shared<const MeshSnapshot>(std::move(config), options_.trust_domain, options_.node,
                                                        generation_ + 1);
@@ -332,6 +398,7 @@ void Controller::apply(MeshConfig file, MeshConfig runtime, const std::string& c
   }
   kernel_ = std::move(want);
   file_ = std::move(file);
+  xds_ = std::move(xds);
   const bool runtime_changed = to_json(runtime) != to_json(runtime_);
   runtime_ = std::move(runtime);
   generation_ = snapshot->generation;
@@ -370,11 +437,14 @@ void Controller::save_runtime(const MeshConfig& runtime) const {
                       ec.message() + " (it will not survive a restart)");
 }
 
-std::string Controller::source_of_workload(const std::string& key) const {
-  return contains_key(runtime_.workloads, key) ? "runtime" : "file";
+std::string Controller::source_of(const WorkloadConfig& w) const {
+  if (contains_key(runtime_.workloads, key_of(w))) return w.origin == WorkloadConfig::Origin::Xds ? "xds+cni" : "runtime";
+  return w.origin == WorkloadConfig::Origin::Xds ? "xds" : "file";
 }
 std::string Controller::source_of_policy(const std::string& key) const {
-  return contains_key(runtime_.policies, key) ? "runtime" : "file";
+  if (contains_key(runtime_.policies, key)) return "runtime";
+  return std::any_of(xds_.policies.begin(), xds_.policies.end(), [&](const auto& p) { return p.first == key; }) ? "xds"
+                                                                                                               : "file";
 }
 
 json Controller::status() const {
@@ -396,6 +466,7 @@ json Controller::status() const {
           {"services", snapshot->config.services.size()},
           {"policies", snapshot->config.policies.size()},
           {"runtimePolicies", runtime_.policies.size()},
+          {"xds", {{"workloads", xds_.workloads.size()}, {"services", xds_.services.size()}, {"policies", xds_.policies.size()}}},
           {"kernelDenyEntries", kernel_.deny.size()},
           {"lastChange", change(last_change_)},
           {"lastFailure", change(last_failure_)},
@@ -409,8 +480,10 @@ json Controller::workloads() const {
   for (const auto& w : snapshot->config.workloads) {
     json j = to_json(w);
     const std::string key = key_of(w);
-    j["source"] = source_of_workload(key);
-    j["identity"] = SpiffeId{options_.trust_domain, w.namespace_, w.service_account}.uri();
+    j["source"] = source_of(w);
+    if (w.origin == WorkloadConfig::Origin::AwaitingXds) j["identity"] = nullptr;  // its Workload has not come
+    else j["identity"] = SpiffeId{w.trust_domain.empty() ? options_.trust_domain : w.trust_domain, w.namespace_,
+                                  w.service_account}.uri();
     j["enrolledHere"] = kernel_.enrolled.contains(key);
     out.push_back(j);
   }

@@ -1,7 +1,10 @@
-// The daemon's control path, the only writer of the mesh state. The effective config is the
-// config file plus the runtime layer (workloads and policies added over the control socket,
-// kept in STATE_DIR/runtime.json); a runtime entry wins over a file entry with the same
-// namespace/name. Every change goes through apply(): check the whole merged config, issue
+// The daemon's control path, the only writer of the mesh state. The effective config has three
+// layers, later ones winning for the same namespace/name (a service: namespace/hostname): the
+// config file; istiod's resources over xDS (when zmeshd has an --xds-address); the runtime
+// layer (workloads and policies added over the control socket, kept in STATE_DIR/runtime.json).
+// A pod the CNI plugin enrolled for an identity from xDS is paired with its xDS Workload (same
+// namespace/name and addresses): istiod's identity, policies and labels, the node's cgroup and
+// veth. Every change goes through apply(): check the whole merged config, issue
 // certificates for new local identities, bring the kernel maps to match (additions before
 // removals, so a pod is never left uncaptured), publish the new snapshot, and have the proxy
 // close open connections the new policies deny. A change that fails leaves the last good
@@ -19,6 +22,7 @@
 #include "zmesh/datapath.h"
 #include "zmesh/state.h"
 #include "zmesh/proxy.h"
+#include "translate.h"
 
 namespace zmesh {
 
@@ -63,6 +67,9 @@ class Controller {
   void unenroll(const std::string& key);  // "namespace/name"
   void apply_policy(const AuthorizationPolicy& policy);
   void delete_policy(const std::string& key);
+  // istiod's change of one type; "" when it is in force, else why it was refused (then nothing
+  // of it is, and the xDS client NACKs it).
+  std::string apply_xds(const xds::Delta& delta);
 
   // For the control socket and /config_dump.
   nlohmann::json status() const;
@@ -79,7 +86,13 @@ class Controller {
     std::map<IpAddress, DestinationKind> destinations;
     std::vector<DenyRule> deny;
   };
-  void apply(MeshConfig file, MeshConfig runtime, const std::string& cause);
+  struct XdsLayer {
+    std::map<std::string, WorkloadConfig> workloads;      // by uid
+    std::map<std::string, ServiceConfig> services;        // by namespace/hostname
+    std::map<std::string, AuthorizationPolicy> policies;  // by namespace/name
+  };
+  static MeshConfig merge(const MeshConfig& file, const XdsLayer& xds, const MeshConfig& runtime);
+  void apply(MeshConfig file, XdsLayer xds, MeshConfig runtime, const std::string& cause);
   static Kernel kernel_for(const MeshSnapshot& snapshot, const ControllerOptions& options);
   static void check(const MeshConfig& config, const ControllerOptions& options);
   void reconcile(const Kernel& from, const Kernel& to);
@@ -90,7 +103,7 @@ class Controller {
   void remove_runtime(std::vector<T> MeshConfig::*list, const std::string& key, const char* what,
                       const std::string& cause);
   static bool cgroup_gone(const WorkloadConfig& w, const std::string& node);
-  std::string source_of_workload(const std::string& key) const;
+  std::string source_of(const WorkloadConfig& w) const;
   std::string source_of_policy(const std::string& key) const;
 
   ControllerOptions options_;
@@ -99,6 +112,7 @@ class Controller {
   Certificates* certificates_;
   Proxy* proxy_ = nullptr;
   MeshConfig file_, runtime_;
+  XdsLayer xds_;
   // The file as last read (applied or refused) and its inode, size and mtime: a change in its
   // directory that is not a change of the file (a log beside it) reads nothing, and a refused
   // text is not refused again until it changes.

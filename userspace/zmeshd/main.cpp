@@ -18,6 +18,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <csignal>
+#include <future>
 #include <iostream>
 
 #include "admin_routes.h"
@@ -25,8 +26,10 @@
 #include "controller.h"
 #include "link_watch.h"
 #include "options.h"
+#include "ca_client.h"
 #include "reloader.h"
 #include "self_check.h"
+#include "xds_client.h"
 #include "zmesh/control.h"
 #include "zmesh/json.h"
 
@@ -61,6 +64,33 @@ asio::awaitable<void> every(std::chrono::milliseconds interval, const char* what
   }
 }
 
+// Runs `work` on the io_context's thread and waits for its result: the xDS client's thread
+// hands the controller (single-threaded) its changes this way. A stopped io_context answers.
+std::string on_io_thread(asio::io_context& io, std::function<std::string()> work) {
+  auto result = std::make_shared<std::promise<std::string>>();
+  auto done = result->get_future();
+  asio::post(io, [result, work = std::move(work)] {
+    try {
+      result->set_value(work());
+    } catch (const std::exception& e) {
+      result->set_value(e.what());
+    }
+  });
+  while (done.wait_for(std::chrono::milliseconds(100)) != std::future_status::ready)
+    if (io.stopped()) return "zmeshd is stopping";
+  return done.get();
+}
+
+zmesh::XdsMetrics xds_metrics(const zmesh::xds::XdsClient& client) {
+  zmesh::XdsMetrics m{client.connected(), client.connects(), zmesh::xds::IstiodCa::failures_in_process(), {}};
+  for (const auto& [name, type] : {std::pair{"Address", zmesh::xds::kAddressType},
+                                   std::pair{"Authorization", zmesh::xds::kAuthorizationType}}) {
+    const auto& s = client.stats(type);
+    m.types.push_back({name, s.received, s.applied, s.nacked, s.resources, s.last_update_unix});
+  }
+  return m;
+}
+
 int serve(const DaemonOptions& o) {
   raise_fd_limit();
   asio::io_context io;
@@ -87,10 +117,12 @@ int serve(const DaemonOptions& o) {
   datapath->set_destination_cidrs(o.proxy_options.pod_cidrs);
   zmesh::Telemetry telemetry(o.access_log);
   std::unique_ptr<zmesh::Proxy> proxy;
+  std::unique_ptr<zmesh::xds::XdsClient> xds_client;
   auto metrics = [&] {
     zmesh::DaemonMetrics m;
     if (proxy) m.proxy = proxy->stats();
     m.kernel = datapath->counters();
+    if (xds_client) m.xds = xds_metrics(*xds_client);
     if (certificates) {
       m.renewals = certificates->renewals();
       m.rotations = certificates->rotations();
@@ -135,6 +167,21 @@ int serve(const DaemonOptions& o) {
     proxy->start();
     asio::co_spawn(io, certificates->renew_forever(), asio::detached);
   }
+  // istiod's feed: its own thread, each change carried to this one and applied by the
+  // controller. Readiness waits for the first response of each type (and with it, the local
+  // pods' certificates); after that zmeshd serves what it has whenever istiod is away.
+  if (o.xds.enabled) {
+    xds_client = std::make_unique<zmesh::xds::XdsClient>(o.xds.istiod, o.xds.node, [&](const zmesh::xds::Delta& delta) {
+      return on_io_thread(io, [&controller, delta] { return controller.apply_xds(delta); });
+    });
+    xds_client->start();
+    asio::co_spawn(io, every(std::chrono::milliseconds(100), "xDS readiness", [&] {
+      if (not_ready.starts_with("waiting for istiod") && xds_client->synced()) {
+        not_ready.clear();
+        spdlog::info("zmeshd: ready: the first Address and Authorization responses from {} are in force", o.xds.istiod.address);
+      }
+    }), asio::detached);
+  }
   asio::signal_set signals(io, SIGINT, SIGTERM);
   signals.async_wait([&](const boost::system::error_code&, int signal) { drain("signal " + std::to_string(signal)); });
   reloader.start();
@@ -165,7 +212,7 @@ int serve(const DaemonOptions& o) {
                            {.connections = 16, .per_client = 4, .identify_peers = true});
   metrics_server.start();
   admin.start();
-  not_ready.clear();
+  not_ready = xds_client && !xds_client->synced() ? "waiting for istiod " + o.xds.istiod.address : "";
   const auto status = controller.status();
   spdlog::info("zmeshd ready: node {}, {} workloads enrolled, {} policies, {} links pinned under {}, proxy {}, "
                "control socket {}",
@@ -173,6 +220,7 @@ int serve(const DaemonOptions& o) {
                datapath->pinned_links().size(), o.datapath.pin_root.string(), o.proxy ? "on" : "off",
                (o.state_dir / zmesh::control::kSocketName).string());
   io.run();
+  if (xds_client) xds_client->stop();
   if (proxy) {
     const auto s = proxy->stats();
     spdlog::info("zmeshd: stopped; served {} outbound, {} HBONE, {} plaintext connections; {} TLS handshakes out, {} in",

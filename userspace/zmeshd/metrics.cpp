@@ -43,6 +43,32 @@ uint64_t open_fds() {
   return n;
 }
 
+
+void write_xds(std::ostringstream& out, const XdsMetrics& x) {
+  const Metric connected{"zmesh_xds_connected", "gauge", "1 while the xDS stream to istiod is up."};
+  header(out, connected);
+  write(out, connected, "", x.connected ? 1 : 0);
+  const Metric connects{"zmesh_xds_connections_total", "counter", "xDS streams opened to istiod."};
+  header(out, connects);
+  write(out, connects, "", x.connects);
+  const Metric responses{"zmesh_xds_responses_total", "counter",
+                         "xDS responses by type and outcome (received; applied: in force; nacked: some or all refused)."};
+  header(out, responses);
+  for (const auto& t : x.types)
+    for (const auto& [outcome, value] : {std::pair{"received", t.received}, std::pair{"applied", t.applied},
+                                         std::pair{"nacked", t.nacked}})
+      write(out, responses, "{type=\"" + t.name + "\",outcome=\"" + outcome + "\"}", value);
+  const Metric resources{"zmesh_xds_resources", "gauge", "Resources held from istiod, by type."};
+  header(out, resources);
+  for (const auto& t : x.types) write(out, resources, "{type=\"" + t.name + "\"}", t.resources);
+  const Metric updated{"zmesh_xds_last_update_timestamp_seconds", "gauge", "When a response of the type was last applied."};
+  header(out, updated);
+  for (const auto& t : x.types) write(out, updated, "{type=\"" + t.name + "\"}", static_cast<uint64_t>(t.last_update_unix));
+  const Metric failures{"zmesh_certificate_fetch_failures_total", "counter", "CreateCertificate calls to istiod that failed."};
+  header(out, failures);
+  write(out, failures, "", x.certificate_failures);
+}
+
 }  // namespace
 
 std::string prometheus_text(const DaemonMetrics& m) {
@@ -105,6 +131,7 @@ std::string prometheus_text(const DaemonMetrics& m) {
   for (const auto& [identity, not_after] : m.certificate_expiry)
     write(out, expiry, "{identity=\"" + prometheus_escape(identity) + "\"}",
           static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::seconds>(not_after.time_since_epoch()).count()));
+  if (m.xds) write_xds(out, *m.xds);
   const Metric rss{"process_resident_memory_bytes", "gauge", "Resident memory of zmeshd."};
   header(out, rss);
   write(out, rss, "", resident_bytes());
@@ -115,6 +142,15 @@ std::string prometheus_text(const DaemonMetrics& m) {
   header(out, datapath);
   for (const auto& [name, value] : named_counters(kernel)) write(out, datapath, std::string("{event=\"") + name + "\"}", value);
   return out.str();
+}
+
+nlohmann::json xds_json(const XdsMetrics& x) {
+  nlohmann::json types = nlohmann::json::object();
+  for (const auto& t : x.types)
+    types[t.name] = {{"received", t.received}, {"applied", t.applied}, {"nacked", t.nacked},
+                     {"resources", t.resources}, {"lastUpdateUnix", t.last_update_unix}};
+  return {{"connected", x.connected}, {"connects", x.connects}, {"certificateFetchFailures", x.certificate_failures},
+          {"types", types}};
 }
 
 nlohmann::json stats_json(const DaemonMetrics& m) {
@@ -142,6 +178,7 @@ nlohmann::json stats_json(const DaemonMetrics& m) {
             {"handshakeFailuresByReason", by_reason}}},
           {"certificateRenewals", m.renewals},
           {"certificateRotations", m.rotations},
+          {"xds", m.xds ? xds_json(*m.xds) : nlohmann::json(nullptr)},
           {"kernel", k}};
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
@@ -13,12 +14,25 @@
 
 namespace zmesh {
 
+// The xDS stream and istiod's CA (issue 16); absent without --xds-address.
+struct XdsMetrics {
+  bool connected = false;
+  uint64_t connects = 0, certificate_failures = 0;
+  struct Type {
+    std::string name;  // "Address", "Authorization"
+    uint64_t received = 0, applied = 0, nacked = 0, resources = 0;
+    int64_t last_update_unix = 0;
+  };
+  std::vector<Type> types;
+};
+
 struct DaemonMetrics {
   ProxyStats proxy;
   DatapathCounters kernel{};
   uint64_t renewals = 0;
   uint64_t rotations = 0;
   std::vector<std::pair<std::string, std::chrono::system_clock::time_point>> certificate_expiry;  // identity, notAfter
+  std::optional<XdsMetrics> xds;
 };
 
 // zmesh_* metrics and process_* (resident memory, open fds) in Prometheus text format.

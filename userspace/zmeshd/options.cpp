@@ -91,6 +91,25 @@ std::variant<DaemonOptions, int> parse_options(int argc, char** argv) {
   app.add_option("--trust-bundle", o.certificates.trust_bundle,
                  "PEM file of trusted roots (required with --cert-dir; with --ca-dir, roots trusted besides the CA's "
                  "own, for rotation)");
+  auto* xds_address = app.add_option("--xds-address", o.xds.istiod.address,
+                                     "istiod's xDS and CA address, host:port (xDS is on with this or --xds-root-cert)")
+                          ->capture_default_str();
+  auto* xds_root = app.add_option("--xds-root-cert", o.xds.istiod.root_cert,
+                                  "the mesh root istiod's certificate is checked against (and workload chains)")
+                       ->capture_default_str();
+  app.add_option("--xds-token", o.xds.istiod.token,
+                 "the projected service-account token (audience istio-ca), read again for every call");
+  app.add_option("--xds-server-name", o.xds.istiod.server_name,
+                 "the name istiod's certificate must carry (default: the host of --xds-address)");
+  app.add_option("--cluster-id", o.xds.istiod.cluster_id, "this cluster's id, as istiod knows it")->capture_default_str();
+  app.add_option("--pod-name", o.xds.node.pod_name, "this zmeshd pod's name, for istiod's Node (env POD_NAME)")
+      ->envname("POD_NAME");
+  app.add_option("--pod-namespace", o.xds.node.pod_namespace, "this zmeshd pod's namespace (env POD_NAMESPACE)")
+      ->envname("POD_NAMESPACE")
+      ->capture_default_str();
+  app.add_option("--instance-ip", o.xds.node.instance_ip, "this node's IP, for istiod's Node (env INSTANCE_IP)")
+      ->envname("INSTANCE_IP")
+      ->capture_default_str();
   int64_t ttl_s = o.certificates.ttl.count();
   app.add_option("--cert-ttl", ttl_s, "lifetime of workload certificates, seconds (renewed at half life)")
       ->check(CLI::Range(int64_t{2}, int64_t{365 * 24 * 3600}))
@@ -128,6 +147,11 @@ std::variant<DaemonOptions, int> parse_options(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+  o.xds.enabled = xds_address->count() > 0 || xds_root->count() > 0;
+  o.xds.node.node_name = o.node;
+  if (o.xds.enabled && (!o.certificates.ca_dir.empty() || !o.certificates.cert_dir.empty()))
+    std::cerr << "zmeshd: with xDS the certificates still come from " << (o.certificates.ca_dir.empty() ? "--cert-dir" : "--ca-dir")
+              << ", not from istiod's CA\n";
   o.mode = check ? DaemonOptions::Mode::Check : cleanup ? DaemonOptions::Mode::Cleanup : DaemonOptions::Mode::Serve;
   o.certificates.ttl = std::chrono::seconds(ttl_s);
   o.drain_timeout = std::chrono::milliseconds(drain_ms);

@@ -13,6 +13,8 @@
 #include "zmesh/datapath.h"
 #include "zmesh/proxy.h"
 #include "zmesh/telemetry.h"
+#include "istiod_channel.h"
+#include "xds_client.h"
 
 namespace zmesh {
 
@@ -22,6 +24,14 @@ struct CertificateOptions {
   std::filesystem::path cert_dir;      // or an external CA's files: DIR/<ns>/<sa>/{cert-chain,key}.pem
   std::filesystem::path trust_bundle;  // roots trusted besides (required with cert_dir)
   std::chrono::seconds ttl{24 * 3600};
+};
+
+// istiod (issue 16): workloads, services and policies over delta xDS, certificates from its CA.
+// On when --xds-address or --xds-root-cert is given.
+struct XdsOptions {
+  bool enabled = false;
+  xds::IstiodSettings istiod;
+  xds::NodeIdentity node;  // POD_NAME, POD_NAMESPACE, INSTANCE_IP; NODE_NAME is --node
 };
 
 // The kubelet's cgroup (--probe-cgroup): found where systemd puts it, named, or none.
@@ -43,6 +53,7 @@ struct DaemonOptions {
   ProbeCgroupChoice probe_cgroup;
   ProxyOptions proxy_options;
   CertificateOptions certificates;
+  XdsOptions xds;
   AccessLogOptions access_log;
   std::chrono::milliseconds drain_timeout{10000};
   std::chrono::milliseconds gc_interval{30000};

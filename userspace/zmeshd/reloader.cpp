@@ -1,6 +1,8 @@
 // Reloads (see reloader.h).
 #include "reloader.h"
 
+#include "ca_client.h"
+
 #include <spdlog/spdlog.h>
 
 namespace zmesh {
@@ -8,12 +10,18 @@ namespace zmesh {
 Certificates load_certificates(const DaemonOptions& o, bool at_start) {
   const auto& c = o.certificates;
   const TrustBundle extra_roots = c.trust_bundle.empty() ? TrustBundle() : TrustBundle::load(c.trust_bundle);
+  // istiod's CA when zmeshd is fed by istiod and no other CA is named; the roots are the
+  // mesh root file's (read again on a rotation, as is this whole source).
+  if (o.xds.enabled && c.cert_dir.empty() && c.ca_dir.empty()) {
+    xds::IstiodCa ca(o.xds.istiod, c.ttl);
+    return Certificates(ca.source(), TrustBundle::load(o.xds.istiod.root_cert).with(extra_roots), "istiod");
+  }
   if (!c.cert_dir.empty()) {
     if (c.trust_bundle.empty()) throw ConfigError("--cert-dir needs --trust-bundle (the external CA's roots)");
     return Certificates::from_files(c.cert_dir, extra_roots);
   }
   if (c.ca_dir.empty())
-    throw ConfigError("the proxy needs certificates: --ca-dir (built-in CA) or --cert-dir (external CA)");
+    throw ConfigError("the proxy needs certificates: --ca-dir (built-in CA), --cert-dir (external CA) or --xds-address (istiod's CA)");
   auto ca = at_start ? CertificateAuthority::load_or_create(c.ca_dir, o.trust_domain) : CertificateAuthority::load(c.ca_dir);
   return Certificates::from_ca(std::move(ca), c.ttl, extra_roots);
 }
@@ -33,7 +41,9 @@ void Reloader::start() {
   }
   if (!in_.certificates) return;
   const auto& c = in_.options.certificates;
-  for (const std::filesystem::path& file : {c.trust_bundle, c.ca_dir.empty() ? c.ca_dir : c.ca_dir / "root-cert.pem"}) {
+  const std::filesystem::path istiod_root = in_.options.xds.enabled ? in_.options.xds.istiod.root_cert : "";
+  for (const std::filesystem::path& file :
+       {c.trust_bundle, c.ca_dir.empty() ? c.ca_dir : c.ca_dir / "root-cert.pem", istiod_root}) {
     if (file.empty()) continue;
     certificate_watches_.push_back(std::make_unique<FileWatch>(in_.io, file, [this] {
       try {

@@ -1,0 +1,296 @@
+// zmesh fed by istiod (issue 16), tested against a server that is not ours: the fake istiod of
+// tests/tools/fake_istiod.mjs (Node.js, @grpc/grpc-js, our .proto files), running on the lab's
+// control-plane address, serving what the lab's topology says and signing CSRs with a test CA.
+// The lab has no mesh config: the pods are enrolled as the CNI plugin enrolls them without a
+// service account, and take identity, services and policies from xDS.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "echo.h"
+#include "eventually.h"
+#include "lab.h"
+#include "metrics.h"
+
+namespace zmesh::test {
+namespace {
+
+using nlohmann::json;
+constexpr const char* kAddress = "type.googleapis.com/istio.workload.Address";
+constexpr const char* kAuthorization = "type.googleapis.com/istio.security.Authorization";
+
+// A directory of this test's own: the test CA, istiod's certificate, the token, the scenario
+// and the server's log. Removed at the end.
+struct Dir {
+  std::filesystem::path path = "/tmp/zmesh-xds-" + Lab::unique_name();
+  Dir() { std::filesystem::create_directories(path); }
+  ~Dir() { std::filesystem::remove_all(path); }
+  std::string operator/(const std::string& name) const { return (path / name).string(); }
+};
+
+void openssl(const std::vector<std::string>& args) {
+  std::vector<std::string> argv{"openssl"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  const auto r = run(argv);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+}
+
+// The mesh root and istiod's serving certificate for the lab's control-plane address.
+void make_pki(const Dir& dir, const std::string& ip) {
+  openssl({"req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj",
+           "/O=zmesh test/CN=test mesh root", "-keyout", dir / "ca.key", "-out", dir / "ca.pem", "-addext",
+           "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"});
+  openssl({"req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=istiod", "-keyout",
+           dir / "istiod.key", "-out", dir / "istiod.csr"});
+  std::ofstream(dir / "ext.cnf") << "subjectAltName=IP:" << ip << ",DNS:istiod.istio-system.svc\n";
+  openssl({"x509", "-req", "-in", dir / "istiod.csr", "-CA", dir / "ca.pem", "-CAkey", dir / "ca.key",
+           "-CAcreateserial", "-days", "2", "-extfile", dir / "ext.cnf", "-out", dir / "istiod.pem"});
+}
+
+void write_atomically(const std::string& path, const json& j) {
+  std::ofstream(path + ".tmp") << j.dump(2);
+  std::filesystem::rename(path + ".tmp", path);
+}
+
+// What istiod would serve for the lab: every pod a Workload (HBONE, its node, its service
+// account appP), every service a Service with its VIPs, the pods of its account its endpoints.
+json scenario_of(const json& topology, const std::string& token) {
+  json addresses = json::array();
+  for (const auto& pod : topology.at("pods")) {
+    const std::string sa = pod.at("serviceAccount");
+    json w = {{"uid", pod.at("uid")},
+              {"name", pod.at("name")},
+              {"namespace", pod.at("namespace")},
+              {"addresses", {pod.at("ip"), pod.at("ip6")}},
+              {"node", pod.at("node")},
+              {"service_account", sa},
+              {"trust_domain", "cluster.local"},
+              {"tunnel_protocol", "HBONE"},
+              {"canonical_name", sa},
+              {"workload_name", sa},
+              {"services", {{"default/" + sa + ".default.svc.cluster.local", {{"ports", {{{"service_port", 80}, {"target_port", 8080}}}}}}}}};
+    addresses.push_back({{"name", pod.at("uid")}, {"version", "1"}, {"address", {{"workload", w}}}});
+  }
+  for (const auto& s : topology.at("services")) {
+    json vips = json::array();
+    for (const auto& vip : s.at("vips")) vips.push_back({{"network", ""}, {"address", vip}});
+    json svc = {{"name", s.at("name")},
+                {"namespace", s.at("namespace")},
+                {"hostname", s.at("hostname")},
+                {"addresses", vips},
+                {"ports", {{{"service_port", 80}, {"target_port", 8080}}}}};
+    addresses.push_back({{"name", "default/" + s.at("hostname").get<std::string>()}, {"version", "1"},
+                         {"address", {{"service", svc}}}});
+  }
+  return {{"resources", {{kAddress, addresses}, {kAuthorization, json::array()}}}, {"requireToken", token}};
+}
+
+// The server's log, one JSON object per line.
+std::vector<json> server_log(const std::string& path) {
+  std::vector<json> out;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) out.push_back(json::parse(line));
+  return out;
+}
+
+class XdsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    make_pki(dir_, kControlPlane);
+    if (HasFatalFailure()) return;
+    std::ofstream(dir_ / "token") << "token-1\n";
+    LabOptions options;
+    options.mesh = true;
+    options.xds_address = std::string(kControlPlane) + ":15012";
+    options.xds_root_cert = dir_ / "ca.pem";
+    options.xds_token = dir_ / "token";
+    lab_ = std::make_unique<Lab>(options);
+    ASSERT_EQ(lab_->topology().at("controlPlane"), kControlPlane);
+    scenario_ = scenario_of(lab_->topology(), "token-1");
+    write_atomically(dir_ / "scenario.json", scenario_);
+  }
+  void TearDown() override {
+    istiod_.reset();
+    lab_.reset();
+  }
+
+  void start_istiod() {
+    istiod_ = std::make_unique<Process>(
+        lab_->exec("fabric", {"node", source_path("tests/tools/fake_istiod.mjs"), "--listen",
+                              std::string(kControlPlane) + ":15012", "--tls-cert", dir_ / "istiod.pem", "--tls-key",
+                              dir_ / "istiod.key", "--ca-cert", dir_ / "ca.pem", "--ca-key", dir_ / "ca.key",
+                              "--scenario", dir_ / "scenario.json", "--log", dir_ / "istiod.log"}),
+        Process::Stderr::Merge);
+    ASSERT_TRUE(istiod_->wait_for("fake-istiod listening")) << "the fake istiod did not start";
+  }
+  std::vector<json> events(const std::string& kind) const {
+    std::vector<json> out;
+    for (auto& e : server_log(dir_ / "istiod.log"))
+      if (e.value("event", "") == kind) out.push_back(e);
+    return out;
+  }
+  void push() { write_atomically(dir_ / "scenario.json", scenario_); }
+
+  static constexpr const char* kControlPlane = "10.100.0.250";
+  Dir dir_;
+  std::unique_ptr<Lab> lab_;
+  std::unique_ptr<Process> istiod_;
+  json scenario_;
+};
+
+TEST_F(XdsTest, PodsWithoutServiceAccountsGetIdentityCertificatesAndPoliciesFromIstiod) {
+  // Before any server: captured, fail closed, and not ready.
+  const std::string target = lab_->pod("app1-n2").at("ip");
+  EXPECT_FALSE(lab_->wait_ready("node1", 1)) << "ready with no xDS state";
+  auto server = echo_server(*lab_, "app1-n2", 8080, {"--connections", "100"});
+  EXPECT_NE(echo_send(*lab_, "app1-n1", target, 8080, 1000).exit_code, 0) << "traffic before the pod has an identity";
+  for (const auto& w : json::parse(lab_->zmeshctl("node1", {"workloads"}).out))
+    EXPECT_TRUE(w.at("identity").is_null()) << "an identity before istiod said one: " << w.dump();
+
+  start_istiod();
+  ASSERT_TRUE(lab_->wait_ready("node1", 30)) << lab_->log("node1");
+  ASSERT_TRUE(lab_->wait_ready("node2", 30)) << lab_->log("node2");
+
+  // Cross-node and same-node, and a service VIP, over HBONE with istiod's certificates.
+  EXPECT_EQ(echo_send(*lab_, "app1-n1", target, 8080).exit_code, 0) << lab_->log("node1");
+  EXPECT_EQ(echo_send(*lab_, "app2-n2", target, 8080).exit_code, 0) << lab_->log("node2");
+  EXPECT_EQ(echo_send(*lab_, "app2-n1", "10.96.0.1", 80).exit_code, 0) << lab_->log("node1");
+  const auto csrs = events("csr");
+  ASSERT_FALSE(csrs.empty());
+  std::set<std::string> identities;
+  for (const auto& c : csrs) {
+    EXPECT_TRUE(c.at("ok").get<bool>()) << c.dump();
+    EXPECT_EQ(c.at("authorization"), "Bearer token-1");
+    identities.insert(c.at("identity").get<std::string>());
+  }
+  EXPECT_TRUE(identities.contains("spiffe://cluster.local/ns/default/sa/app1"));
+  EXPECT_TRUE(identities.contains("spiffe://cluster.local/ns/default/sa/app2"));
+  for (const auto& w : json::parse(lab_->zmeshctl("node1", {"workloads"}).out)) {
+    const bool here = w.at("node") == "node1";
+    EXPECT_EQ(w.at("source"), here ? "xds+cni" : "xds") << w.dump();
+    EXPECT_EQ(w.at("enrolledHere"), here) << w.dump();
+    EXPECT_EQ(w.at("identity"), "spiffe://cluster.local/ns/default/sa/" + w.at("canonicalName").get<std::string>());
+  }
+
+  // The Node and the subscriptions are ztunnel's.
+  bool saw_node = false;
+  for (const auto& r : events("request"))
+    if (r.contains("node") && r["node"].is_object()) {
+      saw_node = true;
+      EXPECT_EQ(r["node"]["id"].get<std::string>().rfind("ztunnel~", 0), 0u) << r.dump();
+      EXPECT_TRUE(r["node"]["metadata"].contains("NODE_NAME")) << r.dump();
+      EXPECT_TRUE(r["node"]["metadata"].contains("CLUSTER_ID")) << r.dump();
+    }
+  EXPECT_TRUE(saw_node);
+
+  // A DENY from istiod: app1's pods refuse new connections from app2's, and close the open one.
+  Process held(lab_->exec("app2-n1", {bin_path("zm-echo"), "send", "--to", target, "--port", "8080", "--bytes",
+                                       "1000000", "--pause-ms", "50"}),
+               Process::Stderr::Merge);
+  ASSERT_TRUE(eventually([&] {
+    const json s = stats(*lab_, "node2");
+    return s.is_object() && s.at("proxy").at("active").get<uint64_t>() >= 1;
+  }));
+  scenario_["resources"][kAuthorization].push_back(
+      {{"name", "default/deny-app2"},
+       {"version", "1"},
+       {"authorization",
+        {{"name", "deny-app2"},
+         {"namespace", "default"},
+         {"scope", "NAMESPACE"},
+         {"action", "DENY"},
+         {"rules", {{{"clauses", {{{"matches", {{{"principals", {{{"exact", "cluster.local/ns/default/sa/app2"}}}}}}}}}}}}}}}});
+  // And in the same push, two bad resources: NACKed with their reasons, the rest applied.
+  scenario_["resources"][kAddress].push_back({{"name", "garbage"}, {"version", "1"}, {"raw", "////"}});
+  json bad_ip = scenario_["resources"][kAddress][0];
+  bad_ip["name"] = "Kubernetes//Pod/default/bad-ip";
+  bad_ip["address"]["workload"]["uid"] = "Kubernetes//Pod/default/bad-ip";
+  bad_ip["address"]["workload"]["name"] = "bad-ip";
+  bad_ip["address"]["workload"]["addresses"] = {"b64:AQIDBAU="};  // 5 bytes
+  scenario_["resources"][kAddress].push_back(bad_ip);
+  push();
+  ASSERT_TRUE(eventually([&] {
+    return lab_->zmeshctl("node2", {"policies"}).out.find("deny-app2") != std::string::npos;
+  })) << lab_->log("node2");
+  EXPECT_NE(held.wait(), 0) << "the open connection outlived the DENY";
+  EXPECT_NE(echo_send(*lab_, "app2-n1", target, 8080, 1000).exit_code, 0) << "app2 still reaches app1";
+  EXPECT_EQ(echo_send(*lab_, "app1-n1", target, 8080).exit_code, 0) << "the DENY names app2 only";
+  ASSERT_TRUE(eventually([&] {
+    for (const auto& r : events("request"))
+      if (r.value("kind", "") == "nack") return true;
+    return false;
+  }));
+  std::string nack;
+  for (const auto& r : events("request"))
+    if (r.value("kind", "") == "nack") nack = r["error_detail"]["message"];
+  EXPECT_NE(nack.find("garbage: is not a valid istio.workload.Address"), std::string::npos) << nack;
+  EXPECT_NE(nack.find("bad-ip: addresses[0]: 5 bytes"), std::string::npos) << nack;
+
+  // A removed workload leaves the kernel's destinations; the DENY removed, app2 comes back.
+  scenario_["resources"][kAuthorization] = json::array();
+  const std::string gone_ip = lab_->pod("app2-n2").at("ip");
+  auto& addresses = scenario_["resources"][kAddress];
+  for (size_t i = 0; i < addresses.size(); ++i)
+    if (addresses[i]["name"] == "Kubernetes//Pod/default/app2-n2" || addresses[i]["name"] == "garbage" ||
+        addresses[i]["name"] == "Kubernetes//Pod/default/bad-ip")
+      addresses.erase(i--);
+  push();
+  ASSERT_TRUE(eventually([&] {
+    const auto maps = lab_->zmeshctl("node1", {"maps"});
+    return maps.out.find(gone_ip) == std::string::npos;
+  })) << lab_->zmeshctl("node1", {"maps"}).out;
+  EXPECT_EQ(echo_send(*lab_, "app2-n1", target, 8080).exit_code, 0) << lab_->log("node1");
+
+  // A destination behind a waypoint is refused, not reached around the waypoint's policies
+  // (zmesh does not send through waypoints yet).
+  for (auto& a : addresses)
+    if (a["name"] == "Kubernetes//Pod/default/app1-n2") {
+      a["version"] = "2";  // istiod sends what changed: a new version
+      a["address"]["workload"]["waypoint"] = {{"address", {{"network", ""}, {"address", "10.96.0.99"}}},
+                                              {"hbone_mtls_port", 15008}};
+    }
+  push();
+  ASSERT_TRUE(eventually([&] {
+    for (const auto& w : json::parse(lab_->zmeshctl("node1", {"workloads"}).out))
+      if (w.at("name") == "app1-n2" && w.contains("waypoint")) return true;
+    return false;
+  }));
+  EXPECT_NE(echo_send(*lab_, "app1-n1", target, 8080, 1000).exit_code, 0) << "reached around its waypoint";
+  EXPECT_TRUE(lab_->log_shows("node1", "is behind the waypoint 10.96.0.99:15008"));
+  for (auto& a : addresses)
+    if (a["name"] == "Kubernetes//Pod/default/app1-n2") {
+      a["version"] = "3";
+      a["address"]["workload"].erase("waypoint");
+    }
+  push();
+  ASSERT_TRUE(eventually([&] { return echo_send(*lab_, "app1-n1", target, 8080, 1000).exit_code == 0; }));
+
+  // istiod killed: traffic keeps flowing on what zmeshd has; back, it resyncs with what
+  // zmeshd holds (initial_resource_versions), and a rotated token is what it sends.
+  istiod_.reset();
+  EXPECT_EQ(echo_send(*lab_, "app1-n1", target, 8080).exit_code, 0) << "fail static";
+  EXPECT_TRUE(lab_->wait_ready("node1", 1));
+  std::ofstream(dir_ / "token.new") << "token-2\n";
+  std::filesystem::rename(dir_ / "token.new", dir_ / "token");
+  scenario_["requireToken"] = "token-2";
+  push();
+  const size_t opened_before = events("stream-open").size();
+  start_istiod();
+  ASSERT_TRUE(eventually([&] {
+    for (const auto& r : events("request"))
+      if (r.contains("initial_resource_versions") && r["initial_resource_versions"].contains("Kubernetes//Pod/default/app1-n1"))
+        return true;
+    return false;
+  }, std::chrono::seconds(40))) << lab_->log("node1");
+  const auto opened = events("stream-open");
+  ASSERT_GT(opened.size(), opened_before);
+  EXPECT_EQ(opened.back()["metadata"]["authorization"], "Bearer token-2");
+  EXPECT_EQ(echo_send(*lab_, "app1-n1", target, 8080).exit_code, 0);
+}
+
+}  // namespace
+}  // namespace zmesh::test

@@ -1,0 +1,39 @@
+// How zmeshd reaches istiod (issue 16): one gRPC channel for both the xDS stream and the CA,
+// TLS only (istiod's port 15012: its certificate checked against the mesh root and the host
+// name, no client certificate), with the metadata istiod authenticates a node proxy by —
+// `authorization: Bearer <projected service-account token, audience istio-ca>` and
+// `clusterid`. The token file is read again for every call and stream: projected tokens rotate.
+#pragma once
+
+#include <grpcpp/channel.h>
+#include <grpcpp/client_context.h>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+
+namespace zmesh::xds {
+
+struct IstiodSettings {
+  std::string address = "istiod.istio-system.svc:15012";  // host:port
+  std::filesystem::path root_cert = "/var/run/secrets/istio/root-cert.pem";
+  std::filesystem::path token;  // empty: no authorization header
+  std::string cluster_id = "Kubernetes";
+  // The name istiod's certificate must carry; empty: the host of `address`.
+  std::string server_name;
+};
+
+class IstiodError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// A TLS channel to istiod. Throws IstiodError when the root file cannot be read (the channel
+// itself connects lazily, and again after failures).
+std::shared_ptr<grpc::Channel> istiod_channel(const IstiodSettings& settings);
+
+// Puts the token and cluster id on a call. Throws IstiodError when the token file is set but
+// cannot be read or is empty: a call without it would only be refused.
+void authenticate(grpc::ClientContext& context, const IstiodSettings& settings);
+
+}  // namespace zmesh::xds
