@@ -72,5 +72,68 @@ check "schema refuses a relative probe cgroup" bash -c "! \"\$0\" template z \"\
 check "schema refuses an unknown log level" bash -c "! \"\$0\" template z \"\$1\" --set logLevel=loud" "$helm" "$chart"
 check "schema refuses a negative drain" bash -c "! \"\$0\" template z \"\$1\" --set drainTimeoutSeconds=-1" "$helm" "$chart"
 
+# In place of ztunnel, fed by istiod (docs/istio.md).
+xds=$("$helm" template z "$chart" --namespace istio-system --set xds.enabled=true --set xds.clusterId=c9 2>&1)
+xds_ds=$("$helm" template z "$chart" --namespace istio-system --set xds.enabled=true --set xds.clusterId=c9 \
+  --show-only templates/daemonset.yaml 2>&1)
+check "xds: renders a DaemonSet" has "$xds_ds" '^kind: DaemonSet$'
+check "xds: --xds-address is istiod's" has "$xds_ds" -- '- --xds-address=istiod\.istio-system\.svc:15012$'
+check "xds: --xds-root-cert in the mounted root" has "$xds_ds" -- '- --xds-root-cert=/var/run/secrets/istio/root-cert\.pem$'
+check "xds: --xds-token is the projected token" has "$xds_ds" -- '- --xds-token=/var/run/secrets/tokens/istio-token$'
+check "xds: --cluster-id from the values" has "$xds_ds" -- '- --cluster-id=c9$'
+check "xds: no --xds-server-name unless set" lacks "$xds_ds" -- '--xds-server-name'
+check "xds: --node from NODE_NAME" has "$xds_ds" -- '- --node=\$\(NODE_NAME\)$'
+envvar() {  # envvar TEXT NAME FIELDPATH: NAME comes from the downward API's FIELDPATH
+  grep -A1 -- "- name: $2\$" <<<"$1" | grep -qF "valueFrom: {fieldRef: {fieldPath: $3}}"
+}
+check "xds: NODE_NAME from spec.nodeName" envvar "$xds_ds" NODE_NAME spec.nodeName
+check "xds: INSTANCE_IP from status.podIP" envvar "$xds_ds" INSTANCE_IP status.podIP
+check "xds: POD_NAME from metadata.name" envvar "$xds_ds" POD_NAME metadata.name
+check "xds: POD_NAMESPACE from metadata.namespace" envvar "$xds_ds" POD_NAMESPACE metadata.namespace
+check "xds: certificates from istiod: no --ca-dir, no CA Secret" bash -c "! grep -qE -- '- --ca-dir|secretName: zmesh-ca|name: ca,' <<<\"\$0\"" "$xds_ds"
+check "xds: no empty mesh config file (--config, its ConfigMap)" bash -c "! grep -qE -- '--config=|zmesh-mesh|checksum/mesh' <<<\"\$0\"" "$xds"
+check "xds: the pod objects parse, and the volumes are istiod's root and a projected token" bash -c \
+  "python3 - \"\$0\" <<'PY'
+import sys, yaml
+ds = yaml.safe_load(sys.argv[1])
+pod = ds['spec']['template']['spec']
+volumes = {v['name']: v for v in pod['volumes']}
+zmeshd = next(c for c in pod['containers'] if c['name'] == 'zmeshd')
+mounts = {m['name']: m for m in zmeshd['volumeMounts']}
+root = volumes['istiod-ca-cert']['configMap']
+assert root['name'] == 'istio-ca-root-cert', root
+assert {'key': 'root-cert.pem', 'path': 'root-cert.pem'} in root['items'], root
+assert mounts['istiod-ca-cert']['mountPath'] == '/var/run/secrets/istio', mounts
+token = volumes['istio-token']['projected']['sources'][0]['serviceAccountToken']
+assert token == {'audience': 'istio-ca', 'expirationSeconds': 43200, 'path': 'istio-token'}, token
+assert mounts['istio-token']['mountPath'] == '/var/run/secrets/tokens', mounts
+assert mounts['istio-token'].get('readOnly') and mounts['istiod-ca-cert'].get('readOnly')
+assert pod['serviceAccountName'] == 'ztunnel', pod['serviceAccountName']
+PY" "$xds_ds"
+check "xds: the CNI plugin is installed and writes \"identityFromXds\": true" bash -c \
+  "grep -q 'name: install-cni' <<<\"\$0\" && grep -q -- '--identity-from-xds, --wait\]' <<<\"\$0\"" "$xds_ds"
+check "xds: runs as ztunnel's service account (istiod's trusted node account)" bash -c \
+  "grep -A2 '^kind: ServiceAccount$' <<<\"\$0\" | grep -qx '  name: ztunnel' && grep -q 'serviceAccountName: ztunnel' <<<\"\$0\" && grep -A1 -- '- kind: ServiceAccount' <<<\"\$0\" | grep -q 'name: ztunnel'" "$xds"
+xds_custom=$("$helm" template z "$chart" --namespace istio-system --set xds.enabled=true \
+  --set xds.address=10.96.0.10:15012 --set xds.serverName=istiod.istio-system.svc --set serviceAccount.name=zt2 \
+  --set xds.certificatesFrom=ca --set 'mesh.policies[0].name=p' --show-only templates/daemonset.yaml 2>&1)
+check "xds custom: address and server name" bash -c "grep -q -- '- --xds-address=10.96.0.10:15012$' <<<\"\$0\" && grep -q -- '- --xds-server-name=istiod.istio-system.svc$' <<<\"\$0\"" "$xds_custom"
+check "xds custom: serviceAccount.name wins" has "$xds_custom" 'serviceAccountName: zt2$'
+check "xds custom: certificatesFrom=ca keeps the built-in CA" bash -c "grep -q -- '--ca-dir=/etc/zmesh/ca' <<<\"\$0\" && grep -q 'secretName: zmesh-ca' <<<\"\$0\"" "$xds_custom"
+check "xds custom: a mesh config that names something is still read" has "$xds_custom" -- '--config=/etc/zmesh/mesh/mesh.json'
+check "default: none of the xDS flags" lacks "$ds" -- '--xds-|--cluster-id'
+check "default: no INSTANCE_IP, POD_NAME, POD_NAMESPACE" lacks "$ds" 'name: (INSTANCE_IP|POD_NAME|POD_NAMESPACE)$'
+check "default: no istiod root, no projected token" lacks "$ds" 'istio-ca-root-cert|/var/run/secrets/istio|serviceAccountToken|audience: istio-ca'
+check "default: no identityFromXds" lacks "$custom" -- '--identity-from-xds'
+check "default: the built-in CA and the mesh config" bash -c "grep -q -- '--ca-dir=/etc/zmesh/ca' <<<\"\$0\" && grep -q -- '--config=/etc/zmesh/mesh/mesh.json' <<<\"\$0\"" "$ds"
+check "default: service account zmesh" has "$ds" 'serviceAccountName: zmesh$'
+check "schema refuses an xDS address without a port" bash -c "! \"\$0\" template z \"\$1\" --set xds.enabled=true --set xds.address=istiod.istio-system.svc" "$helm" "$chart"
+check "schema refuses xds.enabled that is not a boolean" bash -c "! \"\$0\" template z \"\$1\" --set xds.enabled=yes" "$helm" "$chart"
+check "schema refuses an unknown xds key" bash -c "! \"\$0\" template z \"\$1\" --set xds.clusterID=c9" "$helm" "$chart"
+check "schema refuses a token shorter than the API allows" bash -c "! \"\$0\" template z \"\$1\" --set xds.enabled=true --set xds.token.expirationSeconds=60" "$helm" "$chart"
+check "schema refuses a relative token path" bash -c "! \"\$0\" template z \"\$1\" --set xds.enabled=true --set xds.token.path=istio-token" "$helm" "$chart"
+check "a token in the root's directory is refused with the reason" bash -c "\"\$0\" template z \"\$1\" --set xds.enabled=true --set xds.token.path=/var/run/secrets/istio/t 2>&1 | grep -q 'holds the mesh root'" "$helm" "$chart"
+check "helm lint passes with xDS on" "$helm" lint "$chart" --set xds.enabled=true
+
 echo "chart: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

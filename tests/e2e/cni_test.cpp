@@ -16,6 +16,7 @@
 #include <sstream>
 #include <thread>
 
+#include "cni.h"
 #include "echo.h"
 #include "lab.h"
 #include "metrics.h"
@@ -28,8 +29,6 @@ constexpr const char* kClosed = "istio_tcp_connections_closed_total";
 
 namespace fs = std::filesystem;
 using nlohmann::json;
-
-constexpr const char* kCniPath = "/usr/lib/cni";
 
 class CniTest : public ::testing::Test {
  protected:
@@ -47,44 +46,16 @@ class CniTest : public ::testing::Test {
     return lab_->node(node).at("zmeshd").at("controlSocket");
   }
 
-  struct Pod {
-    std::string name, netns, cgroup;
-  };
-  // What exists when a runtime calls CNI (containerd calls it before it starts the pause
-  // container): the pod-level cgroup kubelet made, pod<uid>, and the netns; no process yet.
-  Pod sandbox(const std::string& name, const std::string& k8s_name) const {
-    Pod pod{name, "zm-" + lab_->name() + "-" + name,
-            lab_->topology().at("cgroupRoot").get<std::string>() + "/node1/pod" + uid_of(k8s_name)};
-    EXPECT_EQ(run({"ip", "netns", "add", pod.netns}).exit_code, 0);
-    fs::create_directories(pod.cgroup);
-    return pod;
+  using Pod = CniPod;
+  Pod sandbox(const std::string& name, const std::string& k8s_name) const { return cni_sandbox(*lab_, name, k8s_name); }
+  static std::vector<std::string> in_pod(const Pod& pod, const std::vector<std::string>& command) {
+    return in_cni_pod(pod, command);
   }
-  static std::string uid_of(const std::string& k8s_name) { return "0000-" + k8s_name; }
-  // argv that runs `command` inside the pod (its cgroup, then its netns).
-  std::vector<std::string> in_pod(const Pod& pod, const std::vector<std::string>& command) const {
-    std::vector<std::string> argv{
-        "sh", "-c", "cg=$0; ns=$1; shift; echo $$ > \"$cg\"/cgroup.procs && exec nsenter --net=/run/netns/\"$ns\" \"$@\"",
-        pod.cgroup, pod.netns};
-    argv.insert(argv.end(), command.begin(), command.end());
-    return argv;
-  }
-  // One plugin of the chain, as a runtime runs it: in node1's netns, env + config on stdin.
   Result plugin(const std::string& type, const std::string& command, const Pod& pod, const json& conf,
                 const std::string& args) const {
-    const std::string file = state() + "/cni-" + pod.name + "-" + type + "-" + command + ".json";
-    std::ofstream(file) << conf.dump();
-    const std::string binary = type == "zmesh-cni" ? bin_path("zmesh-cni") : std::string(kCniPath) + "/" + type;
-    return run(lab_->exec("node1", {"env", "CNI_COMMAND=" + command, "CNI_CONTAINERID=cid-" + pod.name,
-                                    "CNI_NETNS=/run/netns/" + pod.netns, "CNI_IFNAME=eth0",
-                                    "CNI_PATH=" + std::string(kCniPath), "CNI_ARGS=" + args, "sh", "-c",
-                                    "exec \"$0\" < \"$1\"", binary, file}));
+    return cni_plugin(*lab_, type, command, pod, conf, args);
   }
-  json ptp_conf() const {
-    return json::parse(R"({"cniVersion": "1.0.0", "name": "lab", "type": "ptp", "ipMasq": false,
-      "ipam": {"type": "host-local", "routes": [{"dst": "0.0.0.0/0"}],
-               "ranges": [[{"subnet": "10.244.1.0/24", "rangeStart": "10.244.1.100", "rangeEnd": "10.244.1.120"}]],
-               "dataDir": ")" + state() + R"(/cni-ipam"}})");
-  }
+  json ptp_conf() const { return cni_ptp_conf(*lab_); }
   json zmesh_conf(const json& prev, const std::string& sock = "") const {
     json conf = {{"cniVersion", "1.0.0"}, {"name", "lab"}, {"type", "zmesh-cni"},
                  {"socket", sock.empty() ? socket() : sock}};
@@ -92,9 +63,7 @@ class CniTest : public ::testing::Test {
     return conf;
   }
   static std::string k8s_args(const std::string& name, const std::string& ns = "default") {
-    // As kubelet passes them (IgnoreUnknown: the Go plugins refuse keys they do not know).
-    return "IgnoreUnknown=1;K8S_POD_NAMESPACE=" + ns + ";K8S_POD_NAME=" + name + ";K8S_POD_UID=" + uid_of(name) +
-           ";K8S_POD_SERVICE_ACCOUNT=cni-sa";
+    return cni_k8s_args(name, ns);
   }
   // ptp then zmesh-cni ADD: returns ptp's result (the chain's prevResult) and zmesh-cni's.
   std::pair<json, Result> add(const Pod& pod, const std::string& args) const {
@@ -293,6 +262,12 @@ TEST(ZmeshCniInstaller, AddsItselfToTheConflistAndRemovesItself) {
   EXPECT_NE(version.out.find("1.0.0"), std::string::npos) << "the copy runs";
   ASSERT_EQ(install("uninstall").exit_code, 0);
   EXPECT_EQ(conflist("10-ptp.conflist").at("plugins").size(), 2u);
+  // Fed by istiod: pods are enrolled without a service account, their identity from xDS.
+  std::vector<std::string> with_xds{bin_path("zmesh-cni"), "install", "--identity-from-xds"};
+  with_xds.insert(with_xds.end(), where.begin(), where.end());
+  ASSERT_EQ(run(with_xds).exit_code, 0);
+  EXPECT_EQ(conflist("10-ptp.conflist").at("plugins").at(2).at("identityFromXds"), true);
+  ASSERT_EQ(install("uninstall").exit_code, 0);
   EXPECT_FALSE(fs::exists(dir / "bin/zmesh-cni"));
   // A single-plugin .conf sorts first: that is what the runtime uses, and it cannot chain.
   std::ofstream(dir / "net.d/05-bridge.conf") << R"({"cniVersion": "1.0.0", "name": "b", "type": "bridge"})";

@@ -77,8 +77,8 @@ TEST_F(LoadTest, TenThousandConnectionsAcrossNodesEachVerifiedAndAllGivenBack) {
   EXPECT_EQ(stats("node1").at("proxy").at("active"), kConnections);
   EXPECT_EQ(stats("node2").at("proxy").at("active"), kConnections);
   EXPECT_GE(fds_of(zmeshd("node1")), fds_before[0] + kConnections);
-  const double kib_per_connection =
-      static_cast<double>(rss_kib(zmeshd("node1")) - rss_before) / static_cast<double>(kConnections);
+  const uint64_t rss_held = rss_kib(zmeshd("node1"));  // what the burst took
+  const double kib_per_connection = static_cast<double>(rss_held - rss_before) / static_cast<double>(kConnections);
   std::cout << "[ figures  ] node1 zmeshd RSS per held connection: " << kib_per_connection << " KiB\n";
   const auto tls = stats("node1").at("proxy").at("clientHandshakes").get<uint64_t>();
   std::cout << "[ figures  ] " << kConnections << " streams on " << tls << " pooled HBONE connections\n";
@@ -104,18 +104,19 @@ TEST_F(LoadTest, TenThousandConnectionsAcrossNodesEachVerifiedAndAllGivenBack) {
 #if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)  // their quarantine keeps memory
   // And the memory: zmeshd hands the freed heap back (every 5 s when over 8 MiB is free). Not
   // all of it: pages still holding a live allocation stay (glibc cannot move them), so the
-  // check is that most of what the burst took is gone.
-  const uint64_t rss_held = rss_kib(zmeshd("node1"));
+  // check is that most of what the burst took is gone. (Measured against the RSS while held:
+  // once released, a trim may already have run on a busy machine.)
+  const uint64_t rss_released = rss_kib(zmeshd("node1"));
   const uint64_t goal = rss_before + (rss_held - rss_before) / 2;
-  uint64_t rss_after = rss_held;
+  uint64_t rss_after = rss_released;
   eventually(
       [&] {
         rss_after = rss_kib(zmeshd("node1"));
         return rss_after <= goal;
       },
       std::chrono::seconds(15), std::chrono::milliseconds(100));
-  std::cout << "[ figures  ] node1 zmeshd RSS " << rss_before << " KiB before, " << rss_held << " KiB once released, "
-            << rss_after << " KiB 15 s later at most\n";
+  std::cout << "[ figures  ] node1 zmeshd RSS " << rss_before << " KiB before, " << rss_held << " KiB held, "
+            << rss_released << " KiB once released, " << rss_after << " KiB 15 s later at most\n";
   EXPECT_LE(rss_after, goal) << "zmeshd kept the memory of 10,000 closed connections";
 #endif
 }

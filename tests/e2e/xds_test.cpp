@@ -10,6 +10,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "cni.h"
 #include "echo.h"
 #include "eventually.h"
 #include "lab.h"
@@ -176,6 +177,18 @@ TEST_F(XdsTest, PodsWithoutServiceAccountsGetIdentityCertificatesAndPoliciesFrom
     EXPECT_EQ(w.at("identity"), "spiffe://cluster.local/ns/default/sa/" + w.at("canonicalName").get<std::string>());
   }
 
+  // What zmeshctl status and the metrics say of the stream.
+  const json status = json::parse(lab_->zmeshctl("node1", {"status"}).out);
+  ASSERT_TRUE(status.contains("xdsStream")) << status.dump();
+  EXPECT_EQ(status["xdsStream"]["connected"], true) << status.dump();
+  EXPECT_GE(status["xdsStream"]["types"]["Address"]["applied"].get<uint64_t>(), 1u) << status.dump();
+  EXPECT_EQ(status["xdsStream"]["types"]["Address"]["resources"].get<uint64_t>(), 6u) << "4 pods and 2 services";
+  EXPECT_EQ(status["xds"]["workloads"], 4);
+  const auto metrics = Metrics::scrape(*lab_, "node1");
+  EXPECT_EQ(metrics.sum("zmesh_xds_connected", {}), 1);
+  EXPECT_EQ(metrics.sum("zmesh_xds_resources", {{"type", "Address"}}), 6);
+  EXPECT_EQ(metrics.sum("zmesh_certificate_fetch_failures_total", {}), 0);
+
   // The Node and the subscriptions are ztunnel's.
   bool saw_node = false;
   for (const auto& r : events("request"))
@@ -268,6 +281,65 @@ TEST_F(XdsTest, PodsWithoutServiceAccountsGetIdentityCertificatesAndPoliciesFrom
     }
   push();
   ASSERT_TRUE(eventually([&] { return echo_send(*lab_, "app1-n1", target, 8080, 1000).exit_code == 0; }));
+
+  // An ALLOW by namespace: a namespace no pod is in leaves app1's pods unreachable; their own
+  // namespace lets them be reached again.
+  auto allow_from = [&](const std::string& ns, const std::string& version) {
+    scenario_["resources"][kAuthorization] = json::array(
+        {{{"name", "default/allow-ns"},
+          {"version", version},
+          {"authorization",
+           {{"name", "allow-ns"},
+            {"namespace", "default"},
+            {"scope", "NAMESPACE"},
+            {"action", "ALLOW"},
+            {"rules", {{{"clauses", {{{"matches", {{{"namespaces", {{{"exact", ns}}}}}}}}}}}}}}}}});
+    push();
+  };
+  allow_from("elsewhere", "1");
+  ASSERT_TRUE(eventually([&] { return echo_send(*lab_, "app1-n1", target, 8080, 1000).exit_code != 0; }))
+      << "an ALLOW for another namespace let default's pods in";
+  allow_from("default", "2");
+  ASSERT_TRUE(eventually([&] { return echo_send(*lab_, "app1-n1", target, 8080, 1000).exit_code == 0; }))
+      << lab_->log("node2");
+
+  // A pod enrolled through the CNI chain as kubelet calls it, with no service account: captured
+  // and refused until its Workload comes, then with that Workload's identity.
+  ASSERT_TRUE(std::filesystem::exists(std::string(kCniPath) + "/ptp")) << "scripts/install-deps.sh installs the CNI plugins";
+  const CniPod pod = cni_sandbox(*lab_, "app91-n1", "cni-pod");
+  const std::string args = cni_k8s_args("cni-pod", "default", "");
+  const auto ptp = cni_plugin(*lab_, "ptp", "ADD", pod, cni_ptp_conf(*lab_), args);
+  ASSERT_EQ(ptp.exit_code, 0) << ptp.err;
+  const json prev = json::parse(ptp.out);
+  const json cni_conf = {{"cniVersion", "1.0.0"},     {"name", "lab"},
+                         {"type", "zmesh-cni"},       {"socket", lab_->node("node1").at("zmeshd").at("controlSocket")},
+                         {"identityFromXds", true},   {"prevResult", prev}};
+  const auto added = cni_plugin(*lab_, "zmesh-cni", "ADD", pod, cni_conf, args);
+  ASSERT_EQ(added.exit_code, 0) << added.out << added.err;
+  const std::string cni_ip = prev.at("ips").at(0).at("address").get<std::string>().substr(
+      0, prev.at("ips").at(0).at("address").get<std::string>().find('/'));
+  auto identity_of_cni_pod = [&] {
+    for (const auto& w : json::parse(lab_->zmeshctl("node1", {"workloads"}).out))
+      if (w.at("name") == "cni-pod") return w.at("identity");
+    return json("(not listed)");
+  };
+  EXPECT_TRUE(identity_of_cni_pod().is_null()) << identity_of_cni_pod();
+  const std::vector<std::string> send_from_pod{bin_path("zm-echo"), "send", "--to", target, "--port", "8080", "--bytes", "4096"};
+  EXPECT_NE(run(in_cni_pod(pod, send_from_pod)).exit_code, 0) << "a pod without an identity reached a pod";
+  EXPECT_TRUE(lab_->log_shows("node1", "the source's identity is not known yet"));
+  json cni_workload = {{"uid", "Kubernetes//Pod/default/cni-pod"}, {"name", "cni-pod"},
+                       {"namespace", "default"},                    {"addresses", {cni_ip}},
+                       {"node", "node1"},                           {"service_account", "cni-sa"},
+                       {"tunnel_protocol", "HBONE"}};
+  addresses.push_back({{"name", "Kubernetes//Pod/default/cni-pod"}, {"version", "1"},
+                       {"address", {{"workload", cni_workload}}}});
+  push();
+  ASSERT_TRUE(eventually([&] { return identity_of_cni_pod() == "spiffe://cluster.local/ns/default/sa/cni-sa"; }))
+      << identity_of_cni_pod();
+  const auto sent = run(in_cni_pod(pod, send_from_pod));
+  EXPECT_EQ(sent.exit_code, 0) << sent.out << sent.err << lab_->log("node1");
+  EXPECT_EQ(cni_plugin(*lab_, "zmesh-cni", "DEL", pod, cni_conf, args).exit_code, 0);
+  EXPECT_EQ(cni_plugin(*lab_, "ptp", "DEL", pod, cni_ptp_conf(*lab_), args).exit_code, 0);
 
   // istiod killed: traffic keeps flowing on what zmeshd has; back, it resyncs with what
   // zmeshd holds (initial_resource_versions), and a rotated token is what it sends.

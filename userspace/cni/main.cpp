@@ -11,7 +11,7 @@
 //   CHECK   the pod is enrolled here with the addresses of prevResult.
 //   VERSION the versions above.
 // With arguments it is the installer a DaemonSet runs: `zmesh-cni install|uninstall --bin-dir
-// D --conf-dir D [--wait]` copies itself into the CNI bin dir and adds itself to the end of the
+// D --conf-dir D [--wait] [--identity-from-xds]` copies itself into the CNI bin dir and adds itself to the end of the
 // .conflist the runtime uses (removing both on uninstall); --wait stays and re-adds it when the
 // main plugin rewrites its config.
 // Errors are CNI error JSON on stdout (code, msg, details) and exit status 1.
@@ -349,6 +349,7 @@ int installer(int argc, char** argv) {
     else if (a == "--conf-dir") conf_dir = value();
     else if (a == "--socket") entry["socket"] = value();
     else if (a == "--fail-open") entry["failOpen"] = true;
+    else if (a == "--identity-from-xds") entry["identityFromXds"] = true;  // zmeshd fed by istiod
     else if (a == "--wait") wait = true;
     else throw std::runtime_error("unknown argument '" + a + "' (install|uninstall --bin-dir D --conf-dir D "
                                   "[--socket S] [--fail-open] [--wait])");

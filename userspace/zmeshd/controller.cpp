@@ -455,7 +455,7 @@ json Controller::status() const {
     if (!c.error.empty()) j["error"] = c.error;
     return j;
   };
-  return {{"node", options_.node},
+  json out = {{"node", options_.node},
           {"trustDomain", options_.trust_domain},
           {"generation", generation_},
           {"configFile", options_.config_path.string()},
@@ -472,6 +472,8 @@ json Controller::status() const {
           {"lastFailure", change(last_failure_)},
           {"rejectedFiles", rejected_},
           {"fileChecks", file_checks_}};
+  if (xds_status_) out["xdsStream"] = xds_status_();
+  return out;
 }
 
 json Controller::workloads() const {

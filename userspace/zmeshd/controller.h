@@ -12,6 +12,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -53,6 +54,8 @@ class Controller {
   // Start-up: applies what load() read.
   void start(Initial initial);
   void set_proxy(Proxy* proxy) { proxy_ = proxy; }
+  // What status() says of the xDS stream (zmeshd's xDS client); none: no "xdsStream".
+  void set_xds_status(std::function<nlohmann::json()> xds_status) { xds_status_ = std::move(xds_status); }
 
   // Re-reads the config file. `force` = also when its text did not change (SIGHUP). On error
   // the current state stays and ConfigError says why. Returns whether anything was applied.
@@ -111,6 +114,7 @@ class Controller {
   MeshState& state_;
   Certificates* certificates_;
   Proxy* proxy_ = nullptr;
+  std::function<nlohmann::json()> xds_status_;
   MeshConfig file_, runtime_;
   XdsLayer xds_;
   // The file as last read (applied or refused) and its inode, size and mtime: a change in its

@@ -174,6 +174,12 @@ int serve(const DaemonOptions& o) {
     xds_client = std::make_unique<zmesh::xds::XdsClient>(o.xds.istiod, o.xds.node, [&](const zmesh::xds::Delta& delta) {
       return on_io_thread(io, [&controller, delta] { return controller.apply_xds(delta); });
     });
+    controller.set_xds_status([&] {
+      auto j = zmesh::xds_json(xds_metrics(*xds_client));
+      j["address"] = o.xds.istiod.address;
+      j["lastError"] = xds_client->last_error();
+      return j;
+    });
     xds_client->start();
     asio::co_spawn(io, every(std::chrono::milliseconds(100), "xDS readiness", [&] {
       if (not_ready.starts_with("waiting for istiod") && xds_client->synced()) {

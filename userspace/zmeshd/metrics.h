@@ -38,5 +38,6 @@ struct DaemonMetrics {
 // zmesh_* metrics and process_* (resident memory, open fds) in Prometheus text format.
 std::string prometheus_text(const DaemonMetrics& m);
 nlohmann::json stats_json(const DaemonMetrics& m);
+nlohmann::json xds_json(const XdsMetrics& x);  // also zmeshctl status's "xdsStream"
 
 }  // namespace zmesh
