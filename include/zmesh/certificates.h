@@ -59,7 +59,12 @@ class Certificates {
   struct Entry {
     Certificate cert;
     std::shared_ptr<boost::asio::ssl::context> server, client;
+    // After a failed renewal: when to try again, and the delay that doubles per failure
+    // (500 ms, 1 s, ... 60 s; a new certificate starts over).
+    std::chrono::steady_clock::time_point retry_at{};
+    std::chrono::milliseconds retry_delay{250};
   };
+  static constexpr std::chrono::milliseconds kMaxRetryDelay{60000};
   void issue(const SpiffeId& id);
   const Entry& entry(const SpiffeId& id) const;
 

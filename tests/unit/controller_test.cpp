@@ -93,7 +93,7 @@ class ControllerTest : public ::testing::Test {
                                      {"workloadIps", {ip}}, {"cgroup", (dir_ / name).string()}});
     std::ofstream(dir_ / "mesh.json") << config.dump();
   }
-  ControllerOptions options() const { return {"n1", "cluster.local", dir_ / "mesh.json", "", false}; }
+  ControllerOptions options() const { return {"n1", "cluster.local", dir_ / "mesh.json", "", false, {}}; }
 
   fs::path dir_;
   FakeDatapath datapath_;
@@ -155,6 +155,95 @@ TEST_F(ControllerTest, AFailedStepIsRolledBackAndTheRunningGenerationStays) {
   EXPECT_TRUE(controller.reload_file(false));
   EXPECT_EQ(state_.current()->generation, 2u);
   EXPECT_TRUE(datapath_.enrolled.contains("default/c"));
+}
+
+}  // namespace
+}  // namespace zmesh
+
+namespace zmesh {
+namespace {
+
+WorkloadConfig xds_workload(const std::string& name, const std::string& ip, const std::string& node) {
+  WorkloadConfig w;
+  w.uid = "Kubernetes//Pod/default/" + name;
+  w.name = name;
+  w.namespace_ = "default";
+  w.service_account = name + "-sa";
+  w.node = node;
+  w.ips = {make_address(ip)};
+  w.mtls_strict = false;
+  return w;
+}
+
+// istiod's layer: removals by resource name, a CNI pod paired with its Workload only when the
+// addresses agree, and the kernel given what a node needs — pods inside the pod CIDRs are
+// captured by CIDR, so a cluster of any size fits zm_dests.
+TEST_F(ControllerTest, XdsWorkloadsPairWithCniPodsAndPodCidrsKeepTheKernelSmall) {
+  ControllerOptions o = options();
+  o.config_path.clear();
+  o.pod_cidrs = {parse_ip_block("10.244.0.0/16", "pod CIDR")};
+  Controller controller(o, datapath_, state_, nullptr);
+  controller.start({});
+  const std::string address_type = xds::kAddressType;
+
+  // Another node's pods: in the CIDR, no kernel entry; outside it, one.
+  ASSERT_EQ(controller.apply_xds({address_type,
+                                  {xds_workload("far", "10.244.9.9", "n9"), xds_workload("vm", "192.168.0.7", "n9")},
+                                  {}}),
+            "");
+  EXPECT_FALSE(datapath_.destinations.contains(make_address("10.244.9.9")));
+  EXPECT_TRUE(datapath_.destinations.contains(make_address("192.168.0.7")));
+
+  // A CNI pod of this node with no identity yet: enrolled (captured), no identity.
+  WorkloadConfig pod;
+  pod.name = "a";
+  pod.namespace_ = "default";
+  pod.node = "n1";
+  pod.ips = {make_address("10.244.1.5")};
+  pod.cgroup = (dir_ / "a").string();
+  pod.origin = WorkloadConfig::Origin::AwaitingXds;
+  controller.enroll(pod);
+  EXPECT_TRUE(datapath_.enrolled.contains("default/a"));
+  auto listed = [&] {
+    for (const auto& w : controller.workloads())
+      if (w.at("name") == "a") return w;
+    return nlohmann::json();
+  };
+  EXPECT_TRUE(listed().at("identity").is_null());
+  EXPECT_TRUE(state_.current()->mesh.local_workloads().empty()) << "no identity, no local workload to the proxy";
+
+  // Its Workload with other addresses (a pod of that name before): not paired.
+  ASSERT_EQ(controller.apply_xds({address_type, {xds_workload("a", "10.244.1.99", "n1")}, {}}), "");
+  EXPECT_TRUE(listed().at("identity").is_null());
+  // With its own: paired, istiod's identity, the node's cgroup.
+  ASSERT_EQ(controller.apply_xds({address_type, {xds_workload("a", "10.244.1.5", "n1")}, {}}), "");
+  EXPECT_EQ(listed().at("identity"), "spiffe://cluster.local/ns/default/sa/a-sa");
+  EXPECT_EQ(listed().at("source"), "xds+cni");
+  EXPECT_EQ(listed().at("cgroup"), (dir_ / "a").string());
+  ASSERT_EQ(state_.current()->mesh.local_workloads().size(), 1u);
+
+  // Removed by its resource name (a name never sent removes nothing); the pod stays captured.
+  ASSERT_EQ(controller.apply_xds({address_type, {}, {"Kubernetes//Pod/default/a", "never-sent"}}), "");
+  EXPECT_TRUE(listed().at("identity").is_null());
+  EXPECT_TRUE(datapath_.enrolled.contains("default/a"));
+  ASSERT_EQ(controller.apply_xds({address_type, {}, {"Kubernetes//Pod/default/vm"}}), "");
+  EXPECT_FALSE(datapath_.destinations.contains(make_address("192.168.0.7")));
+}
+
+TEST_F(ControllerTest, MoreAddressesThanTheKernelHoldsAreRefusedWithWhatToDo) {
+  ControllerOptions o = options();
+  o.config_path.clear();
+  Controller controller(o, datapath_, state_, nullptr);
+  controller.start({});
+  std::vector<xds::Resource> many;
+  for (uint32_t i = 0; i <= ZM_MAX_DESTS; ++i)
+    many.push_back(xds_workload("p" + std::to_string(i),
+                                boost::asio::ip::address_v4((10u << 24) + i).to_string(), "n9"));
+  const std::string refused = controller.apply_xds({xds::kAddressType, many, {}});
+  EXPECT_NE(refused.find("more than zm_dests holds"), std::string::npos) << refused;
+  EXPECT_NE(refused.find("--pod-cidr"), std::string::npos) << refused;
+  EXPECT_TRUE(datapath_.destinations.empty()) << "nothing of a refused change";
+  EXPECT_EQ(state_.current()->generation, 1u);
 }
 
 }  // namespace

@@ -719,3 +719,45 @@ TEST(IdentityTls, ALeafThatIsACaIsRefused) {
 
 }  // namespace
 }  // namespace zmesh
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include "zmesh/certificates.h"
+
+namespace zmesh {
+namespace {
+
+// A CA that cannot issue (istiod away) is asked again after a backoff that doubles — 500 ms,
+// 1 s, 2 s … — not every tick, while the certificate in use stays; when it answers again, the
+// certificate is renewed. (Timers never fire early, so the lower bounds hold on any machine.)
+TEST(Certificates, AFailedRenewalIsRetriedWithABackoffThatDoubles) {
+  const auto ca = CertificateAuthority::create("cluster.local");
+  const SpiffeId id{"cluster.local", "default", "app"};
+  std::vector<std::chrono::steady_clock::time_point> asked;
+  int failures_left = 3;
+  Certificates certificates(
+      [&](const SpiffeId& who) {
+        asked.push_back(std::chrono::steady_clock::now());
+        if (asked.size() > 1 && failures_left-- > 0) throw IdentityError("the CA is away");
+        const auto now = std::chrono::system_clock::now();  // past half life from the start
+        return ca.issue(who, now - std::chrono::seconds(60), now + std::chrono::seconds(60));
+      },
+      TrustBundle({ca.root()}), "test");
+  certificates.ensure(id);
+  const auto first_serial = certificates.certificate(id).serial_hex();
+  boost::asio::io_context io;
+  boost::asio::co_spawn(io, certificates.renew_forever(), boost::asio::detached);
+  while (certificates.renewals() == 0 && asked.size() < 10) io.run_one_for(std::chrono::seconds(10));
+  ASSERT_EQ(certificates.renewals(), 1u) << "asked " << asked.size() << " times";
+  EXPECT_NE(certificates.certificate(id).serial_hex(), first_serial);
+  ASSERT_EQ(asked.size(), 5u) << "issue, three failures, the renewal";
+  for (size_t i = 2; i < asked.size(); ++i) {  // asked[1]: the first renewal, at once
+    const auto gap = std::chrono::duration_cast<std::chrono::milliseconds>(asked[i] - asked[i - 1]);
+    EXPECT_GE(gap.count(), 500 << (i - 2)) << "try " << i << " came after " << gap.count() << " ms";
+  }
+}
+
+}  // namespace
+}  // namespace zmesh

@@ -83,16 +83,21 @@ boost::asio::awaitable<void> Certificates::renew_forever() {
   boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor);
   for (;;) {
     const auto now = std::chrono::system_clock::now();
+    const auto steady_now = std::chrono::steady_clock::now();
     for (auto& [id, entry] : entries_) {
       const auto half_life = entry.cert.not_before + (entry.cert.not_after - entry.cert.not_before) / 2;
-      if (now < half_life) continue;
+      if (now < half_life || steady_now < entry.retry_at) continue;
       try {
         const auto before = entry.cert.serial_hex();
         issue(id);
         if (entries_.at(id).cert.serial_hex() != before) ++renewals_;
       } catch (const std::exception& e) {
-        // The old certificate stays in use until it expires; try again on the next tick.
-        spdlog::error("certificates: renewing {} failed: {}", id.uri(), e.what());
+        // The old certificate stays in use until it expires; try again after a backoff that
+        // doubles per failure (a CA that is down is not asked twice a second by every node).
+        entry.retry_delay = std::min(kMaxRetryDelay, entry.retry_delay * 2);
+        entry.retry_at = steady_now + entry.retry_delay;
+        spdlog::error("certificates: renewing {} failed, next try in {} ms: {}", id.uri(), entry.retry_delay.count(),
+                      e.what());
       }
     }
     timer.expires_after(std::chrono::milliseconds(500));

@@ -80,6 +80,11 @@ WorkloadConfig workload(const pb::Workload& w, const std::string& name) {
     fail("tunnel_protocol: unknown value " + std::to_string(w.tunnel_protocol()));
   if (!pb::WorkloadStatus_IsValid(w.status())) fail("status: unknown value " + std::to_string(w.status()));
   if (w.uid() != name) fail("uid '" + printable(w.uid()) + "' is not the resource name");
+  // The uid is the key removals come by: one the config would rewrite (empty: from the name;
+  // control bytes: escaped) could never be removed.
+  if (w.uid().empty() || printable(w.uid()) != w.uid() ||
+      std::any_of(w.uid().begin(), w.uid().end(), [](char c) { return static_cast<unsigned char>(c) < ' ' || c == 0x7f; }))
+    fail("uid '" + printable(w.uid()) + "' is empty or has control characters");
   json j = {{"uid", w.uid()}, {"name", w.name()}, {"namespace", w.namespace_()}};
   json ips = json::array();
   for (int i = 0; i < w.addresses_size(); ++i)

@@ -88,20 +88,34 @@ WorkloadConfig paired(const WorkloadConfig& pod, const std::map<std::string, con
 
 }  // namespace
 
+// Linear in the entries: a cluster's snapshot holds tens of thousands of workloads, and a
+// replace-or-append per entry by scanning the list would be quadratic.
 MeshConfig Controller::merge(const MeshConfig& file, const XdsLayer& xds, const MeshConfig& runtime) {
-  MeshConfig out = file;
+  MeshConfig out;
+  std::map<std::string, size_t> workload_at, policy_at;  // namespace/name -> index in `out`
+  auto put_workload = [&](const WorkloadConfig& w) {
+    auto [it, added] = workload_at.emplace(key_of(w), out.workloads.size());
+    if (added) out.workloads.push_back(w);
+    else out.workloads[it->second] = w;
+  };
+  auto put_policy = [&](const AuthorizationPolicy& p) {
+    auto [it, added] = policy_at.emplace(key_of(p), out.policies.size());
+    if (added) out.policies.push_back(p);
+    else out.policies[it->second] = p;
+  };
   std::map<std::string, const WorkloadConfig*> xds_by_name;
+  for (const auto& w : file.workloads) put_workload(w);
   for (const auto& [uid, w] : xds.workloads) {
-    put(out.workloads, w);
+    put_workload(w);
     xds_by_name[key_of(w)] = &w;
   }
-  for (const auto& [key, s] : xds.services) {
-    std::erase_if(out.services, [&](const ServiceConfig& f) { return service_key(f) == key; });
-    out.services.push_back(s);
-  }
-  for (const auto& [key, p] : xds.policies) put(out.policies, p);
-  for (const auto& w : runtime.workloads) put(out.workloads, paired(w, xds_by_name));
-  for (const auto& p : runtime.policies) put(out.policies, p);
+  for (const auto& w : runtime.workloads) put_workload(paired(w, xds_by_name));
+  for (const auto& s : file.services)
+    if (!xds.services.contains(service_key(s))) out.services.push_back(s);
+  for (const auto& [key, s] : xds.services) out.services.push_back(s);
+  for (const auto& p : file.policies) put_policy(p);
+  for (const auto& [key, p] : xds.policies) put_policy(p);
+  for (const auto& p : runtime.policies) put_policy(p);
   return out;
 }
 
@@ -284,7 +298,13 @@ Controller::Kernel Controller::kernel_for(const MeshSnapshot& snapshot, const Co
   Kernel k;
   for (const auto& w : snapshot.config.workloads) {
     if (w.protocol != TunnelProtocol::Hbone) continue;  // not meshed: its connects stay plain TCP
-    for (const auto& ip : w.ips) k.destinations[unmapped(ip)] = DestinationKind::Workload;
+    // A pod inside the cluster's pod CIDRs is captured by its CIDR (zm_dest_cidrs): no entry
+    // of its own, so that zm_dests holds what a node needs at any cluster size — the VIPs and
+    // the workloads outside the pod network.
+    for (const auto& ip : w.ips)
+      if (std::none_of(options.pod_cidrs.begin(), options.pod_cidrs.end(),
+                       [&](const IpBlock& b) { return b.contains(unmapped(ip)); }))
+        k.destinations[unmapped(ip)] = DestinationKind::Workload;
     if (w.node != options.node) continue;
     if (w.cgroup.empty() && w.origin == WorkloadConfig::Origin::Xds) continue;  // the CNI plugin has not enrolled it yet
     if (w.cgroup.empty())
@@ -301,6 +321,10 @@ Controller::Kernel Controller::kernel_for(const MeshSnapshot& snapshot, const Co
   }
   for (const auto& s : snapshot.config.services)
     for (const auto& vip : s.vips) k.destinations[unmapped(vip)] = DestinationKind::Service;
+  if (k.destinations.size() > kKernelDestinationCapacity)
+    throw ConfigError(std::to_string(k.destinations.size()) + " mesh addresses (workload IPs and service VIPs) are more "
+                      "than zm_dests holds (" + std::to_string(kKernelDestinationCapacity) +
+                      "): give --pod-cidr (the cluster's pod CIDRs), whose pods are captured by CIDR and need no entry");
   // Kernel deny entries for PERMISSIVE pods only: a STRICT pod's plaintext SYNs are dropped
   // anyway (tc_drop_mtls), and HBONE is the proxy's to decide.
   for (const auto& d : snapshot.authorizer.kernel_denies(snapshot.mesh)) {
@@ -374,11 +398,19 @@ void Controller::check(const MeshConfig& config, const ControllerOptions& option
 
 void Controller::apply(MeshConfig file, XdsLayer xds, MeshConfig runtime, const std::string& cause) {
   const auto began = std::chrono::steady_clock::now();
+  // Where the time of a change goes, for `--log-level debug` (and BENCHMARKS.md's scale rows).
+  auto lap = [last = began]() mutable {
+    const auto now = std::chrono::steady_clock::now();
+    return std::chrono::duration_cast<std::chrono::microseconds>(now - std::exchange(last, now)).count();
+  };
   MeshConfig config = merge(file, xds, runtime);
   check(config, options_);
+  const auto merged_us = lap();
   auto snapshot = std::make_shared<const MeshSnapshot>(std::move(config), options_.trust_domain, options_.node,
                                                        generation_ + 1);
+  const auto snapshot_us = lap();
   Kernel want = kernel_for(*snapshot, options_);
+  const auto kernel_us = lap();
   if (certificates_)
     for (const auto* w : snapshot->mesh.local_workloads()) certificates_->ensure(w->identity);
   try {
@@ -396,6 +428,7 @@ void Controller::apply(MeshConfig file, XdsLayer xds, MeshConfig runtime, const 
     }
     throw;
   }
+  const auto reconcile_us = lap();
   kernel_ = std::move(want);
   file_ = std::move(file);
   xds_ = std::move(xds);
@@ -404,7 +437,11 @@ void Controller::apply(MeshConfig file, XdsLayer xds, MeshConfig runtime, const 
   generation_ = snapshot->generation;
   state_.publish(snapshot);
   last_change_ = {cause, "", std::chrono::system_clock::now()};
+  const auto publish_us = lap();
   const size_t closed = proxy_ ? proxy_->reauthorize() : 0;
+  spdlog::debug("controller: generation {}: merge {} us, snapshot {} us, kernel plan {} us, reconcile {} us, "
+                "publish {} us, reauthorize {} us",
+                generation_, merged_us, snapshot_us, kernel_us, reconcile_us, publish_us, lap());
   const auto took = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - began);
   spdlog::info("controller: generation {} in force ({}) after {} us: {} workloads ({} enrolled here), {} services, "
                "{} policies, {} kernel deny entries{}",
@@ -443,8 +480,7 @@ std::string Controller::source_of(const WorkloadConfig& w) const {
 }
 std::string Controller::source_of_policy(const std::string& key) const {
   if (contains_key(runtime_.policies, key)) return "runtime";
-  return std::any_of(xds_.policies.begin(), xds_.policies.end(), [&](const auto& p) { return p.first == key; }) ? "xds"
-                                                                                                               : "file";
+  return xds_.policies.contains(key) ? "xds" : "file";
 }
 
 json Controller::status() const {
@@ -468,6 +504,7 @@ json Controller::status() const {
           {"runtimePolicies", runtime_.policies.size()},
           {"xds", {{"workloads", xds_.workloads.size()}, {"services", xds_.services.size()}, {"policies", xds_.policies.size()}}},
           {"kernelDenyEntries", kernel_.deny.size()},
+          {"kernelDestinations", kernel_.destinations.size()},
           {"lastChange", change(last_change_)},
           {"lastFailure", change(last_failure_)},
           {"rejectedFiles", rejected_},

@@ -33,6 +33,7 @@ struct ControllerOptions {
   std::filesystem::path config_path;   // empty = no file
   std::filesystem::path runtime_path;  // empty = runtime changes are not kept across restarts
   bool has_outbound_ip6 = false;
+  std::vector<IpBlock> pod_cidrs;  // the cluster's (--pod-cidr): pods inside are captured by CIDR
 };
 
 class Controller {
@@ -131,6 +132,8 @@ class Controller {
   uint64_t generation_ = 0;
   bool runtime_saved_ = true;  // false after a save failed: the next change saves again
   static constexpr size_t kKernelDenyCapacity = ZM_MAX_DENY;  // zm_l4_deny's max_entries
+  static constexpr size_t kKernelDestinationCapacity = ZM_MAX_DESTS;  // zm_dests'
+
   struct Change {
     std::string cause, error;
     std::chrono::system_clock::time_point at;

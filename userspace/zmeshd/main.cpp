@@ -107,7 +107,7 @@ int serve(const DaemonOptions& o) {
   if (o.proxy) certificates = std::make_unique<zmesh::Certificates>(zmesh::load_certificates(o, true));
   const zmesh::ControllerOptions controller_options{o.node, o.trust_domain, o.config,
                                                     o.state_dir / zmesh::control::kRuntimeName,
-                                                    o.datapath.outbound_ip6.has_value()};
+                                                    o.datapath.outbound_ip6.has_value(), o.proxy_options.pod_cidrs};
   auto initial = zmesh::Controller::load(controller_options);
 
   // 2. The datapath (it takes the pin root's lock), then readiness, so a kubelet sees each step.

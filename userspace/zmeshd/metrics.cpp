@@ -23,6 +23,11 @@ void write(std::ostringstream& out, const Metric& m, const std::string& labels, 
 void header(std::ostringstream& out, const Metric& m) {
   out << "# HELP " << m.name << ' ' << m.help << "\n# TYPE " << m.name << ' ' << m.type << '\n';
 }
+// A metric with one value and no labels: its header and its line.
+void write_one(std::ostringstream& out, const Metric& m, uint64_t value) {
+  header(out, m);
+  write(out, m, "", value);
+}
 
 // Resident set size in bytes, from /proc/self/statm (pages).
 uint64_t resident_bytes() {
@@ -46,11 +51,9 @@ uint64_t open_fds() {
 
 void write_xds(std::ostringstream& out, const XdsMetrics& x) {
   const Metric connected{"zmesh_xds_connected", "gauge", "1 while the xDS stream to istiod is up."};
-  header(out, connected);
-  write(out, connected, "", x.connected ? 1 : 0);
+  write_one(out, connected, x.connected ? 1 : 0);
   const Metric connects{"zmesh_xds_connections_total", "counter", "xDS streams opened to istiod."};
-  header(out, connects);
-  write(out, connects, "", x.connects);
+  write_one(out, connects, x.connects);
   const Metric responses{"zmesh_xds_responses_total", "counter",
                          "xDS responses by type and outcome (received; applied: in force; nacked: some or all refused)."};
   header(out, responses);
@@ -65,8 +68,7 @@ void write_xds(std::ostringstream& out, const XdsMetrics& x) {
   header(out, updated);
   for (const auto& t : x.types) write(out, updated, "{type=\"" + t.name + "\"}", static_cast<uint64_t>(t.last_update_unix));
   const Metric failures{"zmesh_certificate_fetch_failures_total", "counter", "CreateCertificate calls to istiod that failed."};
-  header(out, failures);
-  write(out, failures, "", x.certificate_failures);
+  write_one(out, failures, x.certificate_failures);
 }
 
 }  // namespace
@@ -81,8 +83,7 @@ std::string prometheus_text(const DaemonMetrics& m) {
   write(out, accepted, "{listener=\"hbone\"}", p.inbound_hbone_accepted);
   write(out, accepted, "{listener=\"plaintext\"}", p.inbound_plain_accepted);
   const Metric active{"zmesh_connections_active", "gauge", "Connections being served."};
-  header(out, active);
-  write(out, active, "", p.active);
+  write_one(out, active, p.active);
   const Metric handshakes{"zmesh_tls_handshakes_total", "counter", "Completed HBONE TLS handshakes, by side."};
   header(out, handshakes);
   write(out, handshakes, "{side=\"client\"}", p.client_handshakes);
@@ -96,35 +97,27 @@ std::string prometheus_text(const DaemonMetrics& m) {
           it == p.handshake_failures_by_reason.end() ? 0 : it->second);
   }
   const Metric pool{"zmesh_hbone_pool_connections", "gauge", "Pooled HBONE connections this node opened (usable)."};
-  header(out, pool);
-  write(out, pool, "", p.pool_connections);
+  write_one(out, pool, p.pool_connections);
   const Metric pool_streams{"zmesh_hbone_pool_streams", "gauge", "Streams open on the pooled HBONE connections."};
-  header(out, pool_streams);
-  write(out, pool_streams, "", p.pool_streams);
+  write_one(out, pool_streams, p.pool_streams);
   const Metric served{"zmesh_hbone_served_connections", "gauge", "HBONE connections other nodes opened to this one."};
-  header(out, served);
-  write(out, served, "", p.served_connections);
+  write_one(out, served, p.served_connections);
   const Metric streams{"zmesh_hbone_streams_opened_total", "counter", "HBONE streams opened on pooled connections."};
-  header(out, streams);
-  write(out, streams, "", p.streams_opened);
+  write_one(out, streams, p.streams_opened);
   const Metric refused{"zmesh_connections_refused_total", "counter", "Connections refused by the proxy."};
-  header(out, refused);
-  write(out, refused, "", p.refused);
+  write_one(out, refused, p.refused);
   const Metric denials{"zmesh_policy_denials_total", "counter", "Connections denied by authorization, by layer."};
   header(out, denials);
   write(out, denials, "{layer=\"proxy\"}", p.denied);
   write(out, denials, "{layer=\"kernel\"}", kernel.tc_drop_deny);
   const Metric revoked{"zmesh_connections_revoked_total", "counter",
                        "Open connections closed because a policy change denies them."};
-  header(out, revoked);
-  write(out, revoked, "", p.revoked);
+  write_one(out, revoked, p.revoked);
   const Metric renewed{"zmesh_certificate_renewals_total", "counter", "Workload certificates renewed."};
-  header(out, renewed);
-  write(out, renewed, "", m.renewals);
+  write_one(out, renewed, m.renewals);
   const Metric rotated{"zmesh_certificate_rotations_total", "counter",
                        "CA rotations applied (new roots or a new issuing CA, read on reload)."};
-  header(out, rotated);
-  write(out, rotated, "", m.rotations);
+  write_one(out, rotated, m.rotations);
   const Metric expiry{"zmesh_certificate_expiration_timestamp_seconds", "gauge",
                       "When each workload certificate of this node expires (Unix time)."};
   header(out, expiry);
@@ -133,11 +126,9 @@ std::string prometheus_text(const DaemonMetrics& m) {
           static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::seconds>(not_after.time_since_epoch()).count()));
   if (m.xds) write_xds(out, *m.xds);
   const Metric rss{"process_resident_memory_bytes", "gauge", "Resident memory of zmeshd."};
-  header(out, rss);
-  write(out, rss, "", resident_bytes());
+  write_one(out, rss, resident_bytes());
   const Metric fds{"process_open_fds", "gauge", "Open file descriptors of zmeshd."};
-  header(out, fds);
-  write(out, fds, "", open_fds());
+  write_one(out, fds, open_fds());
   const Metric datapath{"zmesh_datapath_events_total", "counter", "Kernel datapath counters (bpf/zmesh_maps.h)."};
   header(out, datapath);
   for (const auto& [name, value] : named_counters(kernel)) write(out, datapath, std::string("{event=\"") + name + "\"}", value);
