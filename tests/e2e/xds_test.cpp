@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -39,16 +40,26 @@ void openssl(const std::vector<std::string>& args) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
 }
 
+// A root CA `name`.pem / `name`.key.
+void make_root(const Dir& dir, const std::string& name) {
+  openssl({"req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj",
+           "/O=zmesh test/CN=" + name, "-keyout", dir / (name + ".key"), "-out", dir / (name + ".pem"), "-addext",
+           "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"});
+}
+
+// A serving certificate `name`.pem / `name`.key for `ip`, signed by the root `ca`.
+void make_server_cert(const Dir& dir, const std::string& name, const std::string& ca, const std::string& ip) {
+  openssl({"req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=istiod", "-keyout",
+           dir / (name + ".key"), "-out", dir / (name + ".csr")});
+  std::ofstream(dir / (name + ".cnf")) << "subjectAltName=IP:" << ip << ",DNS:istiod.istio-system.svc\n";
+  openssl({"x509", "-req", "-in", dir / (name + ".csr"), "-CA", dir / (ca + ".pem"), "-CAkey", dir / (ca + ".key"),
+           "-CAcreateserial", "-days", "2", "-extfile", dir / (name + ".cnf"), "-out", dir / (name + ".pem")});
+}
+
 // The mesh root and istiod's serving certificate for the lab's control-plane address.
 void make_pki(const Dir& dir, const std::string& ip) {
-  openssl({"req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj",
-           "/O=zmesh test/CN=test mesh root", "-keyout", dir / "ca.key", "-out", dir / "ca.pem", "-addext",
-           "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"});
-  openssl({"req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=istiod", "-keyout",
-           dir / "istiod.key", "-out", dir / "istiod.csr"});
-  std::ofstream(dir / "ext.cnf") << "subjectAltName=IP:" << ip << ",DNS:istiod.istio-system.svc\n";
-  openssl({"x509", "-req", "-in", dir / "istiod.csr", "-CA", dir / "ca.pem", "-CAkey", dir / "ca.key",
-           "-CAcreateserial", "-days", "2", "-extfile", dir / "ext.cnf", "-out", dir / "istiod.pem"});
+  make_root(dir, "ca");
+  make_server_cert(dir, "istiod", "ca", ip);
 }
 
 void write_atomically(const std::string& path, const json& j) {
@@ -119,11 +130,12 @@ class XdsTest : public ::testing::Test {
     lab_.reset();
   }
 
-  void start_istiod() {
+  // The fake istiod on the control-plane address, serving with the certificate `cert`.
+  void start_istiod(const std::string& cert = "istiod") {
     istiod_ = std::make_unique<Process>(
         lab_->exec("fabric", {"node", source_path("tests/tools/fake_istiod.mjs"), "--listen",
-                              std::string(kControlPlane) + ":15012", "--tls-cert", dir_ / "istiod.pem", "--tls-key",
-                              dir_ / "istiod.key", "--ca-cert", dir_ / "ca.pem", "--ca-key", dir_ / "ca.key",
+                              std::string(kControlPlane) + ":15012", "--tls-cert", dir_ / (cert + ".pem"), "--tls-key",
+                              dir_ / (cert + ".key"), "--ca-cert", dir_ / "ca.pem", "--ca-key", dir_ / "ca.key",
                               "--scenario", dir_ / "scenario.json", "--log", dir_ / "istiod.log"}),
         Process::Stderr::Merge);
     ASSERT_TRUE(istiod_->wait_for("fake-istiod listening")) << "the fake istiod did not start";
@@ -362,6 +374,35 @@ TEST_F(XdsTest, PodsWithoutServiceAccountsGetIdentityCertificatesAndPoliciesFrom
   ASSERT_GT(opened.size(), opened_before);
   EXPECT_EQ(opened.back()["metadata"]["authorization"], "Bearer token-2");
   EXPECT_EQ(echo_send(*lab_, "app1-n1", target, 8080).exit_code, 0);
+}
+
+// Only istiod is believed: a server whose certificate does not chain to the mesh root, or is
+// not for istiod's address, gets no stream (and no token), and zmeshd stays not ready; the real
+// one, once it comes, is taken.
+TEST_F(XdsTest, AServerThatIsNotIstiodIsRefused) {
+  make_root(dir_, "other-root");
+  make_server_cert(dir_, "impostor", "other-root", kControlPlane);
+  make_server_cert(dir_, "elsewhere", "ca", "10.100.0.251");  // our root, another address
+  for (const std::string cert : {"impostor", "elsewhere"}) {
+    SCOPED_TRACE(cert);
+    const size_t logged = lab_->log("node1").size();
+    start_istiod(cert);
+    // What zmeshd logged since this server started says why it was refused (gRPC's TLS text).
+    const auto refused = [&] {
+      std::string since = lab_->log("node1");
+      since.erase(0, std::min(logged, since.size()));
+      std::transform(since.begin(), since.end(), since.begin(), [](unsigned char c) { return std::tolower(c); });
+      return since.find("handshake") != std::string::npos || since.find("certificate") != std::string::npos ||
+             since.find("peer name") != std::string::npos;
+    };
+    EXPECT_TRUE(eventually(refused, std::chrono::seconds(30))) << lab_->log("node1");
+    EXPECT_FALSE(lab_->wait_ready("node1", 1));
+    EXPECT_TRUE(events("stream-open").empty()) << "a stream (with the token) reached a server that is not istiod";
+    istiod_.reset();
+  }
+  start_istiod();
+  EXPECT_TRUE(lab_->wait_ready("node1", 40)) << lab_->log("node1");
+  EXPECT_FALSE(events("stream-open").empty());
 }
 
 }  // namespace
