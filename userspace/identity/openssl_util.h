@@ -1,6 +1,7 @@
 // Internals of the identity module: owners for OpenSSL objects, the error text that goes into
 // every IdentityError, whole-file reads and crash-safe writes, and the SAN/time conversions
-// that the CA and the TLS code share. Only userspace/identity includes this.
+// that the CA and the TLS code share. userspace/identity includes this, and istiod's CA client
+// (userspace/xds/ca_client.cpp), which checks what istiod signs with the same helpers.
 #pragma once
 
 #include <openssl/asn1.h>

@@ -27,17 +27,6 @@ struct X509StackFree {
   void operator()(STACK_OF(X509) * s) const { sk_X509_free(s); }  // the certificates stay owned elsewhere
 };
 
-// grpc++ has no public name for a status code; the numbers are fixed by the gRPC protocol.
-std::string code_name(grpc::StatusCode code) {
-  static constexpr std::string_view kNames[] = {
-      "OK",        "CANCELLED",      "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
-      "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-      "ABORTED",   "OUT_OF_RANGE",   "UNIMPLEMENTED",     "INTERNAL",           "UNAVAILABLE",
-      "DATA_LOSS", "UNAUTHENTICATED"};
-  const auto i = static_cast<size_t>(code);
-  return i < std::size(kNames) ? std::string(kNames[i]) : "status " + std::to_string(i);
-}
-
 // A guess at the cause, for the codes a misconfigured node actually meets.
 std::string hint(grpc::StatusCode code, const IstiodSettings& settings, std::chrono::milliseconds deadline) {
   switch (code) {
@@ -159,7 +148,7 @@ Certificate IstiodCa::State::request(const SpiffeId& id) {
   }
   istio::v1::auth::IstioCertificateResponse response;
   if (grpc::Status status = stub->CreateCertificate(&context, request, &response); !status.ok())
-    throw IdentityError(who + ": CreateCertificate failed: " + code_name(status.error_code()) + ": " +
+    throw IdentityError(who + ": CreateCertificate failed: " + status_code_name(status.error_code()) + ": " +
                         status.error_message() + hint(status.error_code(), settings, deadline));
 
   // Leaf first, root last; the root is not ours to send, peers hold it in their bundles.

@@ -6,6 +6,7 @@
 
 #include <fstream>
 #include <sstream>
+#include <string_view>
 
 namespace zmesh::xds {
 namespace {
@@ -51,6 +52,16 @@ void authenticate(grpc::ClientContext& context, const IstiodSettings& settings) 
     context.AddMetadata("authorization", "Bearer " + token);
   }
   if (!settings.cluster_id.empty()) context.AddMetadata("clusterid", settings.cluster_id);
+}
+
+std::string status_code_name(grpc::StatusCode code) {
+  static constexpr std::string_view kNames[] = {
+      "OK",        "CANCELLED",      "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
+      "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+      "ABORTED",   "OUT_OF_RANGE",   "UNIMPLEMENTED",     "INTERNAL",           "UNAVAILABLE",
+      "DATA_LOSS", "UNAUTHENTICATED"};
+  const auto i = static_cast<size_t>(code);
+  return i < std::size(kNames) ? std::string(kNames[i]) : "status " + std::to_string(i);
 }
 
 }  // namespace zmesh::xds

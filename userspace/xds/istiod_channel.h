@@ -7,6 +7,7 @@
 
 #include <grpcpp/channel.h>
 #include <grpcpp/client_context.h>
+#include <grpcpp/support/status_code_enum.h>
 
 #include <filesystem>
 #include <memory>
@@ -35,5 +36,9 @@ std::shared_ptr<grpc::Channel> istiod_channel(const IstiodSettings& settings);
 // Puts the token and cluster id on a call. Throws IstiodError when the token file is set but
 // cannot be read or is empty: a call without it would only be refused.
 void authenticate(grpc::ClientContext& context, const IstiodSettings& settings);
+
+// "UNAVAILABLE" for grpc::StatusCode::UNAVAILABLE (grpc++ has no public name for a code; the
+// numbers are fixed by the gRPC protocol).
+std::string status_code_name(grpc::StatusCode code);
 
 }  // namespace zmesh::xds

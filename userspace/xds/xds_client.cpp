@@ -185,7 +185,7 @@ bool XdsClient::stream_once() {
   connected_ = false;
   if (!stopping_) {
     const std::string why = "stream to " + settings_.address + " ended: " + (status.ok() ? std::string("by the server")
-                                : "gRPC status " + std::to_string(status.error_code()) + " " + status.error_message());
+                                : status_code_name(status.error_code()) + ": " + status.error_message());
     set_error(why);
     spdlog::warn("xds: {}; serving the last state received", why);
   }
