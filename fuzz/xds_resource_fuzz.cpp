@@ -64,7 +64,13 @@ void check_round_trip(const zmesh::ServiceConfig& s) {
 }
 
 void check_round_trip(const zmesh::AuthorizationPolicy& p) {
-  check_reads_back_with_its_name(p, [](const nlohmann::json& x) { return zmesh::parse_policy(x, "again"); });
+  // A match that sets nothing is istiod's to say (it matches nothing); the file refuses one.
+  bool empty_match = false;
+  for (const auto& rule : p.rules)
+    for (const auto& clause : rule.clauses)
+      for (const auto& m : clause.matches) empty_match |= m.empty();
+  if (!empty_match)
+    check_reads_back_with_its_name(p, [](const nlohmann::json& x) { return zmesh::parse_policy(x, "again"); });
   if (!p.selector.empty()) std::abort();  // xDS selects by the workloads' authorization_policies
   if (p.name.empty() || p.name.find('/') != std::string::npos) std::abort();
 }

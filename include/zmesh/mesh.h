@@ -22,9 +22,9 @@ struct Workload {
 struct Service {
   ServiceConfig config;
   std::vector<const Workload*> endpoints;
-  // "namespace/hostname" (hostname: the config's, else "<name>.<namespace>"): how xDS workloads
-  // name the services they are endpoints of.
-  std::string key() const;
+  // service_key(config), made once per snapshot: "namespace/hostname", how xDS workloads name
+  // the services they are endpoints of (read per connection).
+  std::string key;
   // The port of `endpoint` that serves `service_port`: the endpoint's own (xDS resolves named
   // ports per pod), else the service's. nullopt: the service has no such port.
   std::optional<uint16_t> target_port(const Workload& endpoint, uint16_t service_port) const;

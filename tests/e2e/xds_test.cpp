@@ -377,8 +377,9 @@ TEST_F(XdsTest, PodsWithoutServiceAccountsGetIdentityCertificatesAndPoliciesFrom
 }
 
 // Only istiod is believed: a server whose certificate does not chain to the mesh root, or is
-// not for istiod's address, gets no stream (and no token), and zmeshd stays not ready; the real
-// one, once it comes, is taken.
+// not for istiod's address, gets no stream (and no token), and zmeshd stays not ready; a
+// certificate of istiod's CA for another identity than asked is refused; istiod, once right,
+// is taken.
 TEST_F(XdsTest, AServerThatIsNotIstiodIsRefused) {
   make_root(dir_, "other-root");
   make_server_cert(dir_, "impostor", "other-root", kControlPlane);
@@ -400,7 +401,18 @@ TEST_F(XdsTest, AServerThatIsNotIstiodIsRefused) {
     EXPECT_TRUE(events("stream-open").empty()) << "a stream (with the token) reached a server that is not istiod";
     istiod_.reset();
   }
+  // istiod itself, but its CA signs another identity than the one asked for (a compromised or
+  // buggy CA): the certificates are refused, so is the change that needed them, and zmeshd
+  // stays not ready rather than serve a pod as someone else.
+  scenario_["ca"] = {{"signAs", "spiffe://cluster.local/ns/kube-system/sa/admin"}};
+  push();
   start_istiod();
+  EXPECT_TRUE(lab_->log_shows("node1", "not for the identity asked for")) << lab_->log("node1");
+  EXPECT_FALSE(lab_->wait_ready("node1", 1));
+  // The CA mended and the workloads sent again (new versions): taken.
+  scenario_.erase("ca");
+  for (auto& a : scenario_["resources"][kAddress]) a["version"] = "2";
+  push();
   EXPECT_TRUE(lab_->wait_ready("node1", 40)) << lab_->log("node1");
   EXPECT_FALSE(events("stream-open").empty());
 }

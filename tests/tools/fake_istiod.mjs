@@ -12,7 +12,8 @@
 //                                  "address"|"authorization"|"resource": {...proto3 JSON...}
 //                                  | "raw": "<base64 used verbatim as Any.value>"}]},
 //    "requireToken": "T",   // every call needs metadata `authorization: Bearer T`
-//    "ca": {"fail": false, "validitySeconds": null}}
+//    "ca": {"fail": false, "validitySeconds": null,
+//           "signAs": "spiffe://..."}}  // a hostile CA: the leaf names this identity, not the one asked for
 // The message key is the type's name with a lower-case first letter (or "resource"); field
 // names may be snake_case or camelCase; `addresses`/`address` bytes may be IP text ("b64:" forces
 // base64); a missing version is a hash of the encoding. Every event is one JSON line in --log.
@@ -152,7 +153,7 @@ const allowedKeys = (object, keys, where) => {
 // The scenario as served: per type URL, name -> {version, resource (a Resource for the wire)}.
 function buildScenario(json, generation) {
   allowedKeys(json, ['resources', 'requireToken', 'ca'], 'scenario');
-  allowedKeys(json.ca, ['fail', 'validitySeconds'], 'scenario.ca');
+  allowedKeys(json.ca, ['fail', 'validitySeconds', 'signAs'], 'scenario.ca');
   const byType = new Map();
   let count = 0;
   for (const [typeUrl, entries] of Object.entries(json.resources ?? {})) {
@@ -384,7 +385,7 @@ async function createCertificate(call, callback) {
     // istiod: the requested TTL, 24 h when none; the scenario may override it.
     const seconds = Number(scenario.ca.validitySeconds ?? (record.validity_duration > 0 ? record.validity_duration : 86400));
     record.issued_seconds = seconds;
-    const leaf = await issue(dir, identity, seconds);
+    const leaf = await issue(dir, scenario.ca.signAs ?? identity, seconds);
     record.ok = true;
     callback(null, { cert_chain: [leaf, ...caChain] });
   } catch (e) {

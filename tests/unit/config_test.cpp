@@ -329,7 +329,7 @@ TEST(Mesh, ServicesFindTheirEndpointsThroughTheWorkloadsThatNameThem) {
   const Mesh mesh(config, "cluster.local", "n1");
   const Service* web = mesh.service_by_vip(boost::asio::ip::make_address("10.96.0.20"));
   ASSERT_NE(web, nullptr);
-  EXPECT_EQ(web->key(), "shop/web.shop.svc.cluster.local");
+  EXPECT_EQ(web->key, "shop/web.shop.svc.cluster.local");
   ASSERT_EQ(web->endpoints.size(), 2u);
   const Workload* web1 = mesh.by_ip(boost::asio::ip::make_address("10.244.1.5"));
   const Workload* web2 = mesh.by_ip(boost::asio::ip::make_address("10.244.2.5"));

@@ -510,8 +510,13 @@ TEST(Authorizer, PatternsAsIstioMatchesThem) {
   EXPECT_FALSE(matches_pattern("shop", "shops"));
 }
 
-template <typename Cases>
-void check_mistakes(const Cases& cases) {
+// A policies text the config must refuse, and what its message must say.
+struct Mistake {
+  const char* policies;
+  const char* message;
+};
+
+void check_mistakes(std::initializer_list<Mistake> cases) {
   for (const auto& c : cases) {
     try {
       config_with(c.policies);
@@ -523,10 +528,7 @@ void check_mistakes(const Cases& cases) {
 }
 
 TEST(PolicyConfig, MistakesAreNamedWithTheirPath) {
-  struct Case {
-    const char* policies;
-    const char* message;
-  } cases[] = {
+  check_mistakes({
       {R"([{"namespace": "a"}])", "policies[0].name: missing"},
       {R"([{"name": "p", "namespace": "a", "action": "REJECT"}])", "policies[0].action: expected \"ALLOW\" or \"DENY\""},
       {R"([{"name": "p", "namespace": "a", "rules": [{"from": [{"source": {"principals": "x"}}]}]}])",
@@ -547,18 +549,14 @@ TEST(PolicyConfig, MistakesAreNamedWithTheirPath) {
        "policies[0].rules[0].to[0].operation.ports[0]: expected a port 1..65535"},
       {R"([{"name": "p", "namespace": "a", "rules": [{"from": [{"source": {"ipBlocks": ["::ffff:0:0/64"]}}]}]}])",
        "mixes IPv4-mapped and other IPv6 addresses"},
-  };
-  check_mistakes(cases);
+  });
 }
 
 // An empty list is a field Istio does not see as set: a source or an operation made only of
 // empty lists is empty, and refused. Before, {"principals": []} matched every source and an
 // ALLOW with it failed open.
 TEST(PolicyConfig, EmptyListsAreNotSetAndAnEmptySourceOrOperationIsRefused) {
-  struct Case {
-    const char* policies;
-    const char* message;
-  } cases[] = {
+  check_mistakes({
       {R"([{"name": "p", "namespace": "a", "rules": [{"from": [{"source": {"principals": []}}]}]}])",
        "policies[0].rules[0].from[0].source: must not be empty"},
       {R"([{"name": "p", "namespace": "a", "rules": [{"from": [{"source": {"ipBlocks": []}}]}]}])",
@@ -570,8 +568,7 @@ TEST(PolicyConfig, EmptyListsAreNotSetAndAnEmptySourceOrOperationIsRefused) {
        "policies[0].rules[0].to[0].operation: must not be empty"},
       {R"([{"name": "p", "namespace": "a", "rules": [{"to": [{"operation": {"ports": [], "notPorts": []}}]}]}])",
        "policies[0].rules[0].to[0].operation: must not be empty"},
-  };
-  check_mistakes(cases);
+  });
   // An empty list beside a set field is just not set: the set field decides.
   const auto config = config_with(R"([{"name": "p", "namespace": "shop", "selector": {"workloads": ["db"]},
       "rules": [{"from": [{"source": {"principals": [], "namespaces": ["shop"]}}]}]}])");
@@ -586,10 +583,7 @@ TEST(PolicyConfig, EmptyListsAreNotSetAndAnEmptySourceOrOperationIsRefused) {
 
 // Strings that could never match a peer, and names Kubernetes would not give.
 TEST(PolicyConfig, ValuesThatCanNeverMatchAreRefusedWithTheirPath) {
-  struct Case {
-    const char* policies;
-    const char* message;
-  } cases[] = {
+  check_mistakes({
       {R"([{"name": "p", "namespace": "a", "rules": [{"from": [{"source": {"principals": ["spiffe://cluster.local/ns/a/sa/b"]}}]}]}])",
        "source.principals[0]: 'spiffe://cluster.local/ns/a/sa/b' starts with spiffe://"},
       {R"([{"name": "p", "namespace": "a", "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/a/sa/"]}}]}]}])",
@@ -608,8 +602,7 @@ TEST(PolicyConfig, ValuesThatCanNeverMatchAreRefusedWithTheirPath) {
       {R"([{"name": "p", "namespace": "A"}])", "policies[0].namespace: 'A' is not a Kubernetes name"},
       {R"([{"name": "p", "namespace": "a", "selector": {"workloads": ["x/y"]}}])",
        "policies[0].selector.workloads[0]: 'x/y' is not a workload name"},
-  };
-  check_mistakes(cases);
+  });
   // Istio's wildcards stay valid.
   EXPECT_NO_THROW(config_with(R"([{"name": "p", "namespace": "a", "rules": [{"from": [{"source": {
       "principals": ["*", "cluster.local/ns/a/*", "*/sa/b"], "namespaces": ["*", "team-*", "*-prod"]}}]}]}])"));
@@ -717,10 +710,7 @@ TEST(PolicyConfig, EveryPolicyReadsBackAsItWasWritten) {
 }
 
 TEST(PolicyConfig, ClausesScopesAndServiceAccountsAreCheckedToo) {
-  struct Case {
-    const char* policies;
-    const char* message;
-  } cases[] = {
+  check_mistakes({
       {R"([{"name": "p", "namespace": "a", "scope": "CLUSTER"}])", "policies[0].scope: expected GLOBAL, NAMESPACE"},
       {R"([{"name": "p", "namespace": "a", "scope": "NAMESPACE", "selector": {"workloads": ["w"]}}])",
        "policies[0].scope: a policy with a selector has scope WORKLOAD_SELECTOR"},
@@ -735,8 +725,7 @@ TEST(PolicyConfig, ClausesScopesAndServiceAccountsAreCheckedToo) {
        "source.serviceAccounts[0]: 'web' is not \"<namespace>/<service account>\""},
       {R"([{"name": "p", "namespace": "a", "rules": [{"from": [{"source": {"destinationIps": ["10.0.0.1"]}}]}]}])",
        "source.destinationIps: unknown field"},
-  };
-  check_mistakes(cases);
+  });
 }
 
 }  // namespace

@@ -7,6 +7,8 @@
 #include "authorization.pb.h"
 #include "translate.h"
 #include "workload.pb.h"
+#include "zmesh/mesh.h"
+#include "zmesh/policy.h"
 
 namespace zmesh::xds {
 namespace {
@@ -109,7 +111,7 @@ TEST(XdsTranslate, AnAuthorizationBecomesClausesOfMatches) {
   ip->set_address(bytes({10, 0, 0, 0}));
   ip->set_length(8);
   m->add_destination_ports(8080);
-  clause->add_matches();  // sets nothing: matches everything, as in ztunnel
+  clause->add_matches();  // sets nothing: matches nothing, as in ztunnel
   const auto r = decode(kAuthorizationType, "istio-system/istio_converted_static_strict", any_of(a, kAuthorizationType));
   const auto& p = std::get<AuthorizationPolicy>(r);
   EXPECT_EQ(p.name, "istio_converted_static_strict");
@@ -124,7 +126,28 @@ TEST(XdsTranslate, AnAuthorizationBecomesClausesOfMatches) {
   EXPECT_EQ(matches[0].namespaces, std::vector<std::string>{"*-prod"});
   EXPECT_EQ(matches[0].service_accounts.at(0).name, "b");
   EXPECT_EQ(matches[0].ports, std::vector<uint16_t>{8080});
-  EXPECT_EQ(matches[1].source_ips.size(), 2u) << "every source, v4 and v6";
+  EXPECT_TRUE(matches[1].empty()) << "a match that sets nothing stays one";
+}
+
+// ztunnel skips a match that sets nothing: an ALLOW made only of one allows nothing, a DENY
+// made only of one denies nothing. Read as "matches everything", the ALLOW would open the pod
+// to every peer.
+TEST(XdsTranslate, AMatchThatSetsNothingOpensNothing) {
+  Workload server{{}, SpiffeId{"cluster.local", "shop", "db"}, true};
+  server.config.name = "db";
+  server.config.namespace_ = "shop";
+  const AccessRequest request{SpiffeId{"cluster.local", "blog", "intruder"},
+                              boost::asio::ip::make_address("10.9.9.9"), &server, 5432};
+  for (const auto action : {istio::security::ALLOW, istio::security::DENY}) {
+    istio::security::Authorization a;
+    a.set_name("p");
+    a.set_namespace_("shop");
+    a.set_action(action);
+    a.add_rules()->add_clauses()->add_matches();  // only extensions, or nothing at all
+    const auto p = std::get<AuthorizationPolicy>(decode(kAuthorizationType, "shop/p", any_of(a, kAuthorizationType)));
+    EXPECT_EQ(Authorizer({p}).decide(request).allowed, action == istio::security::DENY)
+        << (action == istio::security::ALLOW ? "an empty ALLOW let a stranger in" : "an empty DENY denied");
+  }
 }
 
 // Each of these is one bad resource: refused with what is wrong, never applied, never a crash.

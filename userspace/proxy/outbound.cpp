@@ -63,7 +63,7 @@ awaitable<void> Outbound::serve(tcp::socket client, uint64_t id) {
     candidates.push_back({dst, target});
   } else if (const Service* service = mesh.service_by_vip(target.address())) {
     const std::string name = service->config.namespace_ + "/" + service->config.name;
-    if (!service->config.waypoint.empty()) co_return behind_waypoint("service " + service->key(), service->config.waypoint);
+    if (!service->config.waypoint.empty()) co_return behind_waypoint("service " + service->key, service->config.waypoint);
     record.labels.destination_service = service_hostname(*service);
     const auto port = service->config.ports.find(target.port());
     if (port == service->config.ports.end())
@@ -97,7 +97,7 @@ std::vector<Outbound::Candidate> Outbound::endpoints_of(const Service& service, 
                                                         const std::string& node) {
   std::vector<Candidate> out;
   const size_t n = service.endpoints.size();
-  const size_t first = round_robin_[service.key()]++ % n;
+  const size_t first = round_robin_[service.key]++ % n;
   const bool node_only = service.config.node_local && service.config.load_balancing == ServiceConfig::LoadBalancing::Strict;
   for (size_t i = 0; i < n; ++i) {
     const Workload* w = service.endpoints[(first + i) % n];

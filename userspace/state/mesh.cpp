@@ -23,10 +23,10 @@ Mesh::Mesh(const MeshConfig& config, const std::string& trust_domain, const std:
     }
   }
   services_.reserve(config.services.size());
-  std::map<std::string, size_t> by_key;  // Service::key() -> index
+  std::map<std::string, size_t> by_key;  // Service::key -> index
   for (size_t i = 0; i < config.services.size(); ++i) {
     const auto& svc = config.services[i];
-    Service service{svc, {}};
+    Service service{svc, {}, service_key(svc)};
     for (const auto& name : svc.endpoints) {
       auto it = by_name_.find(svc.namespace_ + "/" + name);
       if (it == by_name_.end())
@@ -34,7 +34,7 @@ Mesh::Mesh(const MeshConfig& config, const std::string& trust_domain, const std:
                           svc.namespace_ + "'");
       service.endpoints.push_back(&workloads_[it->second]);
     }
-    by_key.emplace(service.key(), services_.size());
+    by_key.emplace(service.key, services_.size());
     services_.push_back(std::move(service));
     for (const auto& vip : svc.vips) {
       if (by_ip_.contains(unmapped(vip)) || !by_vip_.emplace(unmapped(vip), services_.size() - 1).second)
@@ -56,12 +56,11 @@ Mesh::Mesh(const MeshConfig& config, const std::string& trust_domain, const std:
           by_endpoint_.emplace(std::pair{endpoint, *target}, s);  // the first service wins
 }
 
-std::string Service::key() const { return service_key(config); }
 
 std::optional<uint16_t> Service::target_port(const Workload& endpoint, uint16_t service_port) const {
   const auto port = config.ports.find(service_port);
   if (port == config.ports.end()) return std::nullopt;
-  if (auto own = endpoint.config.services.find(key()); own != endpoint.config.services.end())
+  if (auto own = endpoint.config.services.find(key); own != endpoint.config.services.end())
     if (auto mapped = own->second.find(service_port); mapped != own->second.end()) return mapped->second;
   return port->second;
 }

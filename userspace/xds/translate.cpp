@@ -204,10 +204,7 @@ json match(const sec::Match& m, const std::string& path) {
   put("notDestinationIps", blocks(m.not_destination_ips(), path + ".not_destination_ips"));
   put("destinationPorts", ports(m.destination_ports(), path + ".destination_ports"));
   put("notDestinationPorts", ports(m.not_destination_ports(), path + ".not_destination_ports"));
-  // A match that sets nothing matches every connection (each unset field does, as in ztunnel);
-  // the file refuses one as a likely mistake, so it is said here as every source address.
-  if (j.empty()) j["sourceIps"] = {"0.0.0.0/0", "::/0"};
-  return j;
+  return j;  // empty: a match that sets nothing (see policy())
 }
 
 AuthorizationPolicy policy(const sec::Authorization& a, const std::string& name) {
@@ -221,21 +218,35 @@ AuthorizationPolicy policy(const sec::Authorization& a, const std::string& name)
             {"scope", kScopes[a.scope()]},
             {"action", a.action() == sec::DENY ? "DENY" : "ALLOW"}};
   if (a.dry_run()) j["dryRun"] = true;
+  // A match that sets nothing (or only extensions) matches nothing, as in ztunnel and our
+  // Authorizer; the file refuses one as a likely mistake, so it passes the parser as a
+  // placeholder and is made empty again after it.
+  struct At {
+    size_t rule, clause, match;
+  };
+  std::vector<At> empty_matches;
   json rules = json::array();
   for (int r = 0; r < a.rules_size(); ++r) {
     json clauses = json::array();
     for (int c = 0; c < a.rules(r).clauses_size(); ++c) {
       json matches = json::array();
       const auto& clause = a.rules(r).clauses(c);
-      for (int m = 0; m < clause.matches_size(); ++m)
-        matches.push_back(match(clause.matches(m), "rules[" + std::to_string(r) + "].clauses[" + std::to_string(c) +
-                                                       "].matches[" + std::to_string(m) + "]"));
+      for (int m = 0; m < clause.matches_size(); ++m) {
+        json one = match(clause.matches(m), "rules[" + std::to_string(r) + "].clauses[" + std::to_string(c) +
+                                                "].matches[" + std::to_string(m) + "]");
+        if (one.empty()) {
+          empty_matches.push_back({size_t(r), size_t(c), size_t(m)});
+          one = {{"destinationPorts", {1}}};
+        }
+        matches.push_back(std::move(one));
+      }
       clauses.push_back({{"matches", matches}});
     }
     rules.push_back({{"clauses", clauses}});
   }
   j["rules"] = rules;
   AuthorizationPolicy out = parse_policy(j, "authorization");
+  for (const auto& at : empty_matches) out.rules[at.rule].clauses[at.clause].matches[at.match] = PolicyMatch{};
   out.name = own_name(a.name(), "name");
   return out;
 }

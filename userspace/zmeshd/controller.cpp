@@ -66,6 +66,15 @@ void put(std::vector<T>& list, const T& item) {
   else list.push_back(item);
 }
 
+// put() for lists with an index of their keys (`at`: namespace/name -> position), so that a
+// merge of tens of thousands of entries stays linear.
+template <typename T>
+void put_indexed(std::vector<T>& list, std::map<std::string, size_t>& at, const T& item) {
+  auto [it, added] = at.emplace(key_of(item), list.size());
+  if (added) list.push_back(item);
+  else list[it->second] = item;
+}
+
 // A pod the CNI plugin enrolled for an identity from xDS, with its Workload when that has come
 // with the pod's own addresses: a Workload of a pod since deleted, or of another pod that had
 // the name, is no identity for this one.
@@ -88,34 +97,23 @@ WorkloadConfig paired(const WorkloadConfig& pod, const std::map<std::string, con
 
 }  // namespace
 
-// Linear in the entries: a cluster's snapshot holds tens of thousands of workloads, and a
-// replace-or-append per entry by scanning the list would be quadratic.
+// Linear in the entries: a cluster's snapshot holds tens of thousands of workloads.
 MeshConfig Controller::merge(const MeshConfig& file, const XdsLayer& xds, const MeshConfig& runtime) {
   MeshConfig out;
   std::map<std::string, size_t> workload_at, policy_at;  // namespace/name -> index in `out`
-  auto put_workload = [&](const WorkloadConfig& w) {
-    auto [it, added] = workload_at.emplace(key_of(w), out.workloads.size());
-    if (added) out.workloads.push_back(w);
-    else out.workloads[it->second] = w;
-  };
-  auto put_policy = [&](const AuthorizationPolicy& p) {
-    auto [it, added] = policy_at.emplace(key_of(p), out.policies.size());
-    if (added) out.policies.push_back(p);
-    else out.policies[it->second] = p;
-  };
   std::map<std::string, const WorkloadConfig*> xds_by_name;
-  for (const auto& w : file.workloads) put_workload(w);
+  for (const auto& w : file.workloads) put_indexed(out.workloads, workload_at, w);
   for (const auto& [uid, w] : xds.workloads) {
-    put_workload(w);
+    put_indexed(out.workloads, workload_at, w);
     xds_by_name[key_of(w)] = &w;
   }
-  for (const auto& w : runtime.workloads) put_workload(paired(w, xds_by_name));
+  for (const auto& w : runtime.workloads) put_indexed(out.workloads, workload_at, paired(w, xds_by_name));
   for (const auto& s : file.services)
     if (!xds.services.contains(service_key(s))) out.services.push_back(s);
   for (const auto& [key, s] : xds.services) out.services.push_back(s);
-  for (const auto& p : file.policies) put_policy(p);
-  for (const auto& [key, p] : xds.policies) put_policy(p);
-  for (const auto& p : runtime.policies) put_policy(p);
+  for (const auto& p : file.policies) put_indexed(out.policies, policy_at, p);
+  for (const auto& [key, p] : xds.policies) put_indexed(out.policies, policy_at, p);
+  for (const auto& p : runtime.policies) put_indexed(out.policies, policy_at, p);
   return out;
 }
 
