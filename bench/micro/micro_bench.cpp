@@ -68,7 +68,7 @@ void BM_PolicyDecide(benchmark::State& state) {
   for (auto _ : state)
     benchmark::DoNotOptimize(authorizer.decide({source, make_address("10.244.7.7"), destination, 8080}));
 }
-BENCHMARK(BM_PolicyDecide)->Arg(0)->Arg(10)->Arg(100);
+BENCHMARK(BM_PolicyDecide)->Arg(0)->Arg(10)->Arg(100)->Arg(1000);
 
 // HBONE framing as zmesh configures nghttp2 (manual window updates, 256 KiB frames): a CONNECT
 // and `range` bytes of DATA from a client session into a server session, in memory.

@@ -56,6 +56,7 @@ struct DenyRule {
   IpAddress destination;
   uint16_t port = 0;
   bool operator<(const DenyRule& other) const;
+  bool operator==(const DenyRule&) const = default;
 };
 
 enum class TcMode { Auto, Tcx, Clsact };

@@ -1,6 +1,5 @@
-// The mesh state every lookup reads: one immutable snapshot of the config, the mesh built from
-// it and its policies, published whole by the controller (the one writer) and taken per
-// connection by the proxy. The state module's public face; Mesh (mesh.h) is its index.
+// The mesh state every lookup reads: one immutable snapshot of the mesh and its policies,
+// published whole by the controller (the one writer) and taken per connection by the proxy. The state module's public face; Mesh (mesh.h) is its index.
 #pragma once
 
 #include <memory>
@@ -16,9 +15,10 @@ namespace zmesh {
 // a connection keeps the snapshot it started with (so its Workload pointers stay valid), new
 // connections take the newest.
 struct MeshSnapshot {
-  MeshSnapshot(MeshConfig c, const std::string& trust_domain, const std::string& node, uint64_t gen)
-      : config(std::move(c)), mesh(config, trust_domain, node), authorizer(config.policies), generation(gen) {}
-  const MeshConfig config;
+  MeshSnapshot(Mesh m, Authorizer a, uint64_t gen) : mesh(std::move(m)), authorizer(std::move(a)), generation(gen) {}
+  // A whole config at once (tests, tools); the controller makes each next one from the last.
+  MeshSnapshot(const MeshConfig& config, const std::string& trust_domain, const std::string& node, uint64_t gen)
+      : MeshSnapshot(Mesh(config, trust_domain, node), Authorizer(config.policies), gen) {}
   const Mesh mesh;
   const Authorizer authorizer;
   const uint64_t generation;  // 1 for the first, +1 per accepted change

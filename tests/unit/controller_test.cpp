@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <random>
 
 #include "controller.h"
 
@@ -244,6 +245,188 @@ TEST_F(ControllerTest, MoreAddressesThanTheKernelHoldsAreRefusedWithWhatToDo) {
   EXPECT_NE(refused.find("--pod-cidr"), std::string::npos) << refused;
   EXPECT_TRUE(datapath_.destinations.empty()) << "nothing of a refused change";
   EXPECT_EQ(state_.current()->generation, 1u);
+}
+
+// Each change is applied entry by entry (only the keys it touches are looked at again), so a
+// long random run of changes from every source — istiod's deltas (workloads of one name under
+// several uids, removals of unknown names), CNI pods waiting for their Workload, file reloads,
+// policies of each layer — must leave exactly what a controller that starts from the final
+// layers at once would hold: the listings and the kernel.
+TEST_F(ControllerTest, ChangesOneByOneLeaveWhatTheWholeStateWould) {
+  std::mt19937 rng(16);
+  auto pick = [&](int n) { return std::uniform_int_distribution<int>(0, n - 1)(rng); };
+  ControllerOptions o = options();
+  o.runtime_path = dir_ / "runtime.json";
+  o.pod_cidrs = {parse_ip_block("10.244.0.0/16", "pod CIDR")};
+  // Addresses: the file's and the runtime's pools are apart from istiod's, so that no partial
+  // order of the layers collides; istiod's collide among themselves (refused changes).
+  auto ip = [&](int pool, int i) {
+    return pool == 2 && i % 2 ? "192.168.2." + std::to_string(i) : "10.244." + std::to_string(pool) + "." + std::to_string(i);
+  };
+  auto file_text = [&] {
+    nlohmann::json config = {{"workloads", nlohmann::json::array()}, {"services", nlohmann::json::array()},
+                             {"policies", nlohmann::json::array()}};
+    for (const char* name : {"a", "f1", "f2"})
+      if (pick(3))
+        config["workloads"].push_back({{"name", name}, {"namespace", "default"}, {"node", name[0] == 'a' ? "n1" : "n2"},
+                                       {"workloadIps", {ip(0, name[0] == 'a' ? 1 : name[1] == '1' ? 2 : 3)}},
+                                       {"cgroup", (dir_ / "a").string()}, {"mtlsMode", pick(2) ? "STRICT" : "PERMISSIVE"}});
+    if (pick(2))
+      config["services"].push_back({{"name", "s" + std::to_string(pick(3))}, {"namespace", "default"},
+                                    {"vips", {"10.96.0." + std::to_string(1 + pick(2))}}, {"ports", {{"80", 8080}}}});
+    if (pick(2))
+      config["policies"].push_back({{"name", "p" + std::to_string(pick(3))}, {"namespace", "default"}, {"action", "DENY"},
+                                    {"rules", {{{"from", {{{"source", {{"ipBlocks", {"192.168.9.0/24"}}}}}}}}}}});
+    std::ofstream(dir_ / "mesh.json") << config.dump();
+  };
+  file_text();
+  Controller live(o, datapath_, state_, nullptr);
+  live.start(Controller::load(o));
+
+  std::map<std::string, xds::Resource> addresses, authorizations;  // istiod's, by resource name
+  auto xds_pod = [&](int n) {
+    WorkloadConfig w = xds_workload("x" + std::to_string(n % 5), ip(2, 1 + pick(12)), pick(2) ? "n1" : "n9");
+    w.uid += "-" + std::to_string(n / 5);  // a name under two uids, as across a restart of its pod
+    w.mtls_strict = pick(2);
+    if (pick(2)) w.services["default/s" + std::to_string(pick(3)) + ".default"] = {};
+    if (pick(3) == 0) w.authorization_policies = {"default/xp" + std::to_string(pick(3))};
+    return w;
+  };
+  int refused = 0;
+  for (int step = 0; step < 400; ++step) {
+    const int what = pick(6);
+    bool ok = true;
+    if (what <= 1) {  // an Address delta
+      xds::Delta delta{xds::kAddressType, {}, {}};
+      auto next = addresses;
+      for (int i = 0, n = 1 + pick(3); i < n; ++i) {
+        if (pick(3) == 0) {
+          ServiceConfig s;
+          s.name = "s" + std::to_string(pick(3));
+          s.namespace_ = "default";
+          s.hostname = s.name + ".default";
+          s.vips = {make_address("10.96.1." + std::to_string(1 + pick(4)))};
+          s.ports = {{80, 8080}};
+          next.insert_or_assign(xds::resource_key(s), s);
+          delta.updated.push_back(s);
+        } else if (pick(3) == 0) {
+          const std::string name = pick(2) ? "Kubernetes//Pod/default/x" + std::to_string(pick(5)) + "-" + std::to_string(pick(2))
+                                           : "default/s" + std::to_string(pick(3)) + ".default";
+          next.erase(name);
+          delta.removed.push_back(name);
+        } else {
+          WorkloadConfig w = xds_pod(pick(10));
+          next.insert_or_assign(w.uid, w);
+          delta.updated.push_back(w);
+        }
+      }
+      ok = live.apply_xds(delta).empty();
+      if (ok) addresses = std::move(next);
+    } else if (what == 2) {  // an Authorization delta
+      xds::Delta delta{xds::kAuthorizationType, {}, {}};
+      const std::string name = "xp" + std::to_string(pick(3));
+      if (pick(3) == 0) {
+        delta.removed.push_back("default/" + name);
+      } else {
+        AuthorizationPolicy p;
+        p.name = name;
+        p.namespace_ = "default";
+        p.action = AuthorizationPolicy::Action::Deny;
+        p.scope = pick(2) ? AuthorizationPolicy::Scope::Namespace : AuthorizationPolicy::Scope::WorkloadSelector;
+        PolicyMatch m;
+        m.source_ips = {parse_ip_block("192.168.7." + std::to_string(pick(4)), "ip")};
+        p.rules = {PolicyRule{{PolicyClause{{m}}}}};
+        delta.updated.push_back(p);
+      }
+      ok = live.apply_xds(delta).empty();
+      if (ok) {
+        if (delta.removed.empty()) authorizations.insert_or_assign("default/" + name, delta.updated.front());
+        else authorizations.erase("default/" + name);
+      }
+    } else if (what == 3) {  // a CNI pod of this node, waiting for its Workload, or its DEL
+      const std::string name = "x" + std::to_string(pick(5));
+      try {
+        if (pick(3)) {
+          WorkloadConfig pod;
+          pod.name = name;
+          pod.namespace_ = "default";
+          pod.uid = "default/" + name;  // what the control socket's parser gives it
+          pod.node = "n1";
+          pod.ips = {make_address(ip(2, 1 + pick(12)))};
+          pod.cgroup = (dir_ / (pick(2) ? "b" : "c")).string();
+          pod.origin = WorkloadConfig::Origin::AwaitingXds;
+          live.enroll(pod);
+        } else {
+          live.unenroll("default/" + name);
+        }
+      } catch (const ConfigError&) {
+        ok = false;
+      }
+    } else if (what == 4) {  // a runtime policy
+      AuthorizationPolicy p;
+      p.name = "rp";
+      p.namespace_ = "default";
+      p.action = AuthorizationPolicy::Action::Deny;
+      p.scope = AuthorizationPolicy::Scope::Namespace;
+      PolicyMatch m;
+      m.ports = {static_cast<uint16_t>(80 + pick(3))};
+      p.rules = {PolicyRule{{PolicyClause{{m}}}}};
+      try {
+        if (pick(2)) live.apply_policy(p);
+        else live.delete_policy("default/rp");
+      } catch (const ConfigError&) {
+        ok = false;
+      }
+    } else {  // the file
+      file_text();
+      try {
+        live.reload_file(true);
+      } catch (const ConfigError&) {
+        ok = false;
+      }
+    }
+    refused += !ok;
+
+    // The whole state at once: the file and runtime.json as start-up reads them, then istiod's.
+    FakeDatapath kernel;
+    MeshState state;
+    Controller whole(o, kernel, state, nullptr);
+    whole.start(Controller::load(o));
+    xds::Delta all_addresses{xds::kAddressType, {}, {}}, all_policies{xds::kAuthorizationType, {}, {}};
+    for (const auto& [name, r] : addresses) all_addresses.updated.push_back(r);
+    for (const auto& [name, r] : authorizations) all_policies.updated.push_back(r);
+    ASSERT_EQ(whole.apply_xds(all_addresses), "") << "step " << step;
+    ASSERT_EQ(whole.apply_xds(all_policies), "") << "step " << step;
+
+    const std::string at = "step " + std::to_string(step);
+    ASSERT_EQ(live.workloads(), whole.workloads()) << at;
+    ASSERT_EQ(live.services(), whole.services()) << at;
+    auto policies = [](nlohmann::json list) {  // ids are given in order of arrival
+      for (auto& p : list) p.erase("ruleId");
+      return list;
+    };
+    ASSERT_EQ(policies(live.policies()), policies(whole.policies())) << at;
+    auto counts = [](nlohmann::json status) {
+      return nlohmann::json{status.at("workloads"), status.at("services"), status.at("policies"),
+                            status.at("enrolledHere"), status.at("kernelDestinations"), status.at("kernelDenyEntries")};
+    };
+    ASSERT_EQ(counts(live.status()), counts(whole.status())) << at;
+    ASSERT_EQ(datapath_.destinations, kernel.destinations) << at;
+    ASSERT_EQ(datapath_.enrolled.size(), kernel.enrolled.size()) << at;
+    for (const auto& [name, w] : kernel.enrolled) {
+      ASSERT_TRUE(datapath_.enrolled.contains(name)) << at << " " << name;
+      ASSERT_EQ(datapath_.enrolled.at(name).ips, w.ips) << at << " " << name;
+      ASSERT_EQ(datapath_.enrolled.at(name).cgroup, w.cgroup) << at << " " << name;
+    }
+    auto rules = [](std::vector<DenyRule> deny) {
+      std::set<std::string> out;
+      for (const auto& r : deny) out.insert(r.source.to_string() + ">" + r.destination.to_string() + ":" + std::to_string(r.port));
+      return out;
+    };
+    ASSERT_EQ(rules(datapath_.deny), rules(kernel.deny)) << at;
+  }
+  EXPECT_GT(refused, 10) << "refusals were exercised";
+  EXPECT_LT(refused, 300) << "and so were changes";
 }
 
 }  // namespace

@@ -40,7 +40,7 @@ TEST(KernelDeny, AddressAndPortRulesExpandOverTheSelectedLocalWorkloads) {
                                "10.9.0.0/16 -> 10.244.1.2:80", "10.9.0.0/16 -> 10.244.1.2:443",
                                "fd00:9::/32 -> fd00:244:1::2:80", "fd00:9::/32 -> fd00:244:1::2:443"}))
       << "families matched; 'far' is on another node";
-  EXPECT_EQ(denies.front().policy, 0u);
+  EXPECT_EQ(denies.front().policy, 1u);  // the first policy's id
 }
 
 TEST(KernelDeny, NoFromMeansEverySourceAndNoToMeansEveryPort) {

@@ -130,14 +130,14 @@ struct Row {
   const char* reason;  // what decision.reason must contain
 };
 
-Workload workload(const std::string& ns, const std::string& name) {
-  WorkloadConfig config;
-  config.uid = ns + "/" + name;
-  config.name = name;
-  config.namespace_ = ns;
-  config.service_account = name;
-  config.node = "n1";
-  return {config, SpiffeId{"cluster.local", ns, name}, true};
+std::shared_ptr<const Workload> workload(const std::string& ns, const std::string& name) {
+  auto config = std::make_shared<WorkloadConfig>();
+  config->uid = ns + "/" + name;
+  config->name = name;
+  config->namespace_ = ns;
+  config->service_account = name;
+  config->node = "n1";
+  return std::make_shared<const Workload>(config, SpiffeId{"cluster.local", ns, name}, true);
 }
 
 std::optional<SpiffeId> identity(const char* principal) {
@@ -151,7 +151,7 @@ std::optional<SpiffeId> identity(const char* principal) {
 
 TEST(Authorizer, IstioL4SemanticsTable) {
   using namespace table;
-  const std::map<std::string, Workload> destinations = {{"default/server", workload("default", "server")},
+  const std::map<std::string, std::shared_ptr<const Workload>> destinations = {{"default/server", workload("default", "server")},
                                                         {"default/other", workload("default", "other")},
                                                         {"shop/db", workload("shop", "db")}};
   const Row rows[] = {
@@ -490,7 +490,7 @@ TEST(Authorizer, IstioL4SemanticsTable) {
     try {
       const MeshConfig config = parse_config(R"({"policies": )" + row.policies + "}");
       const Authorizer authorizer(config.policies);
-      const AccessRequest request{identity(row.from.principal), make_address(row.from.ip), &destinations.at(row.to),
+      const AccessRequest request{identity(row.from.principal), make_address(row.from.ip), destinations.at(row.to).get(),
                                   row.port};
       const AccessDecision decision = authorizer.decide(request);
       EXPECT_EQ(decision.allowed, row.allowed) << row.checks << ": " << decision.reason;
@@ -663,9 +663,10 @@ TEST(Authorizer, ClausesServiceAccountsDestinationsScopesAndDryRuns) {
 }
 
 TEST(Authorizer, AMatchThatSetsNothingMatchesNothingAndAClauseWithoutMatchesAlways) {
-  Workload server{{}, SpiffeId{"cluster.local", "default", "server"}, true};
-  server.config.name = "server";
-  server.config.namespace_ = "default";
+  auto config = std::make_shared<WorkloadConfig>();
+  config->name = "server";
+  config->namespace_ = "default";
+  const Workload server{config, SpiffeId{"cluster.local", "default", "server"}, true};
   AuthorizationPolicy deny;
   deny.name = "d";
   deny.namespace_ = "default";

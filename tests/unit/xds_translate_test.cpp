@@ -133,9 +133,10 @@ TEST(XdsTranslate, AnAuthorizationBecomesClausesOfMatches) {
 // made only of one denies nothing. Read as "matches everything", the ALLOW would open the pod
 // to every peer.
 TEST(XdsTranslate, AMatchThatSetsNothingOpensNothing) {
-  Workload server{{}, SpiffeId{"cluster.local", "shop", "db"}, true};
-  server.config.name = "db";
-  server.config.namespace_ = "shop";
+  auto config = std::make_shared<WorkloadConfig>();
+  config->name = "db";
+  config->namespace_ = "shop";
+  const Workload server{config, SpiffeId{"cluster.local", "shop", "db"}, true};
   const AccessRequest request{SpiffeId{"cluster.local", "blog", "intruder"},
                               boost::asio::ip::make_address("10.9.9.9"), &server, 5432};
   for (const auto action : {istio::security::ALLOW, istio::security::DENY}) {

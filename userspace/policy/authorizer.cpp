@@ -2,6 +2,7 @@
 #include "zmesh/policy.h"
 
 #include <algorithm>
+#include <tuple>
 
 #include "zmesh/address.h"
 
@@ -93,24 +94,114 @@ bool applies_to(const AuthorizationPolicy& p, const Workload& w) {
   return false;
 }
 
-Authorizer::Authorizer(std::vector<AuthorizationPolicy> policies) : policies_(std::move(policies)) {}
+Authorizer::Authorizer(const std::vector<AuthorizationPolicy>& policies) {
+  for (const auto& p : policies) put(std::make_shared<const AuthorizationPolicy>(p));
+}
+
+// The scoped_ list a policy belongs to; "\n" (no namespace has it): none, the workloads list it.
+std::string Authorizer::scope_key(const AuthorizationPolicy& p) {
+  switch (p.scope) {
+    case AuthorizationPolicy::Scope::Global: return "";
+    case AuthorizationPolicy::Scope::Namespace: return p.namespace_;
+    case AuthorizationPolicy::Scope::WorkloadSelector: return p.selector.empty() ? "\n" : p.namespace_;
+  }
+  return "\n";
+}
+
+void Authorizer::index(const Entry& entry, bool add) {
+  const AuthorizationPolicy& p = *entry.policy;
+  const std::string key = key_of(p);
+  auto by_key = [](const Entry& a, const Entry& b) {
+    return std::tie(a.policy->namespace_, a.policy->name) < std::tie(b.policy->namespace_, b.policy->name);
+  };
+  if (const std::string at = scope_key(p); at != "\n") {
+    const auto* now = scoped_.find(at);
+    auto list = std::make_shared<std::vector<Entry>>(now ? **now : std::vector<Entry>{});
+    std::erase_if(*list, [&](const Entry& e) { return e.id == entry.id; });
+    if (add) list->insert(std::upper_bound(list->begin(), list->end(), entry, by_key), entry);
+    if (list->empty()) scoped_.erase(at);
+    else scoped_.put(at, std::move(list));
+  }
+  if (p.action == AuthorizationPolicy::Action::Deny && !p.dry_run) {
+    auto denies = std::make_shared<std::map<std::string, Entry>>(denies_ ? *denies_ : std::map<std::string, Entry>{});
+    if (add) (*denies)[key] = entry;
+    else denies->erase(key);
+    denies_ = std::move(denies);
+  }
+}
+
+void Authorizer::put(std::shared_ptr<const AuthorizationPolicy> policy) {
+  const std::string key = key_of(*policy);
+  uint32_t id = next_id_;
+  if (const Entry* old = by_key_.find(key)) {
+    id = old->id;
+    index(*old, false);
+  } else {
+    ++next_id_;
+  }
+  Entry entry{std::move(policy), id};
+  by_key_.put(key, entry);
+  index(entry, true);
+}
+
+void Authorizer::remove(const std::string& key) {
+  if (const Entry* old = by_key_.find(key)) {
+    index(*old, false);
+    by_key_.erase(key);
+  }
+}
+
+std::vector<const Authorizer::Entry*> Authorizer::policies() const {
+  std::vector<const Entry*> out;
+  out.reserve(by_key_.size());
+  by_key_.for_each([&](const std::string&, const Entry& e) { out.push_back(&e); });
+  std::sort(out.begin(), out.end(), [](const Entry* a, const Entry* b) {
+    return std::tie(a->policy->namespace_, a->policy->name) < std::tie(b->policy->namespace_, b->policy->name);
+  });
+  return out;
+}
 
 AccessDecision Authorizer::decide(const AccessRequest& r) const {
+  const WorkloadConfig& destination = r.destination->config;
+  // The policies that can apply: GLOBAL ones, the destination's namespace's and the root
+  // namespace's (a selector there selects in every namespace), and those it lists; by key.
+  std::vector<const AuthorizationPolicy*> candidates;
+  int sources = 0;  // each list is in key order already: one needs no sort
+  auto add_scope = [&](const std::string& at) {
+    if (const auto* list = scoped_.find(at)) {
+      ++sources;
+      for (const auto& e : **list) candidates.push_back(e.policy.get());
+    }
+  };
+  add_scope("");
+  add_scope(destination.namespace_);
+  if (destination.namespace_ != kRootNamespace) add_scope(kRootNamespace);
+  sources += destination.authorization_policies.empty() ? 0 : 2;
+  for (const auto& key : destination.authorization_policies)
+    if (const Entry* e = by_key_.find(key)) candidates.push_back(e->policy.get());
+  if (sources > 1) {
+    std::sort(candidates.begin(), candidates.end(), [](const AuthorizationPolicy* a, const AuthorizationPolicy* b) {
+      return std::tie(a->namespace_, a->name) < std::tie(b->namespace_, b->name);
+    });
+    candidates.erase(std::unique(candidates.begin(), candidates.end()), candidates.end());
+  }
+  if (candidates.empty()) return {true, "no policy applies"};
   const Facts facts = facts_of(r);
+
   auto enforced = [&](const AuthorizationPolicy& p, AuthorizationPolicy::Action action) {
     return p.action == action && !p.dry_run && applies_to(p, *r.destination);
   };
   auto any_rule = [&](const AuthorizationPolicy& p) {
     return std::any_of(p.rules.begin(), p.rules.end(), [&](const PolicyRule& rule) { return rule_matches(rule, facts); });
   };
-  for (const auto& p : policies_)
-    if (enforced(p, AuthorizationPolicy::Action::Deny) && any_rule(p))
-      return {false, "denied by DENY policy " + key_of(p)};
+  for (const auto* p : candidates)
+    if (enforced(*p, AuthorizationPolicy::Action::Deny) && any_rule(*p))
+      return {false, "denied by DENY policy " + key_of(*p)};
   bool any_allow = false;
-  for (const auto& p : policies_) {
-    if (!enforced(p, AuthorizationPolicy::Action::Allow)) continue;
+  for (const auto* p : candidates) {
+    if (!enforced(*p, AuthorizationPolicy::Action::Allow)) continue;
     any_allow = true;
-    if (any_rule(p)) return {true, "allowed by ALLOW policy " + key_of(p)};
+    if (any_rule(*p)) return {true, "allowed by ALLOW policy " + key_of(*p)};
   }
   if (any_allow) return {false, "no ALLOW policy matched"};
   return {true, "no policy applies"};
@@ -132,9 +223,10 @@ std::vector<KernelDeny> Authorizer::kernel_denies(const Mesh& mesh) const {
   };
   const IpBlock any4{boost::asio::ip::address_v4::any(), 0}, any6{boost::asio::ip::address_v6::any(), 0};
   std::vector<KernelDeny> out;
-  for (size_t i = 0; i < policies_.size(); ++i) {
-    const auto& p = policies_[i];
-    if (p.action != AuthorizationPolicy::Action::Deny || p.dry_run) continue;
+  if (!denies_) return out;
+  const auto local = mesh.local_workloads();
+  for (const auto& [key, entry] : *denies_) {
+    const AuthorizationPolicy& p = *entry.policy;
     for (const auto& rule : p.rules) {
       // At most one clause of sources and one of ports, nothing else: what the kernel's
       // (source block, destination, port) entries can say.
@@ -156,12 +248,12 @@ std::vector<KernelDeny> Authorizer::kernel_denies(const Mesh& mesh) const {
         port_list.clear();
         for (const auto& m : ports->matches) port_list.insert(port_list.end(), m.ports.begin(), m.ports.end());
       }
-      for (const Workload* w : mesh.local_workloads()) {
+      for (const Workload* w : local) {
         if (!applies_to(p, *w)) continue;
         for (const auto& ip : w->config.ips)
           for (const auto& block : blocks)
             if (unmapped(ip).is_v4() == block.address.is_v4())
-              for (uint16_t port : port_list) out.push_back({block, unmapped(ip), port, i});
+              for (uint16_t port : port_list) out.push_back({block, unmapped(ip), port, entry.id});
       }
     }
   }

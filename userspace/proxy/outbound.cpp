@@ -50,7 +50,7 @@ awaitable<void> Outbound::serve(tcp::socket client, uint64_t id) {
   }
 
   std::vector<Candidate> candidates;
-  Workload unknown_pod;  // a pod of another node's CNI, inside a pod CIDR: lives in this frame
+  std::optional<Workload> unknown_pod;  // a pod of another node's CNI, inside a pod CIDR: lives in this frame
   const tcp::endpoint target = orig->target;
   // A waypoint's L7 policies are the destination's to have: until zmesh sends through waypoints
   // (issue 17), a destination behind one is refused rather than reached around it.
@@ -71,11 +71,12 @@ awaitable<void> Outbound::serve(tcp::socket client, uint64_t id) {
     if (service->endpoints.empty()) co_return refuse("service " + name + " has no endpoints");
     candidates = endpoints_of(*service, target.port(), mesh.node());
   } else if (in_pod_cidr(target.address())) {
-    unknown_pod.config.name = "unknown";
-    unknown_pod.config.namespace_ = "unknown";
-    unknown_pod.config.node = "pod " + unmapped(target.address()).to_string();  // its own pool entry
-    unknown_pod.identity = SpiffeId{mesh.trust_domain(), "", ""};
-    candidates.push_back({&unknown_pod, target});
+    auto config = std::make_shared<WorkloadConfig>();
+    config->name = "unknown";
+    config->namespace_ = "unknown";
+    config->node = "pod " + unmapped(target.address()).to_string();  // its own pool entry
+    unknown_pod.emplace(std::move(config), SpiffeId{mesh.trust_domain(), "", ""}, false);
+    candidates.push_back({&*unknown_pod, target});
   } else {
     co_return refuse("unknown destination, refused");
   }

@@ -146,13 +146,14 @@ bool XdsClient::stream_once() {
           versions_[type].erase(r.name());  // so that a reconnect asks for it again
         }
       }
-      delta.removed.assign(response.removed_resources().begin(), response.removed_resources().end());
+      const std::vector<std::string> removed(response.removed_resources().begin(), response.removed_resources().end());
+      delta.removed = removed;
       std::string refused;
-      if (!delta.updated.empty() || !delta.removed.empty() || stats.applied == 0) refused = apply_(delta);
+      if (!delta.updated.empty() || !delta.removed.empty() || stats.applied == 0) refused = apply_(std::move(delta));
       if (refused.empty()) {
         auto& held = versions_[type];
         for (size_t i = 0; i < accepted_names.size(); ++i) held[accepted_names[i]] = accepted_versions[i];
-        for (const auto& name : delta.removed) held.erase(name);
+        for (const auto& name : removed) held.erase(name);
         stats.resources = held.size();
         stats.last_update_unix =
             std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();

@@ -47,7 +47,7 @@ struct TypeStats {
 class XdsClient {
  public:
   // Returns "" when the change is in force, else why it was refused (then nothing of it is).
-  using Apply = std::function<std::string(const Delta&)>;
+  using Apply = std::function<std::string(Delta)>;  // taken whole: a full snapshot is large
   XdsClient(IstiodSettings settings, NodeIdentity node, Apply apply);
   ~XdsClient();  // stops
   XdsClient(const XdsClient&) = delete;

@@ -4,8 +4,9 @@
 // layer (workloads and policies added over the control socket, kept in STATE_DIR/runtime.json).
 // A pod the CNI plugin enrolled for an identity from xDS is paired with its xDS Workload (same
 // namespace/name and addresses): istiod's identity, policies and labels, the node's cgroup and
-// veth. Every change goes through apply(): check the whole merged config, issue
-// certificates for new local identities, bring the kernel maps to match (additions before
+// veth. Every change goes through apply(): take the entries it touches again from the layers
+// into a copy of the last snapshot (one change costs the same in a cluster of any size), check
+// them, issue certificates for new local identities, bring the kernel maps to match (additions before
 // removals, so a pod is never left uncaptured), publish the new snapshot, and have the proxy
 // close open connections the new policies deny. A change that fails leaves the last good
 // state in place and says why.
@@ -16,6 +17,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <string>
 
 #include "zmesh/certificates.h"
@@ -23,6 +25,7 @@
 #include "zmesh/datapath.h"
 #include "zmesh/state.h"
 #include "zmesh/proxy.h"
+#include "zmesh/shared_map.h"
 #include "translate.h"
 
 namespace zmesh {
@@ -73,7 +76,7 @@ class Controller {
   void delete_policy(const std::string& key);
   // istiod's change of one type; "" when it is in force, else why it was refused (then nothing
   // of it is, and the xDS client NACKs it).
-  std::string apply_xds(const xds::Delta& delta);
+  std::string apply_xds(xds::Delta delta);
 
   // For the control socket and /config_dump.
   nlohmann::json status() const;
@@ -84,21 +87,43 @@ class Controller {
   const std::string& node() const { return options_.node; }
 
  private:
-  // What the kernel holds for one merged config.
+  // What the kernel holds for one state.
   struct Kernel {
     std::map<std::string, WorkloadAttachment> enrolled;  // by namespace/name
-    std::map<IpAddress, DestinationKind> destinations;
+    SharedMap<IpAddress, DestinationKind> destinations;  // tens of thousands in a large cluster
     std::vector<DenyRule> deny;
   };
-  struct XdsLayer {
-    std::map<std::string, WorkloadConfig> workloads;      // by uid
-    std::map<std::string, ServiceConfig> services;        // by namespace/hostname
-    std::map<std::string, AuthorizationPolicy> policies;  // by namespace/name
+  // The config file or the runtime layer: as given (to save, to name in errors) and by key.
+  struct Source {
+    explicit Source(MeshConfig c);
+    MeshConfig config;
+    std::map<std::string, std::shared_ptr<const WorkloadConfig>> workloads;  // namespace/name
+    std::map<std::string, std::shared_ptr<const ServiceConfig>> services;    // service_key
+    std::map<std::string, std::shared_ptr<const AuthorizationPolicy>> policies;
   };
-  static MeshConfig merge(const MeshConfig& file, const XdsLayer& xds, const MeshConfig& runtime);
-  void apply(MeshConfig file, XdsLayer xds, MeshConfig runtime, const std::string& cause);
-  static Kernel kernel_for(const MeshSnapshot& snapshot, const ControllerOptions& options);
-  static void check(const MeshConfig& config, const ControllerOptions& options);
+  // istiod's resources by resource name, cheap to copy: a change copies the layer, edits it,
+  // and keeps it only if the change is applied.
+  struct XdsLayer {
+    SharedMap<std::string, std::shared_ptr<const WorkloadConfig>> workloads;      // by uid
+    SharedMap<std::string, std::shared_ptr<const ServiceConfig>> services;        // by namespace/hostname
+    SharedMap<std::string, std::shared_ptr<const AuthorizationPolicy>> policies;  // by namespace/name
+    SharedMap<std::string, std::vector<std::string>> uids;  // namespace/name -> uids; the greatest is the one used
+  };
+  // The keys a change may have changed the effective entry of: only these are looked at again.
+  struct Touched {
+    std::set<std::string> workloads, services, policies;  // namespace/name, service_key, namespace/name
+  };
+  static Touched keys_of(const Source& a, const Source& b);
+  // The next state: `current` (none at start-up) with the touched keys taken again from the
+  // layers, checked, and what the kernel must then hold. Throws ConfigError; nothing changes.
+  struct Next {
+    std::shared_ptr<const MeshSnapshot> snapshot;
+    Kernel kernel;
+  };
+  static Next next_state(const MeshSnapshot* current, const Kernel& kernel, const Source& file, const XdsLayer& xds,
+                         const Source& runtime, const Touched& touched, const ControllerOptions& options);
+  void apply(std::shared_ptr<const Source> file, XdsLayer xds, std::shared_ptr<const Source> runtime,
+             const Touched& touched, const std::string& cause);
   void reconcile(const Kernel& from, const Kernel& to);
   void save_runtime(const MeshConfig& runtime) const;
   template <typename T>
@@ -106,6 +131,7 @@ class Controller {
   template <typename T>
   void remove_runtime(std::vector<T> MeshConfig::*list, const std::string& key, const char* what,
                       const std::string& cause);
+  void set_runtime(MeshConfig runtime, const std::string& cause);
   static bool cgroup_gone(const WorkloadConfig& w, const std::string& node);
   std::string source_of(const WorkloadConfig& w) const;
   std::string source_of_policy(const std::string& key) const;
@@ -116,7 +142,7 @@ class Controller {
   Certificates* certificates_;
   Proxy* proxy_ = nullptr;
   std::function<nlohmann::json()> xds_status_;
-  MeshConfig file_, runtime_;
+  std::shared_ptr<const Source> file_, runtime_;
   XdsLayer xds_;
   // The file as last read (applied or refused) and its inode, size and mtime: a change in its
   // directory that is not a change of the file (a log beside it) reads nothing, and a refused

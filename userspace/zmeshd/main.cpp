@@ -171,8 +171,9 @@ int serve(const DaemonOptions& o) {
   // controller. Readiness waits for the first response of each type (and with it, the local
   // pods' certificates); after that zmeshd serves what it has whenever istiod is away.
   if (o.xds.enabled) {
-    xds_client = std::make_unique<zmesh::xds::XdsClient>(o.xds.istiod, o.xds.node, [&](const zmesh::xds::Delta& delta) {
-      return on_io_thread(io, [&controller, delta] { return controller.apply_xds(delta); });
+    xds_client = std::make_unique<zmesh::xds::XdsClient>(o.xds.istiod, o.xds.node, [&](zmesh::xds::Delta delta) {
+      auto change = std::make_shared<zmesh::xds::Delta>(std::move(delta));
+      return on_io_thread(io, [&controller, change] { return controller.apply_xds(std::move(*change)); });
     });
     controller.set_xds_status([&] {
       auto j = zmesh::xds_json(xds_metrics(*xds_client));
