@@ -5,11 +5,15 @@
 // CA issues a new certificate; the files are re-read, and used once they hold a new one.
 // A renewal swaps the contexts: new connections use the new certificate, open ones keep theirs
 // (an SSL holds its own reference). A rotation (rotate()) replaces the source and the trusted
-// roots together. Single executor; not thread-safe.
+// roots together. Single executor; not thread-safe. The source itself runs on a thread of its
+// own (one, so that it is never called twice at once): a renewal waits for it without holding
+// up the executor — istiod's CA that does not answer stalls no connection — and ensure(),
+// which the controller needs answered before it goes on, waits for it in place.
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <chrono>
 #include <filesystem>
 #include <functional>
@@ -66,9 +70,13 @@ class Certificates {
   };
   static constexpr std::chrono::milliseconds kMaxRetryDelay{60000};
   void issue(const SpiffeId& id);
+  // Takes `cert` as id's certificate unless it is the one held (an external CA's files not
+  // rotated yet). Whether it was new.
+  bool install(const SpiffeId& id, Certificate cert);
   const Entry& entry(const SpiffeId& id) const;
 
   Source source_;
+  std::shared_ptr<boost::asio::thread_pool> source_thread_;  // where source_ runs
   TrustBundle bundle_;
   std::string source_name_;
   X509Ptr issuer_;  // the built-in CA's root; none for files

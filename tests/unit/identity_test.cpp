@@ -4,6 +4,9 @@
 // contexts (two threads, a socketpair, plain blocking OpenSSL) succeed with h2 and mutual
 // identities, and fail for a foreign CA, an expired certificate or a missing h2.
 #include <gtest/gtest.h>
+
+#include <atomic>
+#include <future>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
@@ -723,6 +726,7 @@ TEST(IdentityTls, ALeafThatIsACaIsRefused) {
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include "zmesh/certificates.h"
 
@@ -757,6 +761,40 @@ TEST(Certificates, AFailedRenewalIsRetriedWithABackoffThatDoubles) {
     const auto gap = std::chrono::duration_cast<std::chrono::milliseconds>(asked[i] - asked[i - 1]);
     EXPECT_GE(gap.count(), 500 << (i - 2)) << "try " << i << " came after " << gap.count() << " ms";
   }
+}
+
+// istiod's CA may take its time (up to the 10 s deadline) or not answer: a renewal waits for it
+// on the source's own thread, and the executor meanwhile serves everything else (connections,
+// timers). Were the renewal run in place, the timer below could not fire before it ended.
+TEST(Certificates, ARenewalWaitingForItsCaHoldsUpNothingElse) {
+  const auto ca = CertificateAuthority::create("cluster.local");
+  const SpiffeId id{"cluster.local", "default", "app"};
+  std::promise<void> answer;
+  auto answered = answer.get_future().share();
+  std::atomic<int> asked{0};
+  Certificates certificates(
+      [&](const SpiffeId& who) {
+        if (asked++ > 0) answered.wait_for(std::chrono::seconds(5));  // the renewal: the CA is slow
+        const auto now = std::chrono::system_clock::now();                  // past half life from the start
+        return ca.issue(who, now - std::chrono::seconds(60), now + std::chrono::seconds(60));
+      },
+      TrustBundle({ca.root()}), "test");
+  certificates.ensure(id);
+  boost::asio::io_context io;
+  boost::asio::co_spawn(io, certificates.renew_forever(), boost::asio::detached);
+  boost::asio::steady_timer other_work(io, std::chrono::milliseconds(300));
+  std::optional<uint64_t> renewals_when_it_ran;
+  other_work.async_wait([&](boost::system::error_code) {
+    renewals_when_it_ran = certificates.renewals();
+    answer.set_value();  // now the CA answers
+  });
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (certificates.renewals() == 0 && std::chrono::steady_clock::now() < deadline)
+    io.run_one_for(std::chrono::seconds(1));
+  ASSERT_TRUE(renewals_when_it_ran.has_value());
+  EXPECT_EQ(*renewals_when_it_ran, 0u) << "other work ran while the renewal waited for the CA";
+  EXPECT_EQ(certificates.renewals(), 1u);
+  EXPECT_EQ(asked.load(), 2);
 }
 
 }  // namespace

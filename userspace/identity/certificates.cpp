@@ -3,7 +3,11 @@
 
 #include <spdlog/spdlog.h>
 
+#include <future>
+
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -11,7 +15,10 @@
 namespace zmesh {
 
 Certificates::Certificates(Source source, TrustBundle bundle, std::string source_name)
-    : source_(std::move(source)), bundle_(std::move(bundle)), source_name_(std::move(source_name)) {}
+    : source_(std::move(source)),
+      source_thread_(std::make_shared<boost::asio::thread_pool>(1)),
+      bundle_(std::move(bundle)),
+      source_name_(std::move(source_name)) {}
 
 Certificates Certificates::from_ca(CertificateAuthority ca, std::chrono::seconds workload_lifetime,
                                    const TrustBundle& extra_roots) {
@@ -33,16 +40,24 @@ Certificates Certificates::from_files(const std::filesystem::path& dir, TrustBun
 }
 
 void Certificates::issue(const SpiffeId& id) {
+  std::packaged_task<Certificate()> fetch([source = source_, id] { return source(id); });
+  auto result = fetch.get_future();
+  boost::asio::post(*source_thread_, std::move(fetch));
+  install(id, result.get());
+}
+
+bool Certificates::install(const SpiffeId& id, Certificate cert) {
+  if (auto it = entries_.find(id); it != entries_.end() && it->second.cert.serial_hex() == cert.serial_hex())
+    return false;  // the source has nothing newer yet (an external CA's files not rotated)
   Entry entry;
-  entry.cert = source_(id);
-  if (auto it = entries_.find(id); it != entries_.end() && it->second.cert.serial_hex() == entry.cert.serial_hex())
-    return;  // the source has nothing newer yet (an external CA's files not rotated)
+  entry.cert = std::move(cert);
   entry.server = make_server_context(entry.cert, bundle_);
   entry.client = make_client_context(entry.cert, bundle_);
   const auto valid = std::chrono::duration_cast<std::chrono::seconds>(entry.cert.not_after - entry.cert.not_before);
   spdlog::info("certificates: issued {} from {} (serial {}, valid {} s)", id.uri(), source_name_,
                entry.cert.serial_hex(), valid.count());
   entries_[id] = std::move(entry);
+  return true;
 }
 
 void Certificates::ensure(const SpiffeId& id) {
@@ -83,19 +98,29 @@ boost::asio::awaitable<void> Certificates::renew_forever() {
   boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor);
   for (;;) {
     const auto now = std::chrono::system_clock::now();
-    const auto steady_now = std::chrono::steady_clock::now();
-    for (auto& [id, entry] : entries_) {
+    std::vector<SpiffeId> due;
+    for (const auto& [id, entry] : entries_) {
       const auto half_life = entry.cert.not_before + (entry.cert.not_after - entry.cert.not_before) / 2;
-      if (now < half_life || steady_now < entry.retry_at) continue;
+      if (now >= half_life && std::chrono::steady_clock::now() >= entry.retry_at) due.push_back(id);
+    }
+    for (const auto& id : due) {
+      const uint64_t rotations = rotations_;
       try {
-        const auto before = entry.cert.serial_hex();
-        issue(id);
-        if (entries_.at(id).cert.serial_hex() != before) ++renewals_;
+        // On the source's thread: the executor serves connections meanwhile. (A named function
+        // object: GCC 12 destroys a lambda temporary inside a co_await expression twice.)
+        auto fetch = [source = source_, id]() -> boost::asio::awaitable<Certificate> { co_return source(id); };
+        Certificate cert = co_await boost::asio::co_spawn(*source_thread_, std::move(fetch), boost::asio::use_awaitable);
+        // Meanwhile a rotation may have issued everything again from another source, or the
+        // identity may have gone: then this certificate is not wanted.
+        if (rotations == rotations_ && entries_.contains(id) && install(id, std::move(cert))) ++renewals_;
       } catch (const std::exception& e) {
         // The old certificate stays in use until it expires; try again after a backoff that
         // doubles per failure (a CA that is down is not asked twice a second by every node).
+        auto it = entries_.find(id);
+        if (it == entries_.end()) continue;
+        auto& entry = it->second;
         entry.retry_delay = std::min(kMaxRetryDelay, entry.retry_delay * 2);
-        entry.retry_at = steady_now + entry.retry_delay;
+        entry.retry_at = std::chrono::steady_clock::now() + entry.retry_delay;
         spdlog::error("certificates: renewing {} failed, next try in {} ms: {}", id.uri(), entry.retry_delay.count(),
                       e.what());
       }
