@@ -57,7 +57,8 @@ class Mesh {
   Mesh(const MeshConfig& config, std::string trust_domain, std::string node);
 
   // A change: puts replace the entry of the same key (a workload's namespace/name, a service's
-  // service_key), removals of unknown keys do nothing. Nothing is checked until settle().
+  // service_key), removals of unknown keys do nothing. A put refuses an entry that lists one
+  // address twice (ConfigError); the rest is checked by settle().
   void put(std::shared_ptr<const WorkloadConfig> workload);
   void remove_workload(const std::string& key);
   void put(std::shared_ptr<const ServiceConfig> service);

@@ -340,5 +340,22 @@ TEST(Mesh, ServicesFindTheirEndpointsThroughTheWorkloadsThatNameThem) {
   EXPECT_EQ(mesh.service_for(*web1, 8080), nullptr);
 }
 
+// One owner per address, also within one entry: a workload or a service listing an address
+// twice (or as its IPv4-mapped form) is refused by name.
+TEST(Mesh, AnAddressListedTwiceByOneEntryIsRefused) {
+  for (const auto& [text, expected] : std::vector<std::pair<std::string, std::string>>{
+           {R"({"workloads": [{"name": "a", "namespace": "n", "node": "x", "workloadIps": ["10.0.0.1", "::ffff:10.0.0.1"]}]})",
+            "workload n/a: IP 10.0.0.1 is listed twice"},
+           {R"({"services": [{"name": "s", "namespace": "n", "vips": ["10.96.0.1", "10.96.0.1"]}]})",
+            "service n/s.n: IP 10.96.0.1 is listed twice"}}) {
+    try {
+      const Mesh mesh(parse_config(text), "cluster.local", "x");
+      ADD_FAILURE() << "accepted: " << text;
+    } catch (const ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << e.what();
+    }
+  }
+}
+
 }  // namespace
 }  // namespace zmesh

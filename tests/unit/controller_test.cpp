@@ -135,6 +135,26 @@ TEST_F(ControllerTest, AnAddressMovingToAnotherPodIsNeverReleased) {
   EXPECT_EQ(std::count(datapath_.calls.begin(), datapath_.calls.end(), "remove_destination 10.0.0.2"), 0);
 }
 
+// A pod renamed in the file keeps its cgroup and veth: the new name takes them over from the
+// old one in the same change (the check for two pods sharing a cgroup sees the old one gone).
+TEST_F(ControllerTest, ARenamedPodTakesOverItsCgroupInOneChange) {
+  auto file = [&](const std::string& name) {
+    nlohmann::json config = {{"workloads", {{{"name", name}, {"namespace", "default"}, {"node", "n1"},
+                                             {"workloadIps", {"10.0.0.2"}}, {"cgroup", (dir_ / "a").string()},
+                                             {"hostVeth", "veth-a"}}}}};
+    std::ofstream(dir_ / "mesh.json") << config.dump();
+  };
+  file("web-v2");
+  Controller controller(options(), datapath_, state_, nullptr);
+  controller.start(Controller::load(options()));
+  file("web");  // sorts before web-v2
+  ASSERT_TRUE(controller.reload_file(false));
+  EXPECT_TRUE(datapath_.enrolled.contains("default/web"));
+  EXPECT_LT(datapath_.first("enroll default/web"), datapath_.first("unenroll default/web-v2"));
+  EXPECT_LT(datapath_.first("unenroll default/web-v2"), datapath_.calls.size()) << "and the old name went";
+  EXPECT_EQ(state_.current()->generation, 2u);
+}
+
 TEST_F(ControllerTest, AFailedStepIsRolledBackAndTheRunningGenerationStays) {
   write({{"a", "10.0.0.2"}, {"b", "10.0.0.3"}});
   Controller controller(options(), datapath_, state_, nullptr);

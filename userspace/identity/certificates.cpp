@@ -103,8 +103,11 @@ boost::asio::awaitable<void> Certificates::renew_forever() {
       const auto half_life = entry.cert.not_before + (entry.cert.not_after - entry.cert.not_before) / 2;
       if (now >= half_life && std::chrono::steady_clock::now() >= entry.retry_at) due.push_back(id);
     }
+    const uint64_t rotations = rotations_;
     for (const auto& id : due) {
-      const uint64_t rotations = rotations_;
+      // A rotation while this round waited issued everything again from another source: the
+      // rest of the round is not wanted (the next one looks again).
+      if (rotations != rotations_) break;
       try {
         // On the source's thread: the executor serves connections meanwhile. (A named function
         // object: GCC 12 destroys a lambda temporary inside a co_await expression twice.)
@@ -117,7 +120,7 @@ boost::asio::awaitable<void> Certificates::renew_forever() {
         // The old certificate stays in use until it expires; try again after a backoff that
         // doubles per failure (a CA that is down is not asked twice a second by every node).
         auto it = entries_.find(id);
-        if (it == entries_.end()) continue;
+        if (rotations != rotations_ || it == entries_.end()) continue;  // the old source's failure
         auto& entry = it->second;
         entry.retry_delay = std::min(kMaxRetryDelay, entry.retry_delay * 2);
         entry.retry_at = std::chrono::steady_clock::now() + entry.retry_delay;

@@ -14,6 +14,14 @@ bool holds(const std::vector<address>& addresses, const address& ip) {
   return std::any_of(addresses.begin(), addresses.end(), [&](const address& a) { return unmapped(a) == ip; });
 }
 
+// One owner, one address: an address listed twice (also as its IPv4-mapped form) is refused.
+void refuse_repeats(const std::vector<address>& addresses, const std::string& what) {
+  for (size_t i = 0; i < addresses.size(); ++i)
+    for (size_t j = 0; j < i; ++j)
+      if (unmapped(addresses[i]) == unmapped(addresses[j]))
+        throw ConfigError(what + ": IP " + unmapped(addresses[i]).to_string() + " is listed twice");
+}
+
 }  // namespace
 
 Mesh::Mesh(std::string trust_domain, std::string node) : node_(std::move(node)), trust_domain_(std::move(trust_domain)) {}
@@ -68,6 +76,7 @@ void Mesh::put(std::shared_ptr<const WorkloadConfig> config) {
   // connections and connections to it, and no certificate is issued for it.
   const bool local = here && config->origin != WorkloadConfig::Origin::AwaitingXds;
   SpiffeId identity{domain, config->namespace_, config->service_account};
+  refuse_repeats(config->ips, "workload " + key);
   auto w = std::make_shared<const Workload>(std::move(config), std::move(identity), local);
   workloads_.put(key, w);
   for (const auto& ip : w->config.ips) {
@@ -99,6 +108,7 @@ void Mesh::remove_workload(const std::string& key) {
 void Mesh::put(std::shared_ptr<const ServiceConfig> config) {
   const std::string key = service_key(*config);
   remove_service(key);
+  refuse_repeats(config->vips, "service " + key);
   auto s = std::make_shared<const Service>(std::move(config), key);  // endpoints come in settle()
   services_.put(key, s);
   for (const auto& vip : s->config.vips) {

@@ -173,7 +173,7 @@ bool XdsClient::stream_once() {
       spdlog::error("xds: NACK {} (nonce {}): {}", short_type(type), response.nonce(), detail);
     } else {
       spdlog::info("xds: ACK {} (nonce {}): {} updated, {} removed", short_type(type), response.nonce(),
-                   delta.updated.size(), delta.removed.size());
+                   accepted_names.size(), response.removed_resources_size());
     }
     if (!stream->Write(reply)) break;
   }

@@ -125,13 +125,11 @@ json ControlServer::handle(const std::string& line) {
     case C::Certs: return controller_.certificates();
     case C::Maps: {
       json maps = maps_json(PinnedMaps(pin_root_));
-      const json policies = controller_.policies();
-      for (auto& rule : maps["denyRules"]) {
-        const auto id = rule["rule"].get<size_t>();
-        if (id >= 1 && id <= policies.size())
-          rule["policy"] =
-              policies[id - 1]["namespace"].get<std::string>() + "/" + policies[id - 1]["name"].get<std::string>();
-      }
+      std::map<uint64_t, std::string> by_id;  // a policy's ruleId is the kernel's rule id
+      for (const auto& p : controller_.policies())
+        by_id[p["ruleId"].get<uint64_t>()] = p["namespace"].get<std::string>() + "/" + p["name"].get<std::string>();
+      for (auto& rule : maps["denyRules"])
+        if (auto it = by_id.find(rule["rule"].get<uint64_t>()); it != by_id.end()) rule["policy"] = it->second;
       maps["pinRoot"] = pin_root_.string();
       return maps;
     }

@@ -427,12 +427,16 @@ Controller::Next Controller::next_state(const MeshSnapshot* current, const Kerne
                       "): give --pod-cidr (the cluster's pod CIDRs), whose pods are captured by CIDR and need no entry");
 
   // This node's pods: the touched ones attached again.
+  // All of them first: a pod may take over the cgroup or veth of another touched one (renamed).
   bool here_touched = false;
   for (const auto& key : touched.workloads) {
     const Workload* w = after.workload(key);
     const Workload* was = before ? before->workload(key) : nullptr;
     here_touched |= (w && w->config.node == options.node) || (was && was->config.node == options.node);
     k.enrolled.erase(key);
+  }
+  for (const auto& key : touched.workloads) {
+    const Workload* w = after.workload(key);
     if (!w || w->config.node != options.node || w->config.protocol != TunnelProtocol::Hbone) continue;
     if (w->config.cgroup.empty() && w->config.origin == WorkloadConfig::Origin::Xds) continue;  // the CNI plugin has not enrolled it yet
     if (w->config.cgroup.empty())
