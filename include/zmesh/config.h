@@ -44,6 +44,7 @@ struct WorkloadConfig {
   std::string network;
   std::string canonical_name, canonical_revision;   // Istio's service.istio.io/canonical-* labels
   std::string workload_name;                        // its Deployment's (or other owner's) name
+  std::string cluster_id;                           // the cluster istiod says it runs in; empty: not known
   std::string waypoint;                             // the waypoint istiod names for it, as text; empty: none
   bool healthy = true;                              // an unhealthy endpoint is chosen last
   std::map<std::string, PortMap> services;          // "namespace/hostname" -> its ports here (xDS endpoints)

@@ -13,19 +13,37 @@
 #include <cstdio>
 #include <map>
 #include <string>
+#include <vector>
 
 namespace zmesh {
 
+// Istio's label set for the istio_tcp_* series, as ztunnel writes it (and Kiali and Istio's
+// dashboards read it); kIstioTcpLabels names them in the order they are written.
 struct ConnectionLabels {
   std::string reporter;  // "source" (the client's node) or "destination" (the server's node)
-  std::string source_workload = "unknown", source_workload_namespace = "unknown", source_principal = "unknown";
-  std::string destination_workload = "unknown", destination_workload_namespace = "unknown",
-              destination_principal = "unknown";
-  std::string destination_service = "unknown";
+  std::string source_workload = "unknown", source_canonical_service = "unknown", source_canonical_revision = "unknown",
+              source_workload_namespace = "unknown", source_principal = "unknown", source_app = "unknown",
+              source_version = "unknown", source_cluster = "unknown";
+  std::string destination_service = "unknown", destination_service_namespace = "unknown",
+              destination_service_name = "unknown";
+  std::string destination_workload = "unknown", destination_canonical_service = "unknown",
+              destination_canonical_revision = "unknown", destination_workload_namespace = "unknown",
+              destination_principal = "unknown", destination_app = "unknown", destination_version = "unknown",
+              destination_cluster = "unknown";
+  std::string request_protocol = "tcp";
   std::string response_flags = "-";                     // "-", "DENY" (policy), "CONNECT" (unreachable)
   std::string connection_security_policy = "unknown";  // "mutual_tls" (HBONE) or "none" (plaintext)
   auto operator<=>(const ConnectionLabels&) const = default;
+  // Each label's name and value, in kIstioTcpLabels' order.
+  std::vector<std::pair<const char*, const std::string*>> fields() const;
 };
+inline constexpr const char* kIstioTcpLabels[] = {
+    "reporter", "source_workload", "source_canonical_service", "source_canonical_revision",
+    "source_workload_namespace", "source_principal", "source_app", "source_version", "source_cluster",
+    "destination_service", "destination_service_namespace", "destination_service_name", "destination_workload",
+    "destination_canonical_service", "destination_canonical_revision", "destination_workload_namespace",
+    "destination_principal", "destination_app", "destination_version", "destination_cluster", "request_protocol",
+    "response_flags", "connection_security_policy"};
 
 struct ConnectionRecord {
   uint64_t id = 0;

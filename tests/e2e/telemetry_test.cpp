@@ -57,13 +57,21 @@ class TelemetryTest : public ::testing::Test {
   }
   static std::string labels(const std::string& reporter, const std::string& src, const std::string& src_sa,
                             const std::string& dst, const std::string& dst_sa, const std::string& flags) {
-    return "{reporter=\"" + reporter + "\",source_workload=\"" + src +
-           "\",source_workload_namespace=\"default\",source_principal=\"spiffe://cluster.local/ns/default/sa/" +
-           src_sa + "\",destination_workload=\"" + dst +
-           "\",destination_workload_namespace=\"default\",destination_principal=\"spiffe://cluster.local/ns/default/"
-           "sa/" +
-           dst_sa + "\",destination_service=\"app1.default.svc.cluster.local\",response_flags=\"" + flags +
-           "\",connection_security_policy=\"mutual_tls\"}";
+    // The lab's file config names no canonical labels or cluster: Istio's defaults (the
+    // workload's name, "latest") and "unknown".
+    return "{reporter=\"" + reporter + "\",source_workload=\"" + src + "\",source_canonical_service=\"" + src +
+           "\",source_canonical_revision=\"latest\",source_workload_namespace=\"default\",source_principal=\"spiffe:"
+           "//cluster.local/ns/default/sa/" +
+           src_sa + "\",source_app=\"" + src +
+           "\",source_version=\"latest\",source_cluster=\"unknown\",destination_service=\"app1.default.svc.cluster."
+           "local\",destination_service_namespace=\"default\",destination_service_name=\"app1\",destination_workload=\"" +
+           dst + "\",destination_canonical_service=\"" + dst +
+           "\",destination_canonical_revision=\"latest\",destination_workload_namespace=\"default\",destination_"
+           "principal=\"spiffe://cluster.local/ns/default/sa/" +
+           dst_sa + "\",destination_app=\"" + dst +
+           "\",destination_version=\"latest\",destination_cluster=\"unknown\",request_protocol=\"tcp\",response_"
+           "flags=\"" +
+           flags + "\",connection_security_policy=\"mutual_tls\"}";
   }
   // The access log lines in a node's log (the JSON lines among spdlog's).
   std::vector<json> access_log(const std::string& node) const {

@@ -82,6 +82,8 @@ json scenario_of(const json& topology, const std::string& token) {
               {"trust_domain", "cluster.local"},
               {"tunnel_protocol", "HBONE"},
               {"canonical_name", sa},
+              {"canonical_revision", "v1"},
+              {"cluster_id", "Kubernetes"},
               {"workload_name", sa},
               {"services", {{"default/" + sa + ".default.svc.cluster.local", {{"ports", {{{"service_port", 80}, {"target_port", 8080}}}}}}}}};
     addresses.push_back({{"name", pod.at("uid")}, {"version", "1"}, {"address", {{"workload", w}}}});
@@ -200,6 +202,16 @@ TEST_F(XdsTest, PodsWithoutServiceAccountsGetIdentityCertificatesAndPoliciesFrom
   EXPECT_EQ(metrics.sum("zmesh_xds_connected", {}), 1);
   EXPECT_EQ(metrics.sum("zmesh_xds_resources", {{"type", "Address"}}), 6);
   EXPECT_EQ(metrics.sum("zmesh_certificate_fetch_failures_total", {}), 0);
+  // Istio's labels as ztunnel fills them, from istiod's canonical names, revisions and cluster:
+  // app1-n1 to app1-n2 across nodes, as node1 (the source's) reports it.
+  EXPECT_GE(metrics.sum("istio_tcp_connections_opened_total",
+                        {{"reporter", "source"}, {"source_canonical_service", "app1"}, {"source_canonical_revision", "v1"},
+                         {"source_app", "app1"}, {"source_version", "v1"}, {"source_cluster", "Kubernetes"},
+                         {"destination_canonical_service", "app1"}, {"destination_version", "v1"},
+                         {"destination_cluster", "Kubernetes"}, {"destination_service_namespace", "default"},
+                         {"request_protocol", "tcp"}}),
+            1)
+      << metrics.text();
 
   // The Node and the subscriptions are ztunnel's.
   bool saw_node = false;

@@ -2,7 +2,12 @@
 // parses and the lines a log pipeline parses.
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
+#include <regex>
+#include <set>
+#include <sstream>
 
 #include "zmesh/telemetry.h"
 
@@ -38,10 +43,14 @@ TEST(Telemetry, CountsEachLabelSetAndWritesEveryFamilyOnce) {
   t.failed(denied);
   const std::string text = t.prometheus_text();
   const std::string ok =
-      "{reporter=\"destination\",source_workload=\"web-0\",source_workload_namespace=\"shop\",source_principal=\"spiffe:"
-      "//cluster.local/ns/shop/sa/web\",destination_workload=\"db-0\",destination_workload_namespace=\"unknown\","
-      "destination_principal=\"unknown\",destination_service=\"unknown\",response_flags=\"-\",connection_security_"
-      "policy=\"mutual_tls\"}";
+      "{reporter=\"destination\",source_workload=\"web-0\",source_canonical_service=\"unknown\","
+      "source_canonical_revision=\"unknown\",source_workload_namespace=\"shop\",source_principal=\"spiffe:"
+      "//cluster.local/ns/shop/sa/web\",source_app=\"unknown\",source_version=\"unknown\",source_cluster=\"unknown\","
+      "destination_service=\"unknown\",destination_service_namespace=\"unknown\",destination_service_name=\"unknown\","
+      "destination_workload=\"db-0\",destination_canonical_service=\"unknown\",destination_canonical_revision=\"unknown\","
+      "destination_workload_namespace=\"unknown\",destination_principal=\"unknown\",destination_app=\"unknown\","
+      "destination_version=\"unknown\",destination_cluster=\"unknown\",request_protocol=\"tcp\",response_flags=\"-\","
+      "connection_security_policy=\"mutual_tls\"}";
   EXPECT_NE(text.find("istio_tcp_connections_opened_total" + ok + " 2\n"), std::string::npos) << text;
   EXPECT_NE(text.find("istio_tcp_received_bytes_total" + ok + " 200\n"), std::string::npos);
   EXPECT_NE(text.find("istio_tcp_sent_bytes_total" + ok + " 4000\n"), std::string::npos);
@@ -93,6 +102,56 @@ TEST(Telemetry, AnAccessLogFileThatCannotBeOpenedIsAClearError) {
     EXPECT_NE(std::string(e.what()).find("access log /nonexistent-dir/access.log: No such file"), std::string::npos)
         << e.what();
   }
+}
+
+// Kiali and Istio's dashboards read the istio_tcp_* series by ztunnel's labels: the set is the
+// one Istio documents for TCP metrics (istio.io, "Istio Standard Metrics", labels), and every
+// label the chart's Grafana dashboard groups or filters these series by is one of them.
+TEST(Telemetry, TheLabelSetIsIstiosAndCoversTheDashboard) {
+  const std::set<std::string> istio = {
+      "reporter", "source_workload", "source_workload_namespace", "source_principal", "source_app", "source_version",
+      "source_canonical_service", "source_canonical_revision", "source_cluster", "destination_workload",
+      "destination_workload_namespace", "destination_principal", "destination_app", "destination_version",
+      "destination_service", "destination_service_name", "destination_service_namespace",
+      "destination_canonical_service", "destination_canonical_revision", "destination_cluster", "request_protocol",
+      "response_flags", "connection_security_policy"};
+  std::set<std::string> ours;
+  for (const auto& [name, value] : ConnectionLabels{}.fields()) EXPECT_TRUE(ours.insert(name).second) << name << " twice";
+  EXPECT_EQ(ours, istio);
+  Telemetry t(AccessLogOptions{"off"});
+  t.opened(record().labels);
+  const std::string text = t.prometheus_text();
+  for (const auto& name : istio)
+    EXPECT_TRUE(text.find("," + name + "=\"") != std::string::npos || text.find("{" + name + "=\"") != std::string::npos)
+        << name << " is written";
+
+  // The dashboard: every label inside by (...) or {...} of an istio_tcp_* query.
+  std::ifstream in(std::string(ZMESH_SOURCE_DIR) + "/helm/zmesh/dashboards/zmesh.json");
+  ASSERT_TRUE(in) << "the chart's dashboard";
+  const auto dashboard = nlohmann::json::parse(in);
+  size_t queries = 0;
+  std::function<void(const nlohmann::json&)> walk = [&](const nlohmann::json& j) {
+    if (j.is_object() && j.contains("expr") && j["expr"].is_string()) {
+      const std::string expr = j["expr"];
+      if (expr.find("istio_tcp_") == std::string::npos) return;
+      ++queries;
+      static const std::regex label(R"(([a-z_]+)\s*(=~|!=|!~|=)\s*")"), by(R"(by \(([^)]*)\))");
+      for (auto it = std::sregex_iterator(expr.begin(), expr.end(), label); it != std::sregex_iterator(); ++it)
+        EXPECT_TRUE(istio.contains((*it)[1].str())) << (*it)[1].str() << " in " << expr;
+      for (auto it = std::sregex_iterator(expr.begin(), expr.end(), by); it != std::sregex_iterator(); ++it) {
+        std::stringstream names((*it)[1].str());
+        for (std::string name; std::getline(names, name, ',');) {
+          name.erase(0, name.find_first_not_of(' '));
+          name.erase(name.find_last_not_of(' ') + 1);
+          EXPECT_TRUE(istio.contains(name)) << name << " in " << expr;
+        }
+      }
+    }
+    if (j.is_structured())
+      for (const auto& child : j) walk(child);
+  };
+  walk(dashboard);
+  EXPECT_GE(queries, 5u) << "the dashboard's istio_tcp_* panels were found";
 }
 
 }  // namespace

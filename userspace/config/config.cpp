@@ -20,7 +20,7 @@ namespace {
 WorkloadConfig workload(const json& j, const std::string& path, bool node_required) {
   only_keys(j, path, {"uid", "name", "namespace", "serviceAccount", "node", "workloadIps", "protocol", "mtlsMode",
                       "cgroup", "hostVeth", "authorizationPolicies", "trustDomain", "network", "canonicalName",
-                      "canonicalRevision", "workloadName", "waypoint", "status", "services", "identityFrom"});
+                      "canonicalRevision", "workloadName", "clusterId", "waypoint", "status", "services", "identityFrom"});
   WorkloadConfig w;
   w.name = name_field(j, path, "name", true, NameKind::Subdomain);
   w.namespace_ = name_field(j, path, "namespace", true, NameKind::Label);
@@ -63,6 +63,7 @@ WorkloadConfig workload(const json& j, const std::string& path, bool node_requir
   w.canonical_name = text_field(j, path, "canonicalName");
   w.canonical_revision = text_field(j, path, "canonicalRevision");
   w.workload_name = text_field(j, path, "workloadName");
+  w.cluster_id = text_field(j, path, "clusterId");
   w.waypoint = text_field(j, path, "waypoint");
   const std::string status = string_field(j, path, "status", false);
   if (!status.empty() && status != "HEALTHY" && status != "UNHEALTHY")
@@ -191,7 +192,8 @@ json to_json(const WorkloadConfig& w) {
   for (const auto& [key, value] : {std::pair{"trustDomain", &w.trust_domain}, std::pair{"network", &w.network},
                                     std::pair{"canonicalName", &w.canonical_name},
                                     std::pair{"canonicalRevision", &w.canonical_revision},
-                                    std::pair{"workloadName", &w.workload_name}, std::pair{"waypoint", &w.waypoint}})
+                                    std::pair{"workloadName", &w.workload_name}, std::pair{"clusterId", &w.cluster_id},
+                                    std::pair{"waypoint", &w.waypoint}})
     if (!value->empty()) j[key] = *value;
   if (!w.healthy) j["status"] = "UNHEALTHY";
   if (w.origin == WorkloadConfig::Origin::AwaitingXds) {

@@ -12,23 +12,51 @@ std::string workload_label(const Workload& w) {
   return w.config.workload_name.empty() ? w.config.name : w.config.workload_name;
 }
 
+namespace {
+
+// What Istio says of a workload, as ztunnel fills it: the canonical service and revision from
+// its labels (istiod's canonical_name/revision; without them, Istio's defaults: the workload's
+// name and "latest"), app and version the same, and its cluster.
+struct Canonical {
+  std::string service, revision, cluster;
+};
+Canonical canonical(const Workload& w) {
+  return {w.config.canonical_name.empty() ? workload_label(w) : w.config.canonical_name,
+          w.config.canonical_revision.empty() ? "latest" : w.config.canonical_revision,
+          w.config.cluster_id.empty() ? "unknown" : w.config.cluster_id};
+}
+
+}  // namespace
+
 ConnectionLabels istio_labels(const char* reporter, const Workload* source, const std::optional<SpiffeId>& principal,
                               const Workload& destination, const Service* service, const Mesh& mesh, uint16_t port,
                               const char* security) {
   ConnectionLabels l;
   l.reporter = reporter;
   if (source) {
+    const Canonical c = canonical(*source);
     l.source_workload = workload_label(*source);
     l.source_workload_namespace = source->config.namespace_;
+    l.source_canonical_service = l.source_app = c.service;
+    l.source_canonical_revision = l.source_version = c.revision;
+    l.source_cluster = c.cluster;
   } else if (principal) {
     l.source_workload_namespace = principal->namespace_;
   }
   if (principal) l.source_principal = principal->uri();
+  const Canonical d = canonical(destination);
   l.destination_workload = workload_label(destination);
   l.destination_workload_namespace = destination.config.namespace_;
+  l.destination_canonical_service = l.destination_app = d.service;
+  l.destination_canonical_revision = l.destination_version = d.revision;
+  l.destination_cluster = d.cluster;
   if (!destination.identity.namespace_.empty()) l.destination_principal = destination.identity.uri();
   if (!service) service = mesh.service_for(destination, port);
-  if (service) l.destination_service = service_hostname(*service);
+  if (service) {
+    l.destination_service = service_hostname(*service);
+    l.destination_service_name = service->config.name;
+    l.destination_service_namespace = service->config.namespace_;
+  }
   l.connection_security_policy = security;
   return l;
 }

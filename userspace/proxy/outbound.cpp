@@ -74,6 +74,7 @@ awaitable<void> Outbound::serve(tcp::socket client, uint64_t id) {
     auto config = std::make_shared<WorkloadConfig>();
     config->name = "unknown";
     config->namespace_ = "unknown";
+    config->canonical_revision = "unknown";
     config->node = "pod " + unmapped(target.address()).to_string();  // its own pool entry
     unknown_pod.emplace(std::move(config), SpiffeId{mesh.trust_domain(), "", ""}, false);
     candidates.push_back({&*unknown_pod, target});

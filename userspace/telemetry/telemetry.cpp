@@ -26,19 +26,8 @@ std::string iso_time(std::chrono::system_clock::time_point t) {
 }
 
 std::string labels_text(const ConnectionLabels& l) {
-  const std::pair<const char*, const std::string*> fields[] = {
-      {"reporter", &l.reporter},
-      {"source_workload", &l.source_workload},
-      {"source_workload_namespace", &l.source_workload_namespace},
-      {"source_principal", &l.source_principal},
-      {"destination_workload", &l.destination_workload},
-      {"destination_workload_namespace", &l.destination_workload_namespace},
-      {"destination_principal", &l.destination_principal},
-      {"destination_service", &l.destination_service},
-      {"response_flags", &l.response_flags},
-      {"connection_security_policy", &l.connection_security_policy}};
   std::string out = "{";
-  for (const auto& [name, value] : fields) {
+  for (const auto& [name, value] : l.fields()) {
     if (out.size() > 1) out += ',';
     out += std::string(name) + "=\"" + prometheus_escape(*value) + "\"";
   }
@@ -46,6 +35,36 @@ std::string labels_text(const ConnectionLabels& l) {
 }
 
 }  // namespace
+
+std::vector<std::pair<const char*, const std::string*>> ConnectionLabels::fields() const {
+  const std::string* values[] = {&reporter,
+                                 &source_workload,
+                                 &source_canonical_service,
+                                 &source_canonical_revision,
+                                 &source_workload_namespace,
+                                 &source_principal,
+                                 &source_app,
+                                 &source_version,
+                                 &source_cluster,
+                                 &destination_service,
+                                 &destination_service_namespace,
+                                 &destination_service_name,
+                                 &destination_workload,
+                                 &destination_canonical_service,
+                                 &destination_canonical_revision,
+                                 &destination_workload_namespace,
+                                 &destination_principal,
+                                 &destination_app,
+                                 &destination_version,
+                                 &destination_cluster,
+                                 &request_protocol,
+                                 &response_flags,
+                                 &connection_security_policy};
+  static_assert(std::size(values) == std::size(kIstioTcpLabels));
+  std::vector<std::pair<const char*, const std::string*>> out;
+  for (size_t i = 0; i < std::size(values); ++i) out.emplace_back(kIstioTcpLabels[i], values[i]);
+  return out;
+}
 
 std::string prometheus_escape(const std::string& value) {
   std::string out;

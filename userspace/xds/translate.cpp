@@ -102,7 +102,8 @@ WorkloadConfig workload(const pb::Workload& w, const std::string& name) {
   for (const auto& [key, value] : {std::pair{"trustDomain", &w.trust_domain()}, std::pair{"network", &w.network()},
                                    std::pair{"canonicalName", &w.canonical_name()},
                                    std::pair{"canonicalRevision", &w.canonical_revision()},
-                                   std::pair{"workloadName", &w.workload_name()}})
+                                   std::pair{"workloadName", &w.workload_name()},
+                                   std::pair{"clusterId", &w.cluster_id()}})
     if (!value->empty()) j[key] = *value;
   if (w.has_waypoint()) j["waypoint"] = gateway_text(w.waypoint());
   if (w.status() == pb::UNHEALTHY) j["status"] = "UNHEALTHY";
