@@ -26,6 +26,13 @@
  *   3. any other TCP packet: if zmeshd owns a socket for its tuple (a connection steered in
  *      step 2), deliver to it (tc_followed); else pass (e.g. replies to the pod's own
  *      outbound connections).
+ * For a packet *from* a pod enrolled on this node, arriving on that pod's own veth, to an
+ * address that is no pod of this node (step 3 handles those): zmeshd connects to a pod from
+ * its client's own address (IP_TRANSPARENT), so the pod sees who called it, and the pod
+ * answers that address. If zmeshd owns a socket for the packet's tuple, deliver it there
+ * (tc_reply_to_proxy) instead of routing it off the node toward the client; else pass (the
+ * pod's own connections). Packets to the proxy's own address skip the lookup: routing
+ * delivers those to zmeshd anyway.
  * Steered packets get skb->mark = assign_mark; the node's `ip rule fwmark` sends them to a
  * table whose `local default dev lo` route delivers them locally, to the assigned socket.
  * What reaches a pod without crossing any of these hooks (the node's own processes, packets
@@ -106,6 +113,42 @@ static __always_inline int zm_steer_new(struct __sk_buff *skb, const struct zm_p
 	return zm_assign(skb, sk);
 }
 
+/* Whether p is the proxy's own address, which the pods reach it at. */
+static __always_inline bool zm_to_proxy_address(const struct zm_pkt *p)
+{
+	if (p->family == ZM_AF_INET)
+		return p->dst.v4 == zm_cfg.outbound_ip4.v4;
+	return p->dst.v6[0] == zm_cfg.outbound_ip6.v6[0] && p->dst.v6[1] == zm_cfg.outbound_ip6.v6[1] &&
+	       p->dst.v6[2] == zm_cfg.outbound_ip6.v6[2] && p->dst.v6[3] == zm_cfg.outbound_ip6.v6[3];
+}
+
+/* A pod's answer on a connection zmeshd opened to it from the client's address: delivered to
+ * zmeshd's socket (0), or not such a packet (-ENOENT; the caller passes it). The pod must send
+ * it through its own veth: a packet from the network claiming a pod's address is never taken
+ * into zmeshd's connection. */
+static __always_inline int zm_steer_reply(struct __sk_buff *skb, const struct zm_pkt *p)
+{
+	struct zm_ip_key src = { .family = p->family, .addr = p->src };
+	struct zm_workload *from;
+	struct bpf_sock *sk;
+
+	if (p->tags || p->protocol != IPPROTO_TCP || !p->l4_ok ||
+	    (p->tcp_flags & (ZM_TCP_SYN | ZM_TCP_ACK)) == ZM_TCP_SYN || zm_to_proxy_address(p))
+		return -ENOENT;
+	from = bpf_map_lookup_elem(&zm_workloads, &src);
+	if (!from || !from->ifindex || from->ifindex != skb->ingress_ifindex)
+		return -ENOENT;
+	sk = zm_lookup(skb, p, p->dport);
+	if (!sk)
+		return -ENOENT;
+	if (sk->state == BPF_TCP_LISTEN) {
+		/* A node service on the client's port number: no connection of zmeshd's. */
+		bpf_sk_release(sk);
+		return -ENOENT;
+	}
+	return zm_assign(skb, sk);
+}
+
 /* TC ingress, inbound: see the comment at the top of this file. */
 SEC("tc")
 int zm_tc_ingress(struct __sk_buff *skb)
@@ -131,8 +174,19 @@ int zm_tc_ingress(struct __sk_buff *skb)
 	dst.addr = p.dst;
 	wl = bpf_map_lookup_elem(&zm_workloads, &dst);
 	if (!wl) {
-		zm_count(tc_passed);
-		return TC_ACT_OK;
+		switch (zm_steer_reply(skb, &p)) {
+		case 0:
+			zm_count(tc_reply_to_proxy);
+			return TC_ACT_OK;
+		case -ENOENT:
+			zm_count(tc_passed);
+			return TC_ACT_OK;
+		default:
+			/* zmeshd's connection, but the kernel would not assign: routed on, it would
+			 * leave the node addressed to the client. */
+			zm_count(tc_drop_assign);
+			return TC_ACT_SHOT;
+		}
 	}
 	if (p.tags) {
 		/* Steering it would not survive the kernel's tag handling: nothing tagged reaches a pod. */

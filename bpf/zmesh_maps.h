@@ -165,6 +165,7 @@ struct zm_config {
 	X(tc_to_hbone, "new inbound connections for the HBONE listener")                                 \
 	X(tc_to_plaintext, "new inbound connections for the plaintext listener")                         \
 	X(tc_followed, "packets of steered connections, delivered to their socket")                      \
+	X(tc_reply_to_proxy, "pods' answers to connections zmeshd opened from the client's address: kept on the node") \
 	X(tc_passed, "packets not for a mesh pod, or not ours to steer")                                 \
 	X(tc_drop_deny, "dropped by zm_l4_deny")                                                         \
 	X(tc_drop_mtls, "plaintext to a pod that requires mTLS")                                         \

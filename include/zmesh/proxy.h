@@ -40,6 +40,9 @@ struct ProxyOptions {
   // name is a pod some node enrolled through its CNI plugin. It gets HBONE to its address, and
   // the server must present an identity of this trust domain (its exact one is unknown).
   std::vector<IpBlock> pod_cidrs;
+  // A pod of this node is connected to from its client's own address (IP_TRANSPARENT; the
+  // pod's answers are kept on the node by zm_tc_ingress), as ztunnel does; off: from the node.
+  bool preserve_source = true;
 };
 
 // Why a TLS handshake failed, for zmesh_tls_handshake_failures_total{reason}.

@@ -116,7 +116,7 @@ awaitable<void> InboundHbone::request(std::shared_ptr<http2::Stream> stream, uin
   }
   tcp::socket upstream(ctx_.io);
   try {
-    upstream = co_await connect(unmapped(*target), ctx_.options.proxy_mark, ctx_.options.connect_timeout);
+    upstream = co_await ctx_.connect_to_pod(*workload, *target, source_ip, tag);
     reset_on_close(upstream);
   } catch (const system_error& e) {
     co_return refuse(503, e.code() == asio::error::timed_out ? std::string(e.what()) : e.code().message());

@@ -35,7 +35,7 @@ awaitable<void> InboundPassthrough::serve(tcp::socket client, uint64_t id) {
   }
   tcp::socket upstream(ctx_.io);
   try {
-    upstream = co_await connect(local, ctx_.options.proxy_mark, ctx_.options.connect_timeout);
+    upstream = co_await ctx_.connect_to_pod(*target, local, peer.address(), "[c" + std::to_string(id) + "] plaintext");
     reset_on_close(upstream);
   } catch (const system_error& e) {
     co_return refuse(e.what(), "CONNECT");

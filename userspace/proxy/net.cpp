@@ -37,11 +37,24 @@ void no_delay(tcp::socket& socket) {
   socket.set_option(tcp::no_delay(true), ignored);
 }
 
-awaitable<tcp::socket> connect(const tcp::endpoint& target, uint32_t mark, std::chrono::milliseconds limit) {
+awaitable<tcp::socket> connect(const tcp::endpoint& target, uint32_t mark, std::chrono::milliseconds limit,
+                               const std::optional<asio::ip::address>& from) {
   tcp::socket socket(co_await asio::this_coro::executor);
   socket.open(target.protocol());
   no_delay(socket);
   setsockopt(socket.native_handle(), SOL_SOCKET, SO_MARK, &mark, sizeof mark);
+  if (from) {
+    const int fd = socket.native_handle(), on = 1;
+    const bool v4 = target.protocol() == tcp::v4();
+    // The port is chosen at connect, per destination, not at bind: a client address may have
+    // many connections to many pods at once.
+    if (setsockopt(fd, v4 ? SOL_IP : SOL_IPV6, v4 ? IP_TRANSPARENT : IPV6_TRANSPARENT, &on, sizeof on) != 0 ||
+        setsockopt(fd, SOL_IP, IP_BIND_ADDRESS_NO_PORT, &on, sizeof on) != 0)
+      throw BindError(error_code(errno, boost::system::system_category()), "set IP_TRANSPARENT");
+    error_code ec;
+    socket.bind(tcp::endpoint(*from, 0), ec);
+    if (ec) throw BindError(ec, "bind to " + from->to_string());
+  }
   const std::string what = "connect to " + text(target) + " timed out";
   co_await with_deadline(socket.async_connect(target, asio::use_awaitable), limit, what);
   co_return socket;

@@ -51,8 +51,14 @@ void abort_socket(tcp::socket& socket);
 void no_delay(tcp::socket& socket);
 
 // A connect from the node, with zmeshd's mark (so no capture hook ever takes it, and the pod's
-// door knows it), within `limit`.
-awaitable<tcp::socket> connect(const tcp::endpoint& target, uint32_t mark, std::chrono::milliseconds limit);
+// door knows it), within `limit`. With `from`, the socket is bound to that address (any port)
+// with IP_TRANSPARENT, so the target sees it as the source though the node does not own it;
+// an error binding throws BindError.
+struct BindError : system_error {
+  using system_error::system_error;
+};
+awaitable<tcp::socket> connect(const tcp::endpoint& target, uint32_t mark, std::chrono::milliseconds limit,
+                               const std::optional<asio::ip::address>& from = std::nullopt);
 
 // A listener bound now (a taken port is an error naming it); `transparent` for the pods'
 // addresses the tc program assigns to it.

@@ -150,7 +150,12 @@ awaitable<Outbound::Delivery> Outbound::deliver_direct(Call& call, const Candida
     if (auto why = ConnectionManager::why_denied(call.snap, who)) co_return denied(*why);
   tcp::socket upstream(ctx_.io);
   try {
-    upstream = co_await connect(to.target, ctx_.options.proxy_mark, ctx_.options.connect_timeout);
+    // (no ternary: GCC 12 mishandles co_await inside a conditional expression)
+    if (same_node)
+      upstream = co_await ctx_.connect_to_pod(*to.workload, to.target, call.peer.address(),
+                                              "[c" + std::to_string(call.id) + "] same node");
+    else
+      upstream = co_await connect(to.target, ctx_.options.proxy_mark, ctx_.options.connect_timeout);
     reset_on_close(upstream);
   } catch (const system_error& e) {
     spdlog::warn("[c{}] {} -> {} ({}): {}", call.id, text(call.peer), text(to.target),

@@ -83,6 +83,11 @@ std::variant<DaemonOptions, int> parse_options(int argc, char** argv) {
   app.add_option("--proxy", o.proxy, "the node proxy (15001/15006/15008), on|off: off = kernel datapath only")
       ->transform(words(kOnOff))->type_name("on|off")
       ->default_str("on");
+  app.add_option("--preserve-source", o.proxy_options.preserve_source,
+                 "connect to a pod from its client's own address, as ztunnel does (on|off; off: the node's "
+                 "gateway address, docs/datapath.md)")
+      ->transform(words(kOnOff))->type_name("on|off")
+      ->default_str("on");
   app.add_option("--trust-domain", o.trust_domain, "SPIFFE trust domain of the mesh")->capture_default_str();
   app.add_option("--ca-dir", o.certificates.ca_dir, "the built-in CA: root-cert.pem and root-key.pem, created when missing");
   app.add_option("--cert-dir", o.certificates.cert_dir,
