@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <nlohmann/json_fwd.hpp>
 #include <stdexcept>
 #include <string>
@@ -156,6 +157,16 @@ nlohmann::json to_json(const MeshConfig& c);
 // "namespace/hostname" (hostname: the config's, else "<name>.<namespace>"): how xDS names a
 // service, and how workloads name the services they serve.
 std::string service_key(const ServiceConfig& s);
+
+// A waypoint as xDS and the config name it (`waypoint`): "IP:PORT", "[IPv6]:PORT" (a waypoint
+// pod's or its Service's address) or "namespace/hostname:PORT" (its Service, by service_key).
+struct WaypointAddress {
+  std::optional<boost::asio::ip::address> ip;
+  std::string service;
+  uint16_t port = 15008;  // its HBONE port
+};
+// nullopt when `text` is none of the three.
+std::optional<WaypointAddress> parse_waypoint(const std::string& text);
 
 // "namespace/name", the key by which workloads, services and policies are told apart.
 template <typename T>

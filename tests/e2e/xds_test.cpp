@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -57,6 +58,19 @@ void make_server_cert(const Dir& dir, const std::string& name, const std::string
 }
 
 // The mesh root and istiod's serving certificate for the lab's control-plane address.
+// A workload certificate `name`.pem / `name`.key for the SPIFFE id `id`, signed by the root `ca`
+// (what a waypoint pod holds from istiod's CA).
+void make_workload_cert(const Dir& dir, const std::string& name, const std::string& ca, const std::string& id) {
+  openssl({"req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/O=zmesh test", "-keyout",
+           dir / (name + ".key"), "-out", dir / (name + ".csr")});
+  std::ofstream(dir / (name + ".cnf")) << "subjectAltName=critical,URI:" << id
+                                       << "\nbasicConstraints=critical,CA:FALSE\n"
+                                          "keyUsage=critical,digitalSignature,keyEncipherment\n"
+                                          "extendedKeyUsage=serverAuth,clientAuth\n";
+  openssl({"x509", "-req", "-in", dir / (name + ".csr"), "-CA", dir / (ca + ".pem"), "-CAkey", dir / (ca + ".key"),
+           "-CAcreateserial", "-days", "2", "-extfile", dir / (name + ".cnf"), "-out", dir / (name + ".pem")});
+}
+
 void make_pki(const Dir& dir, const std::string& ip) {
   make_root(dir, "ca");
   make_server_cert(dir, "istiod", "ca", ip);
@@ -118,6 +132,7 @@ class XdsTest : public ::testing::Test {
     if (HasFatalFailure()) return;
     std::ofstream(dir_ / "token") << "token-1\n";
     LabOptions options;
+    customize(options);
     options.mesh = true;
     options.xds_address = std::string(kControlPlane) + ":15012";
     options.xds_root_cert = dir_ / "ca.pem";
@@ -127,6 +142,7 @@ class XdsTest : public ::testing::Test {
     scenario_ = scenario_of(lab_->topology(), "token-1");
     write_atomically(dir_ / "scenario.json", scenario_);
   }
+  virtual void customize(LabOptions&) {}
   void TearDown() override {
     istiod_.reset();
     lab_.reset();
@@ -282,8 +298,8 @@ TEST_F(XdsTest, PodsWithoutServiceAccountsGetIdentityCertificatesAndPoliciesFrom
   })) << lab_->zmeshctl("node1", {"maps"}).out;
   EXPECT_EQ(echo_send(*lab_, "app2-n1", target, 8080).exit_code, 0) << lab_->log("node1");
 
-  // A destination behind a waypoint is refused, not reached around the waypoint's policies
-  // (zmesh does not send through waypoints yet).
+  // A destination behind a waypoint that has no address is refused, not reached around the
+  // waypoint's policies (XdsWaypointTest has waypoints that are there).
   for (auto& a : addresses)
     if (a["name"] == "Kubernetes//Pod/default/app1-n2") {
       a["version"] = "2";  // istiod sends what changed: a new version
@@ -427,6 +443,127 @@ TEST_F(XdsTest, AServerThatIsNotIstiodIsRefused) {
   push();
   EXPECT_TRUE(lab_->wait_ready("node1", 40)) << lab_->log("node1");
   EXPECT_FALSE(events("stream-open").empty());
+}
+
+// Waypoints (issue 17). app2-n2 is left out of the mesh, as Istio leaves its waypoints, and runs
+// the stand-in waypoint of tests/tools/waypoint.mjs (Node.js http2) with a certificate of the
+// mesh CA for .../sa/waypoint; istiod names it as the waypoint of a service (by hostname) and
+// of a workload (by address). Each CONNECT it receives is in its log.
+class XdsWaypointTest : public XdsTest {
+ protected:
+  void customize(LabOptions& options) override { options.not_in_config = {"app2-n2"}; }
+  json& resource(const std::string& name) {
+    for (auto& a : scenario_["resources"][kAddress])
+      if (a["name"] == name) return a;
+    throw std::runtime_error("no resource " + name);
+  }
+  // Changes a resource as istiod does: a new version.
+  void change(const std::string& name, const std::function<void(json&)>& edit) {
+    json& a = resource(name);
+    a["version"] = std::to_string(std::stoi(a["version"].get<std::string>()) + 1);
+    edit(a["address"]);
+  }
+  std::vector<json> connects() const { return server_log(dir_ / "waypoint.log"); }
+};
+
+TEST_F(XdsWaypointTest, ConnectionsGoThroughTheWaypointWithTheOriginalTargetAndNeverLoop) {
+  const std::string waypoint_ip = lab_->pod("app2-n2").at("ip"), target = lab_->pod("app1-n2").at("ip");
+  const std::string waypoint_id = "spiffe://cluster.local/ns/default/sa/waypoint";
+  make_workload_cert(dir_, "waypoint", "ca", waypoint_id);
+  change("Kubernetes//Pod/default/app2-n2", [](json& a) {
+    a["workload"]["service_account"] = "waypoint";
+    a["workload"]["canonical_name"] = "waypoint";
+    a["workload"]["services"] = {{"default/waypoint.default.svc.cluster.local",
+                                  {{"ports", {{{"service_port", 15008}, {"target_port", 15008}}}}}}};
+  });
+  scenario_["resources"][kAddress].push_back(
+      {{"name", "default/waypoint.default.svc.cluster.local"},
+       {"version", "1"},
+       {"address",
+        {{"service",
+          {{"name", "waypoint"},
+           {"namespace", "default"},
+           {"hostname", "waypoint.default.svc.cluster.local"},
+           {"addresses", {{{"network", ""}, {"address", "10.96.0.50"}}}},
+           {"ports", {{{"service_port", 15008}, {"target_port", 15008}}}}}}}}});
+  auto service_waypoint = [&](const std::string& hostname) {
+    change("default/app1.default.svc.cluster.local", [&](json& a) {
+      a["service"]["waypoint"] = {{"hostname", {{"namespace", "default"}, {"hostname", hostname}}},
+                                  {"hbone_mtls_port", 15008}};
+    });
+    push();
+  };
+  service_waypoint("waypoint.default.svc.cluster.local");
+  start_istiod();
+  ASSERT_TRUE(lab_->wait_ready("node1", 30)) << lab_->log("node1");
+  ASSERT_TRUE(lab_->wait_ready("node2", 30)) << lab_->log("node2");
+  Process waypoint(lab_->exec("app2-n2", {"node", source_path("tests/tools/waypoint.mjs"), "--listen", "[::]:15008",
+                                          "--cert", dir_ / "waypoint.pem", "--key", dir_ / "waypoint.key", "--ca",
+                                          dir_ / "ca.pem", "--log", dir_ / "waypoint.log", "--route",
+                                          "10.96.0.1:80=" + target + ":8080"}),
+                   Process::Stderr::Merge);
+  ASSERT_TRUE(waypoint.wait_for("waypoint listening"));
+  auto server = echo_server(*lab_, "app1-n2", 8080, {"--connections", "100"});
+
+  // Service-addressed: the service's waypoint gets CONNECT VIP:port from the client's
+  // identity; the destination's node authorizes the waypoint's identity.
+  EXPECT_EQ(echo_send(*lab_, "app2-n1", "10.96.0.1", 80).exit_code, 0) << lab_->log("node1");
+  ASSERT_EQ(connects().size(), 1u);
+  EXPECT_EQ(connects()[0].at("target"), "10.96.0.1:80");
+  EXPECT_EQ(connects()[0].at("client"), "spiffe://cluster.local/ns/default/sa/app2");
+  EXPECT_TRUE(lab_->log_shows("node2", "(" + waypoint_id + ") -> " + target + ":8080")) << lab_->log("node2");
+
+  // Workload-addressed: the workload's waypoint (named by its pod's address) gets CONNECT
+  // pod:port. A DENY of the waypoint's identity at the destination refuses what it carries.
+  change("Kubernetes//Pod/default/app1-n2", [&](json& a) {
+    a["workload"]["waypoint"] = {{"address", {{"network", ""}, {"address", waypoint_ip}}}, {"hbone_mtls_port", 15008}};
+  });
+  push();
+  ASSERT_TRUE(eventually([&] {
+    echo_send(*lab_, "app1-n1", target, 8080, 1000);
+    return connects().size() >= 2;
+  })) << lab_->log("node1");
+  EXPECT_EQ(connects().back().at("target"), target + ":8080");
+  EXPECT_EQ(connects().back().at("client"), "spiffe://cluster.local/ns/default/sa/app1");
+  EXPECT_EQ(echo_send(*lab_, "app1-n1", target, 8080).exit_code, 0) << lab_->log("node1");
+  scenario_["resources"][kAuthorization] = json::array(
+      {{{"name", "default/deny-waypoint"},
+        {"version", "1"},
+        {"authorization",
+         {{"name", "deny-waypoint"},
+          {"namespace", "default"},
+          {"scope", "NAMESPACE"},
+          {"action", "DENY"},
+          {"rules", {{{"clauses", {{{"matches", {{{"principals", {{{"exact", "cluster.local/ns/default/sa/waypoint"}}}}}}}}}}}}}}}}});
+  push();
+  ASSERT_TRUE(eventually([&] { return echo_send(*lab_, "app1-n1", target, 8080, 1000).exit_code != 0; }))
+      << "the destination did not apply its policies to the waypoint's identity";
+  EXPECT_TRUE(lab_->log_shows("node2", "HBONE 401")) << lab_->log("node2");
+  scenario_["resources"][kAuthorization] = json::array();
+  push();
+  ASSERT_TRUE(eventually([&] { return echo_send(*lab_, "app1-n1", target, 8080, 1000).exit_code == 0; }));
+
+  // The waypoint's own connections are not sent back to it: with app2-n1 (a captured pod) as
+  // app1-n2's waypoint, app2-n1 reaches app1-n2 directly, while app1-n1 is sent to app2-n1's
+  // 15008, where nothing listens.
+  const std::string pod_waypoint = lab_->pod("app2-n1").at("ip");
+  change("Kubernetes//Pod/default/app1-n2", [&](json& a) {
+    a["workload"]["waypoint"] = {{"address", {{"network", ""}, {"address", pod_waypoint}}}, {"hbone_mtls_port", 15008}};
+  });
+  push();
+  ASSERT_TRUE(eventually([&] { return echo_send(*lab_, "app1-n1", target, 8080, 1000).exit_code != 0; }));
+  EXPECT_TRUE(lab_->log_shows("node1", "HBONE to waypoint " + pod_waypoint + " failed")) << lab_->log("node1");
+  const size_t carried = connects().size();
+  EXPECT_EQ(echo_send(*lab_, "app2-n1", target, 8080).exit_code, 0) << "the waypoint's own connection looped";
+  EXPECT_EQ(connects().size(), carried);
+
+  // A waypoint named but with no address yet: a clear error for each connection.
+  service_waypoint("nowhere.default.svc.cluster.local");
+  ASSERT_TRUE(eventually([&] { return echo_send(*lab_, "app2-n1", "10.96.0.1", 80, 1000).exit_code != 0; }));
+  EXPECT_TRUE(lab_->log_shows("node1", "service default/app1.default.svc.cluster.local is behind the waypoint "
+                                       "default/nowhere.default.svc.cluster.local:15008, which has no address yet: "
+                                       "istiod has sent no Service default/nowhere.default.svc.cluster.local"))
+      << lab_->log("node1");
 }
 
 }  // namespace

@@ -53,6 +53,10 @@ TEST(Config, EachMistakeIsNamedWithItsPath) {
       {R"({"workloads": [{"name": "a", "namespace": "a", "node": "n", "protocol": "UDP"}]})",
        "workloads[0].protocol: expected \"HBONE\" or \"TCP\""},
       {R"({"services": [{"name": "s", "namespace": "a", "vips": ["x"]}]})", "services[0].vips[0]: 'x' is not an IP"},
+      {R"({"workloads": [{"name": "a", "namespace": "a", "node": "n", "waypoint": "10.0.0.9"}]})",
+       "workloads[0].waypoint: '10.0.0.9' is not IP:PORT, [IPv6]:PORT or namespace/hostname:PORT"},
+      {R"({"services": [{"name": "s", "namespace": "a", "waypoint": "fd00::9:15008"}]})",
+       "services[0].waypoint: 'fd00::9:15008' is not IP:PORT"},
   };
   for (const auto& c : cases) {
     try {
@@ -62,6 +66,27 @@ TEST(Config, EachMistakeIsNamedWithItsPath) {
       EXPECT_NE(std::string(e.what()).find(c.message), std::string::npos) << "got: " << e.what();
     }
   }
+}
+
+// The three ways istiod (translate.cpp's gateway_text) and the config name a waypoint, and what
+// is none of them.
+TEST(Config, WaypointsAreAnAddressOrAServiceWithAPort) {
+  const auto by_ip = parse_waypoint("10.96.0.50:15008");
+  ASSERT_TRUE(by_ip);
+  EXPECT_EQ(by_ip->ip->to_string(), "10.96.0.50");
+  EXPECT_EQ(by_ip->port, 15008);
+  const auto by_ip6 = parse_waypoint("[fd00:96::50]:15009");
+  ASSERT_TRUE(by_ip6);
+  EXPECT_EQ(by_ip6->ip->to_string(), "fd00:96::50");
+  EXPECT_EQ(by_ip6->port, 15009);
+  const auto by_name = parse_waypoint("istio-system/waypoint.istio-system.svc.cluster.local:15008");
+  ASSERT_TRUE(by_name);
+  EXPECT_FALSE(by_name->ip);
+  EXPECT_EQ(by_name->service, "istio-system/waypoint.istio-system.svc.cluster.local");
+  for (const char* bad : {"", "10.96.0.50", "10.96.0.50:", "10.96.0.50:0", "10.96.0.50:65536", "10.96.0.50:80x",
+                          "fd00::50:15008", "[10.96.0.50]:15008", "ns/:15008", "/host:15008", "a/b/c:15008",
+                          "waypoint:15008", "10.96.0.50:1500800"})
+    EXPECT_FALSE(parse_waypoint(bad)) << bad;
 }
 
 TEST(Config, ServicesMapPortsToEndpointsAndAreChecked) {

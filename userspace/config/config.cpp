@@ -15,7 +15,37 @@
 namespace zmesh {
 using namespace config;  // NOLINT: this module's own helpers
 
+std::optional<WaypointAddress> parse_waypoint(const std::string& text) {
+  const auto colon = text.rfind(':');
+  if (colon == std::string::npos || colon + 1 == text.size() || text.size() - colon > 6) return std::nullopt;
+  const std::string port_text = text.substr(colon + 1), host = text.substr(0, colon);
+  if (!std::all_of(port_text.begin(), port_text.end(), [](char c) { return c >= '0' && c <= '9'; })) return std::nullopt;
+  const unsigned long port = std::stoul(port_text);
+  if (port == 0 || port > 65535) return std::nullopt;
+  WaypointAddress out;
+  out.port = static_cast<uint16_t>(port);
+  if (const auto slash = host.find('/'); slash != std::string::npos) {
+    if (slash == 0 || slash + 1 == host.size() || host.find('/', slash + 1) != std::string::npos) return std::nullopt;
+    out.service = host;
+    return out;
+  }
+  const bool bracketed = host.size() > 2 && host.front() == '[' && host.back() == ']';
+  boost::system::error_code ec;
+  const auto ip = boost::asio::ip::make_address(bracketed ? host.substr(1, host.size() - 2) : host, ec);
+  if (ec || ip.is_v6() != bracketed) return std::nullopt;
+  out.ip = ip;
+  return out;
+}
+
 namespace {
+
+// "waypoint": empty (none), or a waypoint as parse_waypoint reads it.
+std::string waypoint_field(const json& j, const std::string& path) {
+  std::string text = text_field(j, path, "waypoint");
+  if (!text.empty() && !parse_waypoint(text))
+    fail(path + ".waypoint", "'" + printable(text) + "' is not IP:PORT, [IPv6]:PORT or namespace/hostname:PORT");
+  return text;
+}
 
 WorkloadConfig workload(const json& j, const std::string& path, bool node_required) {
   only_keys(j, path, {"uid", "name", "namespace", "serviceAccount", "node", "workloadIps", "protocol", "mtlsMode",
@@ -64,7 +94,7 @@ WorkloadConfig workload(const json& j, const std::string& path, bool node_requir
   w.canonical_revision = text_field(j, path, "canonicalRevision");
   w.workload_name = text_field(j, path, "workloadName");
   w.cluster_id = text_field(j, path, "clusterId");
-  w.waypoint = text_field(j, path, "waypoint");
+  w.waypoint = waypoint_field(j, path);
   const std::string status = string_field(j, path, "status", false);
   if (!status.empty() && status != "HEALTHY" && status != "UNHEALTHY")
     fail(path + ".status", "expected \"HEALTHY\" or \"UNHEALTHY\", got \"" + printable(status) + "\"");
@@ -98,7 +128,7 @@ ServiceConfig service(const json& j, const std::string& path) {
   else if (!mode.empty())
     fail(path + ".loadBalancing", "expected \"STRICT\", \"FAILOVER\" or \"PASSTHROUGH\", got \"" + printable(mode) + "\"");
   s.node_local = bool_field(j, path, "nodeLocal");
-  s.waypoint = text_field(j, path, "waypoint");
+  s.waypoint = waypoint_field(j, path);
   s.endpoints = string_list(j, path, "endpoints");
   return s;
 }

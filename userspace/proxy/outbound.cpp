@@ -52,24 +52,36 @@ awaitable<void> Outbound::serve(tcp::socket client, uint64_t id) {
   std::vector<Candidate> candidates;
   std::optional<Workload> unknown_pod;  // a pod of another node's CNI, inside a pod CIDR: lives in this frame
   const tcp::endpoint target = orig->target;
-  // A waypoint's L7 policies are the destination's to have: until zmesh sends through waypoints
-  // (issue 17), a destination behind one is refused rather than reached around it.
-  const auto behind_waypoint = [&](const std::string& what, const std::string& waypoint) {
-    return refuse(what + " is behind the waypoint " + waypoint +
-                  ", and zmesh does not send through waypoints yet: refused rather than skip its policies");
+  // A destination behind a waypoint is the waypoint's to reach (its L7 policies are the
+  // destination's), with the original target in the CONNECT, as ztunnel's build_request
+  // does: a service's waypoint for service-addressed traffic, a workload's for the rest, but
+  // not for the waypoint's own connections (no loop).
+  const auto to_waypoint = [&](const std::string& what, const std::string& waypoint,
+                               const Service* service) -> std::optional<std::string> {
+    auto hop = waypoint_hop(mesh, waypoint, target, service);
+    if (const auto* missing = std::get_if<std::string>(&hop))
+      return what + " is behind the waypoint " + waypoint + ", which " + *missing;
+    candidates.push_back(std::get<Candidate>(hop));
+    return std::nullopt;
   };
   if (const Workload* dst = mesh.by_ip(target.address())) {
-    if (!dst->config.waypoint.empty()) co_return behind_waypoint("workload " + key_of(dst->config), dst->config.waypoint);
-    candidates.push_back({dst, target});
+    if (!dst->config.waypoint.empty() && !is_waypoint(mesh, dst->config.waypoint, src)) {
+      if (auto why = to_waypoint("workload " + key_of(dst->config), dst->config.waypoint, nullptr)) co_return refuse(*why);
+    } else {
+      candidates.push_back({dst, target});
+    }
   } else if (const Service* service = mesh.service_by_vip(target.address())) {
     const std::string name = service->config.namespace_ + "/" + service->config.name;
-    if (!service->config.waypoint.empty()) co_return behind_waypoint("service " + service->key, service->config.waypoint);
     record.labels.destination_service = service_hostname(*service);
-    const auto port = service->config.ports.find(target.port());
-    if (port == service->config.ports.end())
-      co_return refuse("service " + name + " has no port " + std::to_string(target.port()));
-    if (service->endpoints.empty()) co_return refuse("service " + name + " has no endpoints");
-    candidates = endpoints_of(*service, target.port(), mesh.node());
+    if (!service->config.waypoint.empty()) {
+      if (auto why = to_waypoint("service " + service->key, service->config.waypoint, service)) co_return refuse(*why);
+    } else {
+      const auto port = service->config.ports.find(target.port());
+      if (port == service->config.ports.end())
+        co_return refuse("service " + name + " has no port " + std::to_string(target.port()));
+      if (service->endpoints.empty()) co_return refuse("service " + name + " has no endpoints");
+      candidates = endpoints_of(*service, target.port(), mesh.node());
+    }
   } else if (in_pod_cidr(target.address())) {
     auto config = std::make_shared<WorkloadConfig>();
     config->name = "unknown";
@@ -121,14 +133,66 @@ bool Outbound::in_pod_cidr(const asio::ip::address& ip) const {
                      [&](const IpBlock& b) { return b.contains(address); });
 }
 
+std::variant<Outbound::Candidate, std::string> Outbound::waypoint_hop(const Mesh& mesh, const std::string& waypoint,
+                                                                    const tcp::endpoint& target,
+                                                                    const Service* service) {
+  const auto at = parse_waypoint(waypoint);
+  if (!at) return std::string("is not a waypoint address");  // the parsers refuse these
+  const Service* waypoint_service = nullptr;
+  if (at->ip) {
+    if (const Workload* pod = mesh.by_ip(*at->ip))
+      return Candidate{pod, target, service, tcp::endpoint(*at->ip, at->port)};
+    waypoint_service = mesh.service_by_vip(*at->ip);
+    if (!waypoint_service) return std::string("has no address yet: no workload or service has that address");
+  } else {
+    waypoint_service = mesh.service(at->service);
+    if (!waypoint_service) return "has no address yet: istiod has sent no Service " + at->service;
+  }
+  // One of the waypoint service's pods, round-robin, healthy first, at an address of the
+  // client's family when it has one (ztunnel adapts a hostname waypoint to the caller's family).
+  const auto& pods = waypoint_service->endpoints;
+  const size_t n = pods.size(), first = n ? round_robin_[waypoint_service->key]++ % n : 0;
+  std::optional<Candidate> unhealthy;
+  for (size_t i = 0; i < n; ++i) {
+    const Workload* pod = pods[(first + i) % n];
+    const auto& ips = pod->config.ips;
+    auto ip = std::find_if(ips.begin(), ips.end(), [&](const auto& a) { return a.is_v4() == unmapped(target.address()).is_v4(); });
+    if (ip == ips.end()) ip = ips.begin();
+    if (ip == ips.end()) continue;
+    Candidate hop{pod, target, service, tcp::endpoint(*ip, at->port)};
+    if (pod->config.healthy) return hop;
+    if (!unhealthy) unhealthy = hop;
+  }
+  if (unhealthy) return *unhealthy;
+  return "has no address yet: its Service " + waypoint_service->key + " has no endpoint with an address";
+}
+
+bool Outbound::is_waypoint(const Mesh& mesh, const std::string& waypoint, const Workload* source) {
+  const auto at = parse_waypoint(waypoint);
+  if (!source || !at) return false;
+  const Service* service = nullptr;
+  if (at->ip) {
+    if (const Workload* pod = mesh.by_ip(*at->ip)) return pod == source;
+    service = mesh.service_by_vip(*at->ip);
+  } else {
+    service = mesh.service(at->service);
+  }
+  return service && std::find(service->endpoints.begin(), service->endpoints.end(), source) != service->endpoints.end();
+}
+
 // The node itself has no identity: it never rides HBONE, and a pod of this node decides it as
 // plaintext (a STRICT pod refuses it).
 awaitable<Outbound::Delivery> Outbound::deliver(Call& call, const Candidate& to) {
   const Workload& dst = *to.workload;
-  const bool over_hbone = call.source && dst.config.protocol == TunnelProtocol::Hbone && !dst.local;
+  const bool over_hbone = to.via || (call.source && dst.config.protocol == TunnelProtocol::Hbone && !dst.local);
   call.record.destination = to.target;
   call.record.labels = istio_labels("source", call.source, identity_of(call.source), dst, to.service, call.snap.mesh,
                                     to.target.port(), over_hbone ? "mutual_tls" : "none");
+  if (to.via && !call.source) {
+    call.record.error = "the node itself has no identity to present to the waypoint " + text(*to.via);
+    spdlog::warn("[c{}] {} -> {}: {}", call.id, text(call.peer), text(to.target), call.record.error);
+    co_return refused(call, "CONNECT", false);
+  }
   if (over_hbone) co_return co_await deliver_hbone(call, to);
   co_return co_await deliver_direct(call, to);
 }
@@ -178,20 +242,21 @@ awaitable<Outbound::Delivery> Outbound::deliver_direct(Call& call, const Candida
 awaitable<Outbound::Delivery> Outbound::deliver_hbone(Call& call, const Candidate& to) {
   const Workload& dst = *to.workload;
   std::shared_ptr<http2::Stream> stream;
-  const HbonePool::Key key{call.source->identity, dst.identity, dst.config.node};
-  const tcp::endpoint node_address(to.target.address(), ctx_.options.inbound_hbone_port);
+  // A waypoint is its own pool entry: a connection to it carries streams for it alone, while a
+  // node's zmeshd serves every pod of its node.
+  const std::string hop = to.via ? "waypoint " + unmapped(to.via->address()).to_string() : "node " + dst.config.node;
+  const HbonePool::Key key{call.source->identity, dst.identity, to.via ? hop : dst.config.node};
+  const tcp::endpoint node_address = to.via.value_or(tcp::endpoint(to.target.address(), ctx_.options.inbound_hbone_port));
   try {
     stream = co_await pool_.open_stream(key, node_address, text(to.target), call.peer.address().to_string());
   } catch (const std::exception& e) {
-    spdlog::warn("[c{}] {} -> {}: HBONE to node {} failed: {}", call.id, text(call.peer), text(to.target),
-                 dst.config.node, e.what());
+    spdlog::warn("[c{}] {} -> {}: HBONE to {} failed: {}", call.id, text(call.peer), text(to.target), hop, e.what());
     call.record.error = e.what();
     co_return Delivery::TryNext;
   }
   if (stream->status() != 200) {
-    spdlog::warn("[c{}] {} -> {}: node {} answered {}", call.id, text(call.peer), text(to.target), dst.config.node,
-                 stream->status());
-    call.record.error = "node " + dst.config.node + " answered " + std::to_string(stream->status());
+    spdlog::warn("[c{}] {} -> {}: {} answered {}", call.id, text(call.peer), text(to.target), hop, stream->status());
+    call.record.error = hop + " answered " + std::to_string(stream->status());
     if (stream->status() == 503) co_return Delivery::TryNext;
     co_return refused(call, stream->status() == 401 ? "DENY" : "CONNECT", false);
   }

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <map>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "context.h"
@@ -31,6 +32,9 @@ class Outbound {
     const Workload* workload;
     tcp::endpoint target;
     const Service* service = nullptr;
+    // Through a waypoint: `workload` is the waypoint's pod, `via` its HBONE address, and
+    // `target` the CONNECT target (what the client asked for).
+    std::optional<tcp::endpoint> via = std::nullopt;
   };
   // One connection on its way: who opened it and what is known so far for telemetry.
   struct Call {
@@ -44,6 +48,12 @@ class Outbound {
   enum class Delivery { Done, TryNext };
 
   std::vector<Candidate> endpoints_of(const Service& service, uint16_t service_port, const std::string& node);
+  // The waypoint pod a connection to `target` goes to, when `waypoint` (as config and xDS name
+  // it) is in front of the destination; or what is missing, to finish "the waypoint W ...".
+  std::variant<Candidate, std::string> waypoint_hop(const Mesh& mesh, const std::string& waypoint,
+                                                    const tcp::endpoint& target, const Service* service);
+  // Whether `source` is (a pod of) `waypoint`: its own connections are not sent back to it.
+  static bool is_waypoint(const Mesh& mesh, const std::string& waypoint, const Workload* source);
   bool in_pod_cidr(const asio::ip::address& ip) const;
   // Carries the call to one candidate. TryNext when it could not reach it before any byte
   // moved (the next endpoint may serve it); Done otherwise (relayed, or refused for good).
