@@ -4,7 +4,7 @@
 // clear ever left a node (the pod's answers to a client address are kept on its node).
 //
 //   app1-n1 ── node1 zmeshd ══ HBONE ══ node2 zmeshd ── app1-n2 (nginx :8080, PERMISSIVE)
-//   node1 itself ── plaintext ──────────▶ node2 15006 ──┘      app2-n2 (same node)
+//   app2-n1 (outside the mesh), node1 itself ── plaintext ──▶ node2 15006 ──┘   app2-n2 (same node)
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <unistd.h>
@@ -30,7 +30,8 @@ class SourceAddressTest : public ::testing::Test {
   }
   void up(std::vector<std::string> zmeshd_args = {}) {
     lab_ = std::make_unique<Lab>(
-        LabOptions{.nodes = 2, .pods = 2, .mesh = true, .zmeshd_args = zmeshd_args, .permissive = {"app1-n2"}});
+        LabOptions{.nodes = 2, .pods = 2, .mesh = true, .zmeshd_args = zmeshd_args, .permissive = {"app1-n2"},
+                   .not_in_config = {"app2-n1"}});
     dir_ = lab_->topology().at("stateDir").get<std::string>() + "/nginx";
     fs::create_directories(dir_ + "/www");
     std::ofstream(dir_ + "/www/index.html") << "hello\n";
@@ -95,7 +96,9 @@ TEST_F(SourceAddressTest, ThePodSeesItsClientsOwnAddressAndNoAnswerLeavesTheNode
     EXPECT_EQ(who_called("app1-n1", family), ip("app1-n1", family));
     // On one node: app2-n2's connect is captured and carried by node2's zmeshd.
     EXPECT_EQ(who_called("app2-n2", family), ip("app2-n2", family));
-    // Plaintext from outside the mesh (node1 itself, no identity) to the PERMISSIVE pod.
+    // Plaintext from outside the mesh to the PERMISSIVE pod: a pod the mesh does not capture,
+    // and node1 itself (no identity).
+    EXPECT_EQ(who_called("app2-n1", family), ip("app2-n1", family));
     EXPECT_EQ(who_called("node1", family), ip("node1", family));
     // A pod calling itself through the mesh: its own address would be dropped by its kernel,
     // so zmeshd falls back to the node's gateway address and says why.
@@ -117,18 +120,19 @@ TEST_F(SourceAddressTest, ThePodSeesItsClientsOwnAddressAndNoAnswerLeavesTheNode
   capture.kill(SIGINT);
   capture.wait();
   EXPECT_GT(packets("tcp.port == 15008"), 10u) << "the mesh traffic crossed the link as HBONE";
-  // Meshed connections cross as HBONE only: nothing to or from port 8080 of any pod but
-  // node1's own plaintext connections, and none with a client pod's address.
-  const std::string node1 = "(ip.addr == " + ip("node1", "ip") + " || ipv6.addr == " + ip("node1", "ip6") + ")";
-  EXPECT_EQ(packets("tcp.port == 8080 && !" + node1), 0u) << "a pod's connection crossed the link in clear";
+  // Meshed connections cross as HBONE only: nothing to or from port 8080 of any pod but the
+  // plaintext the clients outside the mesh chose, and none with a meshed client's address.
+  const std::string outside = "(ip.addr == " + ip("node1", "ip") + " || ipv6.addr == " + ip("node1", "ip6") +
+                            " || ip.addr == " + ip("app2-n1", "ip") + " || ipv6.addr == " + ip("app2-n1", "ip6") + ")";
+  EXPECT_EQ(packets("tcp.port == 8080 && !" + outside), 0u) << "a pod's connection crossed the link in clear";
   for (const std::string pod : {"app1-n1", "app2-n2", "app1-n2"})
     EXPECT_EQ(packets("(ip.addr == " + ip(pod, "ip") + " || ipv6.addr == " + ip(pod, "ip6") +
-                      ") && tcp.port != 15008 && !" + node1),
+                      ") && tcp.port != 15008 && !" + outside),
               0u)
         << pod << "'s address crossed the link outside HBONE";
-  // node1's plaintext: one handshake per family with node2's listener, and no second one from
-  // the pod answering node1's address for the connection zmeshd made in its name.
-  EXPECT_EQ(packets("tcp.flags.syn == 1 && tcp.flags.ack == 1 && tcp.srcport == 8080"), 2u)
+  // The plaintext: one handshake per client and family with node2's listener, and no second
+  // one from the pod answering the client's address for the connection zmeshd made in its name.
+  EXPECT_EQ(packets("tcp.flags.syn == 1 && tcp.flags.ack == 1 && tcp.srcport == 8080"), 4u)
       << "the pod's answer to the client's address left the node";
 }
 
