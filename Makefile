@@ -4,7 +4,7 @@ BUILD ?= build
 BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps build test demo fuzz sanitize soak clean
+.PHONY: all deps build test demo image fuzz sanitize soak clean
 
 all: build
 
@@ -20,6 +20,10 @@ test: build
 
 demo: build
 	scripts/demo $(BUILD)
+
+# The zmesh image, an OCI archive: $(BUILD)/zmesh-image.oci.tar (scripts/make-image).
+image: build
+	scripts/make-image $(BUILD)
 
 # libFuzzer (ASan + UBSan, clang) on the config parser, the policy matcher, the control
 # protocol and the HBONE request head: FUZZ_SECONDS each (make test runs 5 s each).

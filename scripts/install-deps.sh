@@ -18,6 +18,7 @@ packages=(
   iproute2 procps psmisc util-linux openssl unzip python3 python3-yaml
   prometheus  # promtool, to check /metrics
   containernetworking-plugins  # ptp, bridge, host-local: the CNI chain zmesh-cni is tested in
+  umoci  # make image: writes the OCI image (scripts/make-image)
   # test and benchmark peers
   iperf3 stunnel4 haproxy nginx-light wrk sockperf redis-server curl nghttp2-client tshark
 )

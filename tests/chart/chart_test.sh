@@ -35,6 +35,17 @@ check "readiness probe on 15021" has "$ds" 'path: /healthz/ready, port: 15021'
 check "short-cut off by default" has "$ds" -- '--sockmap=off'
 check "grace period = drain + 5 s" has "$ds" 'terminationGracePeriodSeconds: 15'
 check "image tag defaults to appVersion" has "$ds" 'zmeshd:0.1.0"'
+check "the preflight runs zmeshd --check from the same image before zmeshd" bash -c "python3 - \"\$0\" <<'PY'
+import sys, yaml
+spec = yaml.safe_load(sys.argv[1])['spec']['template']['spec']
+init, = spec['initContainers']
+main = next(c for c in spec['containers'] if c['name'] == 'zmeshd')
+assert init['name'] == 'preflight' and init['args'] == ['--check'], init
+assert init['image'] == main['image'], 'another image'
+assert init['securityContext'] == main['securityContext'], 'other privileges'
+assert init['terminationMessagePolicy'] == 'FallbackToLogsOnError'
+assert [m['mountPath'] for m in init['volumeMounts']] == ['/sys/fs/bpf', '/sys/fs/cgroup']
+PY" "$ds"
 check "no --uplink: every interface is hooked" lacks "$ds" -- '--uplink'
 check "the node's own connects are captured by default" has "$ds" -- '--node-capture=on'
 check "kubelet probes found by their cgroup by default" has "$ds" -- '--probe-cgroup=auto'

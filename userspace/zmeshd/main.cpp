@@ -98,7 +98,7 @@ int serve(const DaemonOptions& o) {
   std::string not_ready = "starting";
 
   // 1. Nothing changes on the node before the kernel, the certificates and the config pass.
-  const zmesh::SelfCheck check = zmesh::run_self_check();
+  const zmesh::SelfCheck check = zmesh::run_self_check(o.datapath.pin_root);
   if (!check.ok()) {
     for (const auto& problem : check.problems) spdlog::error("kernel check: {}", problem);
     return 1;
@@ -250,7 +250,7 @@ int main(int argc, char** argv) {
   try {
     switch (o.mode) {
       case DaemonOptions::Mode::Check: {
-        const zmesh::SelfCheck check = zmesh::run_self_check();
+        const zmesh::SelfCheck check = zmesh::run_self_check(o.datapath.pin_root);
         std::cout << zmesh::json_text(check.to_json(), 2) << '\n';
         return check.ok() ? 0 : 1;
       }

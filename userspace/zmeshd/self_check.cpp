@@ -1,6 +1,11 @@
 #include "self_check.h"
 
+#include <linux/magic.h>
 #include <netinet/in.h>
+#include <sys/statfs.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <exception>
 
@@ -29,15 +34,35 @@ void check_programs_run(std::vector<std::string>& problems) {
   }
 }
 
+// Whether `root` is (or, not made yet, would be) on a bpffs: pins anywhere else fail, and a
+// node with bpffs mounted elsewhere than the chart's hostPath would fail at the first pin.
+std::optional<std::string> bpf_root_problem(const std::filesystem::path& root) {
+  std::error_code ec;
+  std::filesystem::path at = root;
+  while (at.has_parent_path() && at != at.parent_path() && !std::filesystem::exists(at, ec)) at = at.parent_path();
+  struct statfs st {};
+  if (statfs(at.c_str(), &st) != 0) return "cannot look at " + at.string() + ": " + std::strerror(errno);
+  if (st.f_type != BPF_FS_MAGIC)
+    return "--bpf-root " + root.string() + " is not on bpffs (" + at.string() +
+           " is not one): mount -t bpf bpf /sys/fs/bpf, or mount the host's bpffs there";
+  return std::nullopt;
+}
+
 }  // namespace
 
-SelfCheck run_self_check() {
+SelfCheck run_self_check(const std::filesystem::path& bpf_root) {
   SelfCheck check;
   check.facts = read_kernel_facts();
   if (!check.facts.btf)
     check.problems.push_back("/sys/kernel/btf/vmlinux is missing: zmesh needs a kernel built with CONFIG_DEBUG_INFO_BTF");
+  const auto [major, minor] = parse_kernel_version(check.facts.release);
+  if (std::pair(major, minor) < kOldestKernel)
+    check.problems.push_back("kernel " + check.facts.release + " is older than " + std::to_string(kOldestKernel.first) +
+                             "." + std::to_string(kOldestKernel.second) + ", the oldest zmesh runs on");
   if (!check.facts.bpffs)
     check.problems.push_back("bpffs is not mounted: mount -t bpf bpf /sys/fs/bpf (scripts/install-deps.sh does)");
+  else if (auto problem = bpf_root_problem(bpf_root))
+    check.problems.push_back(*problem);
   if (!check.facts.cgroup2)
     check.problems.push_back("cgroup v2 is not mounted: the connect hooks attach to cgroup v2 cgroups");
   check_programs_run(check.problems);

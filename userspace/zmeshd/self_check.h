@@ -16,7 +16,12 @@ struct SelfCheck {
   nlohmann::json to_json() const;
 };
 
-// Never throws: every failure becomes a problem that says what to fix.
-SelfCheck run_self_check();
+// The oldest kernel zmesh supports: bpf_sk_assign at tc ingress and BPF links on cgroups (5.7),
+// the netns cookie in cgroup sock_addr programs (5.8); 5.10 is the LTS that has them all.
+inline constexpr std::pair<int, int> kOldestKernel{5, 10};
+
+// Never throws: every failure becomes a problem that says what to fix. `bpf_root` is where
+// zmeshd will pin (--bpf-root): it must be on a bpffs.
+SelfCheck run_self_check(const std::filesystem::path& bpf_root);
 
 }  // namespace zmesh

@@ -29,3 +29,22 @@ through the CNI plugin then). */ -}}
 {{- define "zmesh.cni" -}}
 {{- if or .Values.cni.enabled .Values.xds.enabled -}}true{{- end -}}
 {{- end -}}
+
+{{/* The capabilities zmesh needs, not a privileged container: BPF (load programs, maps),
+NET_ADMIN (tc, routing rules, IP_TRANSPARENT), SYS_ADMIN (cgroup attach, bpffs pins), PERFMON
+(BPF helpers that read kernel memory), SYS_RESOURCE (locked memory). zmeshd and its preflight
+run with the same. */}}
+{{- define "zmesh.securityContext" -}}
+privileged: false
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: [ALL]
+  add: [BPF, NET_ADMIN, SYS_ADMIN, PERFMON, SYS_RESOURCE]
+{{- end }}
+
+{{/* The host's bpffs and cgroup hierarchy, where zmesh pins and attaches. */}}
+{{- define "zmesh.kernelMounts" -}}
+- {name: bpffs, mountPath: {{ .Values.hostPaths.bpffs }}}
+- {name: cgroup, mountPath: {{ .Values.hostPaths.cgroup }}, readOnly: true}
+{{- end }}
