@@ -24,7 +24,7 @@ check "renders ServiceAccount, ClusterRole(+Binding), ConfigMaps (mesh, dashboar
   bash -c "grep -c '^kind: \(ServiceAccount\|ClusterRole\|ClusterRoleBinding\|ConfigMap\)$' <<<\"\$0\" | grep -qx 5" "$defaults"
 check "runs in the node's network namespace" has "$ds" 'hostNetwork: true'
 check "is not privileged" has "$ds" 'privileged: false'
-check "adds BPF, NET_ADMIN, SYS_ADMIN" has "$ds" 'add: \[BPF, NET_ADMIN, SYS_ADMIN'
+check "adds NET_ADMIN and SYS_ADMIN, nothing else (tests/e2e/privileges_test.cpp)" has "$ds" 'add: \[NET_ADMIN, SYS_ADMIN\]'
 check "drops every other capability" has "$ds" 'drop: \[ALL\]'
 check "mounts bpffs and cgroups from the host" bash -c "grep -q 'path: /sys/fs/bpf' <<<\"\$0\" && grep -q 'path: /sys/fs/cgroup' <<<\"\$0\"" "$ds"
 check "control socket and runtime state on the host (/run/zmesh)" bash -c "grep -q -- '--state-dir=/run/zmesh' <<<\"\$0\" && grep -q 'path: /run/zmesh, type: DirectoryOrCreate' <<<\"\$0\"" "$ds"

@@ -10,7 +10,7 @@ const char* hint(int err) {
   switch (err) {
     case EPERM:
     case EACCES:
-      return "zmesh needs root, or CAP_BPF + CAP_NET_ADMIN + CAP_SYS_ADMIN";
+      return "zmesh needs root, or CAP_NET_ADMIN + CAP_SYS_ADMIN, as the chart grants";
     case ENOENT:
       return "no such file, object or directory: check the path (bpffs mounted? cgroup there?)";
     case E2BIG:

@@ -78,7 +78,10 @@ std::optional<MapLayout> pinned_layout(const fs::path& pin) {
     throw DatapathError("read the layout of pinned map " + pin.string(), errno);
   MapLayout out{layout(info.type, info.key_size, info.value_size, info.max_entries, info.map_flags), ""};
   if (info.btf_id && info.btf_value_type_id) {
+    // The kernel hands out a map's BTF only to CAP_SYS_ADMIN; without it every pinned map would
+    // look changed and be replaced on each restart.
     std::unique_ptr<btf, BtfFree> b(btf__load_from_kernel_by_id(info.btf_id));
+    if (!b) throw DatapathError("read the types (BTF) of pinned map " + pin.string() + ", to tell whether its layout changed", errno);
     out.types = types(b.get(), info.btf_key_type_id, info.btf_value_type_id);
   }
   return out;

@@ -17,8 +17,9 @@ struct SelfCheck {
 };
 
 // The oldest kernel zmesh supports: bpf_sk_assign at tc ingress and BPF links on cgroups (5.7),
-// the netns cookie in cgroup sock_addr programs (5.8); 5.10 is the LTS that has them all.
-inline constexpr std::pair<int, int> kOldestKernel{5, 10};
+// the netns cookie in cgroup sock_addr programs (5.8), and BPF memory charged to the memory
+// cgroup instead of RLIMIT_MEMLOCK (5.11), so zmeshd needs no CAP_SYS_RESOURCE.
+inline constexpr std::pair<int, int> kOldestKernel{5, 11};
 
 // Never throws: every failure becomes a problem that says what to fix. `bpf_root` is where
 // zmeshd will pin (--bpf-root): it must be on a bpffs.

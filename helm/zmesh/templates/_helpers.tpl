@@ -30,17 +30,23 @@ through the CNI plugin then). */ -}}
 {{- if or .Values.cni.enabled .Values.xds.enabled -}}true{{- end -}}
 {{- end -}}
 
-{{/* The capabilities zmesh needs, not a privileged container: BPF (load programs, maps),
-NET_ADMIN (tc, routing rules, IP_TRANSPARENT), SYS_ADMIN (cgroup attach, bpffs pins), PERFMON
-(BPF helpers that read kernel memory), SYS_RESOURCE (locked memory). zmeshd and its preflight
-run with the same. */}}
+{{/* The capabilities zmesh needs, not a privileged container, and none more: the privilege
+test (tests/e2e/privileges_test.cpp) runs the image's zmeshd with exactly these, then without
+each, and each missing one fails with a clear error.
+- NET_ADMIN: tc programs, the fwmark routing rule, SO_MARK and IP_TRANSPARENT sockets.
+- SYS_ADMIN: the types (BTF) of pinned maps, read on every restart to tell whether their layout
+  changed (the kernel shows them to CAP_SYS_ADMIN only). It also makes the kernel's
+  bpf_capable() and perfmon_capable() true, so BPF and PERFMON would add nothing.
+- No SYS_RESOURCE: BPF memory is charged to the memory cgroup (kernel 5.11, the preflight's
+  minimum), not RLIMIT_MEMLOCK.
+zmeshd and its preflight run with the same. */}}
 {{- define "zmesh.securityContext" -}}
 privileged: false
 allowPrivilegeEscalation: false
 readOnlyRootFilesystem: true
 capabilities:
   drop: [ALL]
-  add: [BPF, NET_ADMIN, SYS_ADMIN, PERFMON, SYS_RESOURCE]
+  add: [NET_ADMIN, SYS_ADMIN]
 {{- end }}
 
 {{/* The host's bpffs and cgroup hierarchy, where zmesh pins and attaches. */}}

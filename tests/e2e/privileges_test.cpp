@@ -1,0 +1,139 @@
+// The DaemonSet's privileges, proven (issue 19): the securityContext the chart renders (helm
+// template), and the image's zmeshd run from the image's own root file system in lab nodes with
+// exactly those capabilities (tests/tools/run_from_image.sh: capsh sets the bounding set, no new
+// privileges, a read-only root, the host's /proc, /sys and /run mounted as the chart's
+// hostPaths are). It passes its preflight and carries traffic across nodes; without any one of
+// the capabilities it stops with the reason. No container can start on this machine (crun
+// refuses its cgroup layout), so this is as close to the DaemonSet as it gets here.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
+#include <fstream>
+
+#include "echo.h"
+#include "eventually.h"
+#include "lab.h"
+
+namespace zmesh::test {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+// The zmeshd container's securityContext as `helm template` renders the chart's defaults.
+json chart_security_context() {
+  const std::string helm = source_path(".tools/helm/helm");
+  if (!fs::exists(helm)) {
+    EXPECT_EQ(run({source_path("scripts/install-helm.sh")}).exit_code, 0);
+  }
+  const auto rendered = run({helm, "template", "z", source_path("helm/zmesh"), "--show-only", "templates/daemonset.yaml"});
+  EXPECT_EQ(rendered.exit_code, 0) << rendered.err;
+  const auto extracted = run({"python3", "-c",
+                              "import json, sys, yaml\n"
+                              "spec = yaml.safe_load(sys.argv[1])['spec']['template']['spec']\n"
+                              "main = next(c for c in spec['containers'] if c['name'] == 'zmeshd')\n"
+                              "print(json.dumps(main['securityContext']))\n",
+                              rendered.out});
+  EXPECT_EQ(extracted.exit_code, 0) << extracted.err;
+  return json::parse(extracted.out);
+}
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
+  return s;
+}
+
+class PrivilegesTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "the lab needs root";
+  }
+  // A zmeshd "binary" for `lab run-zmeshd --bin`: the image's, with exactly `caps`.
+  std::string zmeshd_with(const std::vector<std::string>& caps) {
+    std::string list;
+    for (const auto& c : caps) list += (list.empty() ? "" : ",") + lower(c);
+    if (list.empty()) list = "none";
+    const std::string path = dir_ + "/zmeshd-with-" + list;
+    std::ofstream(path) << "#!/bin/sh\nexec " << source_path("tests/tools/run_from_image.sh") << " " << rootfs_ << " "
+                        << list << " \"$@\"\n";
+    chmod(path.c_str(), 0755);
+    return path;
+  }
+  static void stop(pid_t pid) {
+    kill(pid, SIGTERM);
+    eventually([&] { return kill(pid, 0) != 0; }, std::chrono::seconds(15));
+  }
+  void expect_traffic() {
+    for (const auto& [from, to] : {std::pair{"app1-n1", "app1-n2"}, std::pair{"app1-n2", "app1-n1"}}) {
+      const auto sent = echo_send(*lab_, from, lab_->pod(to).at("ip"), 8080, 1 << 20);
+      EXPECT_EQ(sent.exit_code, 0) << from << " -> " << to << ": " << sent.out << sent.err << lab_->log("node1");
+    }
+  }
+
+  std::unique_ptr<Lab> lab_;
+  std::string dir_, rootfs_;
+};
+
+TEST_F(PrivilegesTest, TheImagesZmeshdRunsWithExactlyTheChartsCapabilitiesAndNeedsEachOne) {
+  const json context = chart_security_context();
+  EXPECT_EQ(context.value("privileged", true), false) << context.dump();
+  EXPECT_EQ(context.value("allowPrivilegeEscalation", true), false) << context.dump();
+  EXPECT_EQ(context.value("readOnlyRootFilesystem", false), true) << context.dump();
+  EXPECT_EQ(context.at("capabilities").at("drop"), json::array({"ALL"})) << context.dump();
+  const auto granted = context.at("capabilities").at("add").get<std::vector<std::string>>();
+  ASSERT_FALSE(granted.empty());
+
+  lab_ = std::make_unique<Lab>(LabOptions{.nodes = 2, .pods = 1, .mesh = true, .restart_delay_ms = 0});
+  dir_ = lab_->topology().at("stateDir").get<std::string>() + "/image";
+  fs::create_directories(dir_);
+  const std::string build = fs::path(bin_path("zmeshd")).parent_path().parent_path();
+  const auto made = run({source_path("scripts/make-image"), build, dir_});
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  ASSERT_EQ(run({"tar", "-C", dir_, "-xf", dir_ + "/zmesh-image.oci.tar", "--one-top-level=oci"}).exit_code, 0);
+  ASSERT_EQ(run({"umoci", "unpack", "--image", dir_ + "/oci:0.1.0", dir_ + "/bundle"}).exit_code, 0);
+  rootfs_ = dir_ + "/bundle/rootfs";
+  auto servers = std::pair{echo_server(*lab_, "app1-n1", 8080, {"--connections", "100"}),
+                           echo_server(*lab_, "app1-n2", 8080, {"--connections", "100"})};
+
+  // The preflight, then both nodes' zmeshd, from the image with exactly the chart's capabilities.
+  const auto preflight = run({zmeshd_with(granted), "--check", "--bpf-root", lab_->node("node1").at("bpfRoot")});
+  EXPECT_EQ(preflight.exit_code, 0) << preflight.out << preflight.err;
+  std::map<std::string, std::unique_ptr<Process>> daemons;
+  for (const std::string node : {"node1", "node2"}) {
+    stop(lab_->node(node).at("zmeshd").at("pid").get<pid_t>());
+    daemons[node] = std::make_unique<Process>(lab_->zmeshd_command(node, {}, zmeshd_with(granted)), Process::Stderr::Merge);
+    ASSERT_TRUE(lab_->wait_ready(node)) << node << " did not come up from the image with " << context.dump();
+  }
+  expect_traffic();
+
+  // Each capability the chart grants is needed: without it, zmeshd stops and says why (on the
+  // pins its predecessor left, as after any restart).
+  daemons["node1"]->kill(SIGTERM);
+  EXPECT_EQ(daemons["node1"]->wait(), 0) << "a drained exit";
+  for (const auto& missing : granted) {
+    SCOPED_TRACE("without " + missing);
+    std::vector<std::string> fewer;
+    std::copy_if(granted.begin(), granted.end(), std::back_inserter(fewer), [&](const auto& c) { return c != missing; });
+    daemons["node1"] = std::make_unique<Process>(lab_->zmeshd_command("node1", {}, zmeshd_with(fewer)), Process::Stderr::Merge);
+    std::string seen;
+    EXPECT_TRUE(daemons["node1"]->wait_for("zmesh needs root, or CAP_NET_ADMIN + CAP_SYS_ADMIN", &seen)) << "it ran without " << missing << ": " << seen;
+    EXPECT_NE(daemons["node1"]->wait(), 0) << seen;
+  }
+
+  // Back with the chart's set: it adopts its pins and carries traffic again.
+  daemons["node1"] = std::make_unique<Process>(lab_->zmeshd_command("node1", {}, zmeshd_with(granted)), Process::Stderr::Merge);
+  ASSERT_TRUE(lab_->wait_ready("node1"));
+  expect_traffic();
+  for (auto& [node, daemon] : daemons) {
+    daemon->kill(SIGTERM);
+    EXPECT_EQ(daemon->wait(), 0) << node;
+  }
+}
+
+}  // namespace
+}  // namespace zmesh::test
