@@ -2,7 +2,10 @@
 // (zmeshd-other-layout, built with ZM_LAYOUT_TEST_VARIANT: zm_workloads one field longer,
 // zm_dests half as large, as a new version might change them), and back again. The new daemon
 // must take over the pins on its own (no --cleanup), traffic must flow after each swap, and a
-// STRICT pod must never accept plaintext meanwhile: a prober on node2 tries the whole time.
+// STRICT pod must never accept plaintext meanwhile: a prober on node2 tries the whole time. A
+// connection open when the old daemon gets SIGTERM finishes while it drains (the DaemonSet's
+// rolling update: the old pod terminates, with terminationGracePeriodSeconds for the drain,
+// before the new one starts; both use the node's ports, so they cannot overlap).
 //
 //   prober (node2's own netns, plaintext) ──▶ app1-n1:8080 (STRICT)    app1-n2 ══ HBONE ══▶ app1-n1
 #include <gtest/gtest.h>
@@ -15,6 +18,7 @@
 #include "echo.h"
 #include "eventually.h"
 #include "lab.h"
+#include "metrics.h"
 #include "zmesh_maps.h"
 
 namespace zmesh::test {
@@ -97,8 +101,18 @@ TEST_F(UpgradeTest, AnotherMapLayoutTakesOverThePinsAndStrictPodsStayProtectedTh
   const uint64_t dests = max_entries("zm_dests");
 
   // Upgrade: the old daemon drains and exits (its programs stay pinned and capturing); the new
-  // one, of another layout, starts on the same pins.
+  // one, of another layout, starts on the same pins. A connection open when the old one is
+  // told to stop (the kubelet's SIGTERM) finishes whole while it drains.
+  Process open(lab_->exec("app1-n2", {bin_path("zm-echo"), "send", "--to", lab_->pod("app1-n1").at("ip"), "--port",
+                                      "8080", "--bytes", std::to_string(10 * 65536), "--pause-ms", "100"}));
+  ASSERT_TRUE(eventually([&] {
+    const auto s = stats(*lab_, "node1");
+    return s.is_object() && s.at("proxy").at("active").get<uint64_t>() >= 1;
+  })) << "the transfer did not start";
   stop(lab_->node("node1").at("zmeshd").at("pid").get<pid_t>());
+  const auto finished = open.read_line(std::chrono::seconds(30));
+  ASSERT_TRUE(finished.has_value()) << "the open connection did not end";
+  EXPECT_TRUE(nlohmann::json::parse(*finished).at("match").get<bool>()) << "cut short by the upgrade: " << *finished;
   probed_meanwhile();  // while no daemon runs
   Process upgraded(lab_->zmeshd_command("node1", {}, bin_path("zmeshd-other-layout")), Process::Stderr::Merge);
   ASSERT_TRUE(lab_->wait_ready("node1")) << "the new layout did not take over the pins";
