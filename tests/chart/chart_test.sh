@@ -52,6 +52,20 @@ check "kubelet probes found by their cgroup by default" has "$ds" -- '--probe-cg
 check "no PodMonitor by default" lacks "$defaults" 'kind: PodMonitor'
 check "the mesh config is valid JSON" bash -c "grep -A1 '^  mesh.json: |' <<<\"\$0\" | tail -1 | grep -q '{\"policies\":\[\],\"services\":\[\],\"workloads\":\[\]}'" "$defaults"
 
+cleanup=$("$helm" template z "$chart" --namespace zmesh-system --show-only templates/daemonset.yaml --set cleanup=true \
+  --set cni.enabled=true --set 'podCidrs={10.244.0.0/16}' 2>&1)
+check "cleanup mode: removes zmesh and the CNI entry from each node, then holds" bash -c "python3 - \"\$0\" <<'PY'
+import sys, yaml
+spec = yaml.safe_load(sys.argv[1])['spec']['template']['spec']
+cleanup, cni = spec['initContainers']
+hold, = spec['containers']
+assert cleanup['args'] == ['--cleanup', '--bpf-root=/sys/fs/bpf/zmesh'], cleanup
+assert cleanup['securityContext']['capabilities']['add'] == ['NET_ADMIN', 'SYS_ADMIN']
+assert cni['command'][:2] == ['/usr/local/bin/zmesh-cni', 'uninstall'], cni
+assert hold['args'] == ['--hold'] and hold['securityContext']['capabilities'] == {'drop': ['ALL']}, hold
+assert 'readinessProbe' not in hold and 'lifecycle' not in hold
+PY" "$cleanup"
+
 dashboard=$("$helm" template z "$chart" --namespace zmesh-system --show-only templates/dashboard.yaml 2>&1)
 check "the Grafana dashboard ConfigMap carries the sidecar's label" has "$dashboard" 'grafana_dashboard: "1"'
 check "the rendered dashboard is the chart's dashboards/zmesh.json, valid JSON" bash -c \
@@ -69,6 +83,8 @@ custom=$("$helm" template z "$chart" --namespace mesh --set image.tag=1.2.3 --se
 check "custom: pod CIDRs become --pod-cidr flags" bash -c "grep -c -- '--pod-cidr=' <<<\"\$0\" | grep -qx 2" "$custom"
 check "custom: installs zmesh-cni into the node's chain and keeps it there" bash -c "grep -q 'name: install-cni' <<<\"\$0\" && grep -q -- '--conf-dir=/host/cni/net.d' <<<\"\$0\" && grep -q -- '--wait\]' <<<\"\$0\" && grep -q 'path: /etc/cni/net.d, type: DirectoryOrCreate' <<<\"\$0\" && grep -q 'path: /opt/cni/bin, type: DirectoryOrCreate' <<<\"\$0\"" "$custom"
 check "custom: the CNI plugin fails closed unless told" lacks "$custom" -- '--fail-open'
+check "an ordinary rollout detaches nothing: no cleanup, and the CNI installer keeps its entry (--wait)" bash -c \
+  "! grep -q -- '--cleanup\|--hold\|zmesh-cni, uninstall' <<<\"\$0\"" "$custom"
 check "CNI without pod CIDRs is refused with the reason" bash -c "\"\$0\" template z \"\$1\" --set cni.enabled=true 2>&1 | grep -q 'cni.enabled needs podCidrs'" "$helm" "$chart"
 check "schema refuses a pod CIDR that is not one" bash -c "! \"\$0\" template z \"\$1\" --set 'podCidrs={everything}'" "$helm" "$chart"
 check "custom: image tag" has "$custom" 'zmeshd:1.2.3"'

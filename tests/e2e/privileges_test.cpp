@@ -5,6 +5,7 @@
 // hostPaths are). It passes its preflight and carries traffic across nodes; without any one of
 // the capabilities it stops with the reason. No container can start on this machine (crun
 // refuses its cgroup layout), so this is as close to the DaemonSet as it gets here.
+#include <bpf/bpf.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -64,6 +65,34 @@ class PrivilegesTest : public ::testing::Test {
     chmod(path.c_str(), 0755);
     return path;
   }
+  // The image, made from this build and unpacked in the lab's state directory.
+  void unpack_image() {
+    dir_ = lab_->topology().at("stateDir").get<std::string>() + "/image";
+    fs::create_directories(dir_);
+    const std::string build = fs::path(bin_path("zmeshd")).parent_path().parent_path();
+    const auto made = run({source_path("scripts/make-image"), build, dir_});
+    ASSERT_EQ(made.exit_code, 0) << made.err;
+    ASSERT_EQ(run({"tar", "-C", dir_, "-xf", dir_ + "/zmesh-image.oci.tar", "--one-top-level=oci"}).exit_code, 0);
+    ASSERT_EQ(run({"umoci", "unpack", "--image", dir_ + "/oci:0.1.0", dir_ + "/bundle"}).exit_code, 0);
+    rootfs_ = dir_ + "/bundle/rootfs";
+  }
+  // The args of `container` (an init container or a container) in the chart's DaemonSet,
+  // rendered with `values`.
+  static std::vector<std::string> chart_args(const std::string& container, const std::vector<std::string>& values) {
+    std::vector<std::string> command{source_path(".tools/helm/helm"), "template", "z", source_path("helm/zmesh"),
+                                     "--show-only", "templates/daemonset.yaml"};
+    for (const auto& v : values) command.insert(command.end(), {"--set", v});
+    const auto rendered = run(command);
+    EXPECT_EQ(rendered.exit_code, 0) << rendered.err;
+    const auto args = run({"python3", "-c",
+                           "import json, sys, yaml\n"
+                           "spec = yaml.safe_load(sys.argv[1])['spec']['template']['spec']\n"
+                           "c = next(c for c in spec.get('initContainers', []) + spec['containers'] if c['name'] == sys.argv[2])\n"
+                           "print(json.dumps(c['args']))\n",
+                           rendered.out, container});
+    EXPECT_EQ(args.exit_code, 0) << args.err;
+    return args.exit_code == 0 ? json::parse(args.out).get<std::vector<std::string>>() : std::vector<std::string>{};
+  }
   static void stop(pid_t pid) {
     kill(pid, SIGTERM);
     eventually([&] { return kill(pid, 0) != 0; }, std::chrono::seconds(15));
@@ -89,14 +118,8 @@ TEST_F(PrivilegesTest, TheImagesZmeshdRunsWithExactlyTheChartsCapabilitiesAndNee
   ASSERT_FALSE(granted.empty());
 
   lab_ = std::make_unique<Lab>(LabOptions{.nodes = 2, .pods = 1, .mesh = true, .restart_delay_ms = 0});
-  dir_ = lab_->topology().at("stateDir").get<std::string>() + "/image";
-  fs::create_directories(dir_);
-  const std::string build = fs::path(bin_path("zmeshd")).parent_path().parent_path();
-  const auto made = run({source_path("scripts/make-image"), build, dir_});
-  ASSERT_EQ(made.exit_code, 0) << made.err;
-  ASSERT_EQ(run({"tar", "-C", dir_, "-xf", dir_ + "/zmesh-image.oci.tar", "--one-top-level=oci"}).exit_code, 0);
-  ASSERT_EQ(run({"umoci", "unpack", "--image", dir_ + "/oci:0.1.0", dir_ + "/bundle"}).exit_code, 0);
-  rootfs_ = dir_ + "/bundle/rootfs";
+  unpack_image();
+  if (HasFatalFailure()) return;
   auto servers = std::pair{echo_server(*lab_, "app1-n1", 8080, {"--connections", "100"}),
                            echo_server(*lab_, "app1-n2", 8080, {"--connections", "100"})};
 
@@ -133,6 +156,55 @@ TEST_F(PrivilegesTest, TheImagesZmeshdRunsWithExactlyTheChartsCapabilitiesAndNee
     daemon->kill(SIGTERM);
     EXPECT_EQ(daemon->wait(), 0) << node;
   }
+}
+
+// Uninstall, step 1 (helm/zmesh/README.md): the chart's cleanup mode, its init container's
+// command run from the image on each lab node with the chart's capabilities, after the node's
+// zmeshd was stopped as a rollout stops it. Afterwards nothing of zmesh is attached to the
+// pods' cgroups, nothing is pinned, the routing rule is gone, and traffic flows as without a
+// mesh: plaintext from a node reaches a STRICT pod (tc dropped it while zmesh was there).
+TEST_F(PrivilegesTest, TheChartsCleanupModeLeavesNodesAsWithoutAMesh) {
+  lab_ = std::make_unique<Lab>(LabOptions{.nodes = 2, .pods = 1, .mesh = true, .restart_delay_ms = 0});
+  unpack_image();
+  if (HasFatalFailure()) return;
+  const auto granted = chart_security_context().at("capabilities").at("add").get<std::vector<std::string>>();
+  auto cleanup = chart_args("cleanup", {"cleanup=true"});
+  ASSERT_EQ(cleanup.size(), 2u);
+  ASSERT_EQ(cleanup[0], "--cleanup");
+  auto server = echo_server(*lab_, "app1-n2", 8080, {"--connections", "100"});
+  const std::string strict_pod = lab_->pod("app1-n2").at("ip");
+  EXPECT_NE(echo_send(*lab_, "node1", strict_pod, 8080, 1000, {"--connect-timeout-ms", "1500"}).exit_code, 0)
+      << "with zmesh, plaintext to a STRICT pod is refused";
+
+  for (const std::string node : {"node1", "node2"}) {
+    stop(lab_->node(node).at("zmeshd").at("pid").get<pid_t>());
+    // The chart's --bpf-root is the node's bpffs/zmesh; the lab's nodes have one each.
+    cleanup[1] = "--bpf-root=" + lab_->node(node).at("bpfRoot").get<std::string>();
+    std::vector<std::string> command{zmeshd_with(granted)};
+    command.insert(command.end(), cleanup.begin(), cleanup.end());
+    const auto cleaned = run(lab_->exec(node, command));
+    EXPECT_EQ(cleaned.exit_code, 0) << node << ": " << cleaned.out << cleaned.err;
+    EXPECT_FALSE(fs::exists(lab_->node(node).at("bpfRoot").get<std::string>())) << node << " keeps pins";
+    const auto rules = run(lab_->exec(node, {"ip", "rule"}));
+    EXPECT_EQ(rules.out.find("0x5a0"), std::string::npos) << node << ": " << rules.out;
+  }
+  for (const std::string pod : {"app1-n1", "app1-n2"}) {
+    const std::string cgroup = lab_->pod(pod).at("cgroup");
+    EXPECT_EQ(attached_programs(cgroup, BPF_CGROUP_INET4_CONNECT) + attached_programs(cgroup, BPF_CGROUP_INET6_CONNECT) +
+                  attached_programs(cgroup, BPF_CGROUP_SOCK_OPS),
+              0u)
+        << pod;
+  }
+  EXPECT_EQ(echo_send(*lab_, "app1-n1", strict_pod, 8080).exit_code, 0) << "pod to pod, plain";
+  EXPECT_EQ(echo_send(*lab_, "node1", strict_pod, 8080).exit_code, 0) << "tc still drops plaintext to the pod";
+
+  // The pod that stays (`--hold`) runs with no capability at all and ends on SIGTERM.
+  const auto hold = chart_args("hold", {"cleanup=true"});
+  ASSERT_EQ(hold, std::vector<std::string>{"--hold"});
+  Process holding({zmeshd_with({}), "--hold"}, Process::Stderr::Merge);
+  ASSERT_TRUE(holding.wait_for("holding"));
+  holding.kill(SIGTERM);
+  EXPECT_EQ(holding.wait(), 0);
 }
 
 }  // namespace

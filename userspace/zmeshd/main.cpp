@@ -4,6 +4,7 @@
 // purpose: captured connects then fail closed until a new zmeshd adopts them (`--cleanup`
 // removes them).
 #include <malloc.h>
+#include <signal.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
@@ -258,6 +259,19 @@ int main(int argc, char** argv) {
         zmesh::BpfDatapath::cleanup(o.datapath);
         spdlog::info("zmeshd: removed everything under {}", o.datapath.pin_root.string());
         return 0;
+      case DaemonOptions::Mode::Hold: {
+        // Nothing of zmesh runs: the pod stays Ready so that `helm upgrade --wait` knows every
+        // node's cleanup (its init containers) is done (helm/zmesh/README.md, "Uninstall").
+        sigset_t stop;
+        sigemptyset(&stop);
+        sigaddset(&stop, SIGTERM);
+        sigaddset(&stop, SIGINT);
+        sigprocmask(SIG_BLOCK, &stop, nullptr);
+        spdlog::info("zmeshd: holding (zmesh is not running on this node); SIGTERM ends it");
+        int signal = 0;
+        sigwait(&stop, &signal);
+        return 0;
+      }
       case DaemonOptions::Mode::Serve: return serve(o);
     }
   } catch (const std::exception& e) {

@@ -37,9 +37,11 @@ std::variant<DaemonOptions, int> parse_options(int argc, char** argv) {
   DaemonOptions o;
   o.state_dir = control::kDefaultStateDir;
   app.set_version_flag("--version", std::string("zmeshd ") + ZMESH_VERSION);
-  bool check = false, cleanup = false;
+  bool check = false, cleanup = false, hold = false;
   app.add_flag("--check", check, "check the kernel (BTF, bpffs, cgroup v2, BPF programs), print JSON and exit");
   app.add_flag("--cleanup", cleanup, "detach and unpin everything under --bpf-root, remove the routing rule, exit");
+  app.add_flag("--hold", hold,
+               "do nothing until SIGTERM: the chart's cleanup mode keeps each node's pod up once zmesh is removed");
   app.add_option("--log-level", o.log_level, "trace, debug, info, warn, error")
       ->transform(words(std::map<std::string, spdlog::level::level_enum>{
           {"trace", spdlog::level::trace}, {"debug", spdlog::level::debug}, {"info", spdlog::level::info},
@@ -157,7 +159,10 @@ std::variant<DaemonOptions, int> parse_options(int argc, char** argv) {
   if (o.xds.enabled && (!o.certificates.ca_dir.empty() || !o.certificates.cert_dir.empty()))
     std::cerr << "zmeshd: with xDS the certificates still come from " << (o.certificates.ca_dir.empty() ? "--cert-dir" : "--ca-dir")
               << ", not from istiod's CA\n";
-  o.mode = check ? DaemonOptions::Mode::Check : cleanup ? DaemonOptions::Mode::Cleanup : DaemonOptions::Mode::Serve;
+  o.mode = check     ? DaemonOptions::Mode::Check
+           : cleanup ? DaemonOptions::Mode::Cleanup
+           : hold    ? DaemonOptions::Mode::Hold
+                     : DaemonOptions::Mode::Serve;
   o.certificates.ttl = std::chrono::seconds(ttl_s);
   o.drain_timeout = std::chrono::milliseconds(drain_ms);
   if (!outbound_ip4.empty()) o.datapath.outbound_ip4 = boost::asio::ip::make_address_v4(outbound_ip4);

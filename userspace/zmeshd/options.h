@@ -41,7 +41,7 @@ struct ProbeCgroupChoice {
 };
 
 struct DaemonOptions {
-  enum class Mode { Serve, Check, Cleanup };
+  enum class Mode { Serve, Check, Cleanup, Hold };
   Mode mode = Mode::Serve;
   spdlog::level::level_enum log_level = spdlog::level::info;
   std::filesystem::path config;  // empty: no file, the control socket only
