@@ -76,9 +76,9 @@ class PrivilegesTest : public ::testing::Test {
     ASSERT_EQ(run({"umoci", "unpack", "--image", dir_ + "/oci:0.1.0", dir_ + "/bundle"}).exit_code, 0);
     rootfs_ = dir_ + "/bundle/rootfs";
   }
-  // The args of `container` (an init container or a container) in the chart's DaemonSet,
-  // rendered with `values`.
-  static std::vector<std::string> chart_args(const std::string& container, const std::vector<std::string>& values) {
+  // `container` (an init container or a container) of the chart's DaemonSet rendered with
+  // `values`: its command (if any) and args, one list.
+  static std::vector<std::string> chart_command(const std::string& container, const std::vector<std::string>& values) {
     std::vector<std::string> command{source_path(".tools/helm/helm"), "template", "z", source_path("helm/zmesh"),
                                      "--show-only", "templates/daemonset.yaml"};
     for (const auto& v : values) command.insert(command.end(), {"--set", v});
@@ -88,7 +88,7 @@ class PrivilegesTest : public ::testing::Test {
                            "import json, sys, yaml\n"
                            "spec = yaml.safe_load(sys.argv[1])['spec']['template']['spec']\n"
                            "c = next(c for c in spec.get('initContainers', []) + spec['containers'] if c['name'] == sys.argv[2])\n"
-                           "print(json.dumps(c['args']))\n",
+                           "print(json.dumps(c.get('command', []) + c.get('args', [])))\n",
                            rendered.out, container});
     EXPECT_EQ(args.exit_code, 0) << args.err;
     return args.exit_code == 0 ? json::parse(args.out).get<std::vector<std::string>>() : std::vector<std::string>{};
@@ -168,7 +168,7 @@ TEST_F(PrivilegesTest, TheChartsCleanupModeLeavesNodesAsWithoutAMesh) {
   unpack_image();
   if (HasFatalFailure()) return;
   const auto granted = chart_security_context().at("capabilities").at("add").get<std::vector<std::string>>();
-  auto cleanup = chart_args("cleanup", {"cleanup=true"});
+  auto cleanup = chart_command("cleanup", {"cleanup=true"});
   ASSERT_EQ(cleanup.size(), 2u);
   ASSERT_EQ(cleanup[0], "--cleanup");
   auto server = echo_server(*lab_, "app1-n2", 8080, {"--connections", "100"});
@@ -198,8 +198,35 @@ TEST_F(PrivilegesTest, TheChartsCleanupModeLeavesNodesAsWithoutAMesh) {
   EXPECT_EQ(echo_send(*lab_, "app1-n1", strict_pod, 8080).exit_code, 0) << "pod to pod, plain";
   EXPECT_EQ(echo_send(*lab_, "node1", strict_pod, 8080).exit_code, 0) << "tc still drops plaintext to the pod";
 
+  // The CNI entry, put into a chain as the chart's install-cni container puts it, is taken out
+  // by cleanup mode's uninstall-cni container, run from the image (its hostPaths here: dirs
+  // of the lab's).
+  const std::string cni = dir_ + "/cni";
+  fs::create_directories(cni + "/bin");
+  fs::create_directories(cni + "/net.d");
+  std::ofstream(cni + "/net.d/10-ptp.conflist") << R"({"cniVersion": "1.0.0", "name": "lab", "plugins": [{"type": "ptp"}]})";
+  ASSERT_EQ(run({bin_path("zmesh-cni"), "install", "--bin-dir=" + cni + "/bin", "--conf-dir=" + cni + "/net.d"}).exit_code, 0);
+  auto plugins = [&] {
+    std::ifstream in(cni + "/net.d/10-ptp.conflist");
+    return json::parse(in).at("plugins");
+  };
+  ASSERT_EQ(plugins().back().at("type"), "zmesh-cni");
+  auto uninstall_cni = chart_command("uninstall-cni", {"cleanup=true", "cni.enabled=true", "podCidrs={10.244.0.0/16}"});
+  ASSERT_GE(uninstall_cni.size(), 2u);
+  ASSERT_EQ(uninstall_cni[1], "uninstall");
+  std::vector<std::string> command{"env", "RUN_FROM_IMAGE_BINARY=" + uninstall_cni[0], zmeshd_with({})};
+  for (size_t i = 1; i < uninstall_cni.size(); ++i) {
+    std::string arg = uninstall_cni[i];
+    if (const auto at = arg.find("/host/cni"); at != std::string::npos) arg.replace(at, 9, cni);
+    command.push_back(arg);
+  }
+  const auto removed = run(command);
+  EXPECT_EQ(removed.exit_code, 0) << removed.out << removed.err;
+  EXPECT_EQ(plugins().size(), 1u) << plugins().dump();
+  EXPECT_FALSE(fs::exists(cni + "/bin/zmesh-cni"));
+
   // The pod that stays (`--hold`) runs with no capability at all and ends on SIGTERM.
-  const auto hold = chart_args("hold", {"cleanup=true"});
+  const auto hold = chart_command("hold", {"cleanup=true"});
   ASSERT_EQ(hold, std::vector<std::string>{"--hold"});
   Process holding({zmeshd_with({}), "--hold"}, Process::Stderr::Merge);
   ASSERT_TRUE(holding.wait_for("holding"));

@@ -2,7 +2,8 @@
 // (zmeshd-other-layout, built with ZM_LAYOUT_TEST_VARIANT: zm_workloads one field longer,
 // zm_dests half as large, as a new version might change them), and back again. The new daemon
 // must take over the pins on its own (no --cleanup), traffic must flow after each swap, and a
-// STRICT pod must never accept plaintext meanwhile: a prober on node2 tries the whole time. A
+// STRICT pod must never accept plaintext meanwhile: a prober on node2 tries the whole time, and
+// a capture at the pod's veth shows none of its packets got that far. A
 // connection open when the old daemon gets SIGTERM finishes while it drains (the DaemonSet's
 // rolling update: the old pod terminates, with terminationGracePeriodSeconds for the drain,
 // before the new one starts; both use the node's ports, so they cannot overlap).
@@ -12,6 +13,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -95,6 +97,13 @@ TEST_F(UpgradeTest, AnotherMapLayoutTakesOverThePinsAndStrictPodsStayProtectedTh
   Process prober(
       lab_->exec("node2", {"python3", "-c", kProber, lab_->pod("app1-n1").at("ip"), "8080", stop_file, count_file_}));
   ASSERT_TRUE(prober.wait_for("probing").has_value());
+  // And a capture at the STRICT pod's veth, the last hop into it, the whole time.
+  const std::string pcap = lab_->topology().at("stateDir").get<std::string>() + "/strict-pod.pcap";
+  Process capture(lab_->exec("node1", {"dumpcap", "-q", "-i", "vpod1", "-w", pcap}), Process::Stderr::Merge);
+  ASSERT_TRUE(eventually([&] {
+    std::error_code ec;
+    return std::filesystem::file_size(pcap, ec) > 0 && !ec;
+  })) << "dumpcap did not start";
   probed_meanwhile();
   expect_traffic();
   ASSERT_EQ(value_size("zm_workloads"), sizeof(zm_workload));
@@ -137,6 +146,24 @@ TEST_F(UpgradeTest, AnotherMapLayoutTakesOverThePinsAndStrictPodsStayProtectedTh
   std::ofstream(stop_file) << "stop";
   const auto report = prober.read_line(std::chrono::seconds(10));
   ASSERT_TRUE(report.has_value());
+  // The capture: dumpcap drops the block it has not received when it stops, so a marker sent
+  // after the prober stopped (UDP, which the mesh lets through) must be in the file first.
+  auto packets = [&](const std::string& filter) {
+    auto got = run({"tshark", "-r", pcap, "-Y", filter, "-T", "fields", "-e", "frame.number"});
+    return static_cast<size_t>(std::count(got.out.begin(), got.out.end(), '\n'));
+  };
+  const std::string pod = lab_->pod("app1-n1").at("ip");
+  EXPECT_TRUE(eventually([&] {
+    run(lab_->exec("node1", {"python3", "-c",
+                             "import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'end', ('" + pod +
+                                 "', 9))"}));
+    return packets("udp.dstport == 9") > 0;
+  })) << "the capture never held the marker";
+  capture.kill(SIGINT);
+  capture.wait();
+  EXPECT_GT(packets("tcp.port == 8080"), 0u) << "the capture saw the mesh deliver to the pod";
+  EXPECT_EQ(packets("ip.src == " + lab_->node("node2").at("ip").get<std::string>()), 0u)
+      << "a packet from node2's address (the prober's plaintext) reached the STRICT pod";
   const auto probed = nlohmann::json::parse(*report);
   EXPECT_EQ(probed.at("connected"), 0) << "a STRICT pod accepted plaintext during an upgrade";
   const std::string node2 = lab_->node("node2").at("ip");
