@@ -8,6 +8,7 @@
 #include <bpf/bpf.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <net/if.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -19,6 +20,7 @@
 #include "echo.h"
 #include "eventually.h"
 #include "lab.h"
+#include "netns.h"
 
 namespace zmesh::test {
 namespace {
@@ -92,6 +94,17 @@ class PrivilegesTest : public ::testing::Test {
                            rendered.out, container});
     EXPECT_EQ(args.exit_code, 0) << args.err;
     return args.exit_code == 0 ? json::parse(args.out).get<std::vector<std::string>>() : std::vector<std::string>{};
+  }
+  // How many programs are attached by tcx to `ifname` of `node`, at tc ingress (or egress).
+  uint32_t tcx_programs(const std::string& node, const std::string& ifname, bool egress = false) const {
+    return NetnsThread(lab_->node(node).at("netns")).run([&] {
+      const unsigned ifindex = if_nametoindex(ifname.c_str());
+      uint32_t count = 0;
+      // BPF_TCX_INGRESS / BPF_TCX_EGRESS (46, 47): libbpf 1.1 predates them; the target is the ifindex.
+      bpf_prog_query(static_cast<int>(ifindex), static_cast<bpf_attach_type>(egress ? 47 : 46), 0, nullptr, nullptr,
+                     &count);
+      return count;
+    });
   }
   static void stop(pid_t pid) {
     kill(pid, SIGTERM);
@@ -176,6 +189,8 @@ TEST_F(PrivilegesTest, TheChartsCleanupModeLeavesNodesAsWithoutAMesh) {
   EXPECT_NE(echo_send(*lab_, "node1", strict_pod, 8080, 1000, {"--connect-timeout-ms", "1500"}).exit_code, 0)
       << "with zmesh, plaintext to a STRICT pod is refused";
 
+  ASSERT_GT(tcx_programs("node1", "eth0"), 0u) << "zmesh's tc program on the uplink (the control)";
+  ASSERT_GT(tcx_programs("node1", "vpod1", true), 0u) << "and the pod's door";
   for (const std::string node : {"node1", "node2"}) {
     stop(lab_->node(node).at("zmeshd").at("pid").get<pid_t>());
     // The chart's --bpf-root is the node's bpffs/zmesh; the lab's nodes have one each.
@@ -187,6 +202,8 @@ TEST_F(PrivilegesTest, TheChartsCleanupModeLeavesNodesAsWithoutAMesh) {
     EXPECT_FALSE(fs::exists(lab_->node(node).at("bpfRoot").get<std::string>())) << node << " keeps pins";
     const auto rules = run(lab_->exec(node, {"ip", "rule"}));
     EXPECT_EQ(rules.out.find("0x5a0"), std::string::npos) << node << ": " << rules.out;
+    for (const char* ifname : {"eth0", "vpod1"})
+      EXPECT_EQ(tcx_programs(node, ifname) + tcx_programs(node, ifname, true), 0u) << node << " " << ifname;
   }
   for (const std::string pod : {"app1-n1", "app1-n2"}) {
     const std::string cgroup = lab_->pod(pod).at("cgroup");
