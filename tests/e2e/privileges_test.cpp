@@ -28,22 +28,34 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-// The zmeshd container's securityContext as `helm template` renders the chart's defaults.
-json chart_security_context() {
+// The container (or init container) `name` of the chart's DaemonSet, as `helm template` renders
+// it with `values`.
+json chart_container(const std::string& name, const std::vector<std::string>& values = {}) {
   const std::string helm = source_path(".tools/helm/helm");
   if (!fs::exists(helm)) {
     EXPECT_EQ(run({source_path("scripts/install-helm.sh")}).exit_code, 0);
   }
-  const auto rendered = run({helm, "template", "z", source_path("helm/zmesh"), "--show-only", "templates/daemonset.yaml"});
+  std::vector<std::string> command{helm, "template", "z", source_path("helm/zmesh"), "--show-only",
+                                   "templates/daemonset.yaml"};
+  for (const auto& v : values) command.insert(command.end(), {"--set", v});
+  const auto rendered = run(command);
   EXPECT_EQ(rendered.exit_code, 0) << rendered.err;
   const auto extracted = run({"python3", "-c",
                               "import json, sys, yaml\n"
                               "spec = yaml.safe_load(sys.argv[1])['spec']['template']['spec']\n"
-                              "main = next(c for c in spec['containers'] if c['name'] == 'zmeshd')\n"
-                              "print(json.dumps(main['securityContext']))\n",
-                              rendered.out});
+                              "print(json.dumps(next(c for c in spec.get('initContainers', []) + spec['containers']\n"
+                              "                      if c['name'] == sys.argv[2])))\n",
+                              rendered.out, name});
   EXPECT_EQ(extracted.exit_code, 0) << extracted.err;
-  return json::parse(extracted.out);
+  return extracted.exit_code == 0 ? json::parse(extracted.out) : json::object();
+}
+
+// What a container runs: its command (none: the image's entrypoint) and its args.
+std::vector<std::string> command_of(const json& container) {
+  auto out = container.value("command", std::vector<std::string>{});
+  const auto args = container.value("args", std::vector<std::string>{});
+  out.insert(out.end(), args.begin(), args.end());
+  return out;
 }
 
 std::string lower(std::string s) {
@@ -78,23 +90,6 @@ class PrivilegesTest : public ::testing::Test {
     ASSERT_EQ(run({"umoci", "unpack", "--image", dir_ + "/oci:0.1.0", dir_ + "/bundle"}).exit_code, 0);
     rootfs_ = dir_ + "/bundle/rootfs";
   }
-  // `container` (an init container or a container) of the chart's DaemonSet rendered with
-  // `values`: its command (if any) and args, one list.
-  static std::vector<std::string> chart_command(const std::string& container, const std::vector<std::string>& values) {
-    std::vector<std::string> command{source_path(".tools/helm/helm"), "template", "z", source_path("helm/zmesh"),
-                                     "--show-only", "templates/daemonset.yaml"};
-    for (const auto& v : values) command.insert(command.end(), {"--set", v});
-    const auto rendered = run(command);
-    EXPECT_EQ(rendered.exit_code, 0) << rendered.err;
-    const auto args = run({"python3", "-c",
-                           "import json, sys, yaml\n"
-                           "spec = yaml.safe_load(sys.argv[1])['spec']['template']['spec']\n"
-                           "c = next(c for c in spec.get('initContainers', []) + spec['containers'] if c['name'] == sys.argv[2])\n"
-                           "print(json.dumps(c.get('command', []) + c.get('args', [])))\n",
-                           rendered.out, container});
-    EXPECT_EQ(args.exit_code, 0) << args.err;
-    return args.exit_code == 0 ? json::parse(args.out).get<std::vector<std::string>>() : std::vector<std::string>{};
-  }
   // How many programs are attached by tcx to `ifname` of `node`, at tc ingress (or egress).
   uint32_t tcx_programs(const std::string& node, const std::string& ifname, bool egress = false) const {
     return NetnsThread(lab_->node(node).at("netns")).run([&] {
@@ -122,7 +117,7 @@ class PrivilegesTest : public ::testing::Test {
 };
 
 TEST_F(PrivilegesTest, TheImagesZmeshdRunsWithExactlyTheChartsCapabilitiesAndNeedsEachOne) {
-  const json context = chart_security_context();
+  const json context = chart_container("zmeshd").at("securityContext");
   EXPECT_EQ(context.value("privileged", true), false) << context.dump();
   EXPECT_EQ(context.value("allowPrivilegeEscalation", true), false) << context.dump();
   EXPECT_EQ(context.value("readOnlyRootFilesystem", false), true) << context.dump();
@@ -180,8 +175,8 @@ TEST_F(PrivilegesTest, TheChartsCleanupModeLeavesNodesAsWithoutAMesh) {
   lab_ = std::make_unique<Lab>(LabOptions{.nodes = 2, .pods = 1, .mesh = true, .restart_delay_ms = 0});
   unpack_image();
   if (HasFatalFailure()) return;
-  const auto granted = chart_security_context().at("capabilities").at("add").get<std::vector<std::string>>();
-  auto cleanup = chart_command("cleanup", {"cleanup=true"});
+  const auto granted = chart_container("zmeshd").at("securityContext").at("capabilities").at("add").get<std::vector<std::string>>();
+  auto cleanup = command_of(chart_container("cleanup", {"cleanup=true"}));
   ASSERT_EQ(cleanup.size(), 2u);
   ASSERT_EQ(cleanup[0], "--cleanup");
   auto server = echo_server(*lab_, "app1-n2", 8080, {"--connections", "100"});
@@ -228,7 +223,7 @@ TEST_F(PrivilegesTest, TheChartsCleanupModeLeavesNodesAsWithoutAMesh) {
     return json::parse(in).at("plugins");
   };
   ASSERT_EQ(plugins().back().at("type"), "zmesh-cni");
-  auto uninstall_cni = chart_command("uninstall-cni", {"cleanup=true", "cni.enabled=true", "podCidrs={10.244.0.0/16}"});
+  auto uninstall_cni = command_of(chart_container("uninstall-cni", {"cleanup=true", "cni.enabled=true", "podCidrs={10.244.0.0/16}"}));
   ASSERT_GE(uninstall_cni.size(), 2u);
   ASSERT_EQ(uninstall_cni[1], "uninstall");
   std::vector<std::string> command{"env", "RUN_FROM_IMAGE_BINARY=" + uninstall_cni[0], zmeshd_with({})};
@@ -243,7 +238,7 @@ TEST_F(PrivilegesTest, TheChartsCleanupModeLeavesNodesAsWithoutAMesh) {
   EXPECT_FALSE(fs::exists(cni + "/bin/zmesh-cni"));
 
   // The pod that stays (`--hold`) runs with no capability at all and ends on SIGTERM.
-  const auto hold = chart_command("hold", {"cleanup=true"});
+  const auto hold = command_of(chart_container("hold", {"cleanup=true"}));
   ASSERT_EQ(hold, std::vector<std::string>{"--hold"});
   Process holding({zmeshd_with({}), "--hold"}, Process::Stderr::Merge);
   ASSERT_TRUE(holding.wait_for("holding"));

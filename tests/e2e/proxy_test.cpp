@@ -12,6 +12,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "capture.h"
 #include "echo.h"
 #include "eventually.h"
 #include "lab.h"
@@ -223,25 +224,16 @@ TEST_F(ProxyTest, TheLinkBetweenNodesCarriesNoApplicationPlaintext) {
   up();
   auto server = echo_server(*lab_, "app1-n2", 8080);
   const std::string pcap = lab_->topology().at("stateDir").get<std::string>() + "/fabric.pcap";
-  Process capture({"nsenter", "--net=/run/netns/" + lab_->topology().at("fabricNetns").get<std::string>(), "--",
-                   "dumpcap", "-q", "-i", "br0", "-w", pcap},
-                  Process::Stderr::Merge);
-  // dumpcap says nothing with -q; it writes the file's header once it captures.
-  ASSERT_TRUE(eventually([&] {
-    std::error_code ec;
-    return fs::file_size(pcap, ec) > 0 && !ec;
-  })) << "dumpcap did not start";
+  Capture capture(lab_->topology().at("fabricNetns"), "br0", pcap);
   expect_whole(echo_send(*lab_, "app1-n1", ip("app1-n2"), 8080, 1 << 20), 1 << 20);
-  capture.kill(SIGINT);
-  capture.wait();
+  capture.stop();
   const std::string bytes = read_file(pcap);
   ASSERT_GT(bytes.size(), 1u << 20) << "the capture must hold the transfer";
   // zm-echo's pattern: any 48 consecutive bytes of it would be application plaintext.
   std::string window;
   for (uint64_t i = 4096; i < 4096 + 48; ++i) window.push_back(static_cast<char>((i * 2654435761u) >> 13));
   EXPECT_EQ(bytes.find(window), std::string::npos) << "application bytes crossed the link in clear";
-  auto tls = run({"tshark", "-r", pcap, "-Y", "tls.app_data && tcp.port == 15008", "-T", "fields", "-e", "frame.number"});
-  EXPECT_GT(count(tls.out, "\n"), 10u) << "the transfer went as TLS application data to port 15008: " << tls.err;
+  EXPECT_GT(capture.count("tls.app_data && tcp.port == 15008"), 10u) << "the transfer went as TLS application data to port 15008";
 }
 
 TEST_F(ProxyTest, CertificatesRenewAtHalfLifeWithoutDroppingConnections) {

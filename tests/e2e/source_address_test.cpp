@@ -14,6 +14,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "capture.h"
 #include "eventually.h"
 #include "lab.h"
 #include "metrics.h"
@@ -81,14 +82,8 @@ class SourceAddressTest : public ::testing::Test {
 
 TEST_F(SourceAddressTest, ThePodSeesItsClientsOwnAddressAndNoAnswerLeavesTheNode) {
   up();
-  const std::string pcap = lab_->topology().at("stateDir").get<std::string>() + "/fabric.pcap";
-  Process capture({"nsenter", "--net=/run/netns/" + lab_->topology().at("fabricNetns").get<std::string>(), "--",
-                   "dumpcap", "-q", "-i", "br0", "-w", pcap},
-                  Process::Stderr::Merge);
-  ASSERT_TRUE(eventually([&] {
-    std::error_code ec;
-    return fs::file_size(pcap, ec) > 0 && !ec;
-  })) << "dumpcap did not start";
+  Capture capture(lab_->topology().at("fabricNetns"), "br0",
+                  lab_->topology().at("stateDir").get<std::string>() + "/fabric.pcap");
 
   for (const char* family : {"ip", "ip6"}) {
     SCOPED_TRACE(family);
@@ -108,17 +103,12 @@ TEST_F(SourceAddressTest, ThePodSeesItsClientsOwnAddressAndNoAnswerLeavesTheNode
                                            ": the client is the pod itself"));
   EXPECT_GE(kernel("node2", "tc_reply_to_proxy"), 4u) << "the pod's answers to client addresses were steered back";
 
-  auto packets = [&](const std::string& filter) {
-    auto got = run({"tshark", "-r", pcap, "-Y", filter, "-T", "fields", "-e", "frame.number"});
-    return static_cast<size_t>(std::count(got.out.begin(), got.out.end(), '\n'));
-  };
-  // dumpcap hands the kernel's packets over in blocks and drops a block it has not received
-  // when it stops: stop it once the last connection's end is in the file (a leaked answer of
-  // that connection would come before its end).
+  auto packets = [&](const std::string& filter) { return capture.count(filter); };
+  // Stop once the last connection's end is in the file (a leaked answer of that connection
+  // would come before its end).
   const std::string last_end = "ipv6.src == " + ip("node1", "ip6") + " && tcp.dstport == 8080 && tcp.flags.fin == 1";
   EXPECT_TRUE(eventually([&] { return packets(last_end) > 0; })) << "the capture never held the last connection";
-  capture.kill(SIGINT);
-  capture.wait();
+  capture.stop();
   EXPECT_GT(packets("tcp.port == 15008"), 10u) << "the mesh traffic crossed the link as HBONE";
   // Meshed connections cross as HBONE only: nothing to or from port 8080 of any pod but the
   // plaintext the clients outside the mesh chose, and none with a meshed client's address.

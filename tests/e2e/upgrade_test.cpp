@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "capture.h"
 #include "echo.h"
 #include "eventually.h"
 #include "lab.h"
@@ -98,12 +99,8 @@ TEST_F(UpgradeTest, AnotherMapLayoutTakesOverThePinsAndStrictPodsStayProtectedTh
       lab_->exec("node2", {"python3", "-c", kProber, lab_->pod("app1-n1").at("ip"), "8080", stop_file, count_file_}));
   ASSERT_TRUE(prober.wait_for("probing").has_value());
   // And a capture at the STRICT pod's veth, the last hop into it, the whole time.
-  const std::string pcap = lab_->topology().at("stateDir").get<std::string>() + "/strict-pod.pcap";
-  Process capture(lab_->exec("node1", {"dumpcap", "-q", "-i", "vpod1", "-w", pcap}), Process::Stderr::Merge);
-  ASSERT_TRUE(eventually([&] {
-    std::error_code ec;
-    return std::filesystem::file_size(pcap, ec) > 0 && !ec;
-  })) << "dumpcap did not start";
+  Capture capture(lab_->node("node1").at("netns"), "vpod1",
+                  lab_->topology().at("stateDir").get<std::string>() + "/strict-pod.pcap");
   probed_meanwhile();
   expect_traffic();
   ASSERT_EQ(value_size("zm_workloads"), sizeof(zm_workload));
@@ -146,12 +143,9 @@ TEST_F(UpgradeTest, AnotherMapLayoutTakesOverThePinsAndStrictPodsStayProtectedTh
   std::ofstream(stop_file) << "stop";
   const auto report = prober.read_line(std::chrono::seconds(10));
   ASSERT_TRUE(report.has_value());
-  // The capture: dumpcap drops the block it has not received when it stops, so a marker sent
-  // after the prober stopped (UDP, which the mesh lets through) must be in the file first.
-  auto packets = [&](const std::string& filter) {
-    auto got = run({"tshark", "-r", pcap, "-Y", filter, "-T", "fields", "-e", "frame.number"});
-    return static_cast<size_t>(std::count(got.out.begin(), got.out.end(), '\n'));
-  };
+  // The capture: a marker sent after the prober stopped (UDP, which the mesh lets through) must
+  // be in the file before it stops.
+  auto packets = [&](const std::string& filter) { return capture.count(filter); };
   const std::string pod = lab_->pod("app1-n1").at("ip");
   EXPECT_TRUE(eventually([&] {
     run(lab_->exec("node1", {"python3", "-c",
@@ -159,8 +153,7 @@ TEST_F(UpgradeTest, AnotherMapLayoutTakesOverThePinsAndStrictPodsStayProtectedTh
                                  "', 9))"}));
     return packets("udp.dstport == 9") > 0;
   })) << "the capture never held the marker";
-  capture.kill(SIGINT);
-  capture.wait();
+  capture.stop();
   EXPECT_GT(packets("tcp.port == 8080"), 0u) << "the capture saw the mesh deliver to the pod";
   EXPECT_EQ(packets("ip.src == " + lab_->node("node2").at("ip").get<std::string>()), 0u)
       << "a packet from node2's address (the prober's plaintext) reached the STRICT pod";
