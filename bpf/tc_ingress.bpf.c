@@ -136,7 +136,7 @@ static __always_inline int zm_steer_reply(struct __sk_buff *skb, const struct zm
 	    (p->tcp_flags & (ZM_TCP_SYN | ZM_TCP_ACK)) == ZM_TCP_SYN || zm_to_proxy_address(p))
 		return -ENOENT;
 	from = bpf_map_lookup_elem(&zm_workloads, &src);
-	if (!from || !from->ifindex || from->ifindex != skb->ingress_ifindex)
+	if (!from || from->ifindex != skb->ingress_ifindex)
 		return -ENOENT;
 	sk = zm_lookup(skb, p, p->dport);
 	if (!sk)
@@ -146,7 +146,18 @@ static __always_inline int zm_steer_reply(struct __sk_buff *skb, const struct zm
 		bpf_sk_release(sk);
 		return -ENOENT;
 	}
-	return zm_assign(skb, sk);
+	/* Refused (the socket is closing): dropped, never routed off with the client's address. */
+	return zm_assign(skb, sk) ? -EBUSY : 0;
+}
+
+/* Whether a packet claiming to come from an enrolled pod did not come out of that pod's own
+ * veth: a forged answer, never to be taken into a connection of zmeshd's. */
+static __always_inline bool zm_forged_pod_source(struct __sk_buff *skb, const struct zm_pkt *p)
+{
+	struct zm_ip_key src = { .family = p->family, .addr = p->src };
+	struct zm_workload *from = bpf_map_lookup_elem(&zm_workloads, &src);
+
+	return from && from->ifindex != skb->ingress_ifindex;
 }
 
 /* TC ingress, inbound: see the comment at the top of this file. */
@@ -204,6 +215,12 @@ int zm_tc_ingress(struct __sk_buff *skb)
 	}
 
 	if ((p.tcp_flags & (ZM_TCP_SYN | ZM_TCP_ACK)) != ZM_TCP_SYN) {
+		if (zm_forged_pod_source(skb, &p)) {
+			/* Routed as before zmesh, to the pod; never into zmeshd's connection (for a
+			 * client on this node, zmeshd's socket there has both pods' addresses). */
+			zm_count(tc_passed);
+			return TC_ACT_OK;
+		}
 		sk = zm_lookup(skb, &p, p.dport);
 		if (!sk) {
 			zm_count(tc_passed);

@@ -6,6 +6,7 @@
 #define ENOSPC 28
 #define ENOENT 2
 #define E2BIG 7
+#define EBUSY 16
 
 #define AF_INET 2
 #define AF_INET6 10

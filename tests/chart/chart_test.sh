@@ -40,7 +40,7 @@ import sys, yaml
 spec = yaml.safe_load(sys.argv[1])['spec']['template']['spec']
 init, = spec['initContainers']
 main = next(c for c in spec['containers'] if c['name'] == 'zmeshd')
-assert init['name'] == 'preflight' and init['args'] == ['--check'], init
+assert init['name'] == 'preflight' and init['args'] == ['--check', '--bpf-root=/sys/fs/bpf/zmesh'], init
 assert init['image'] == main['image'], 'another image'
 assert init['securityContext'] == main['securityContext'], 'other privileges'
 assert init['terminationMessagePolicy'] == 'FallbackToLogsOnError'

@@ -743,6 +743,20 @@ TEST_F(ProxyTest, AForwardedAddressIsBelievedOnlyFromItsOwnWorkload) {
     SCOPED_TRACE(bad);
     EXPECT_EQ(status_of(node_client(hbone, authority, app2, 4096, "", bad)), 400);
   }
+  // What the pod sees (app1-n2, no policy): the claimed address when the certificate proves
+  // its workload; else, whatever policies matched, the client node's own address, never an
+  // address zmeshd would spoof for the node's say-so.
+  auto open_pod = echo_server(*lab_, "app1-n2", 8080, {"--connections", "10"});
+  const std::string hbone1 = ip("app1-n2") + ":15008", authority1 = ip("app1-n2") + ":8080";
+  for (const auto& [claim, seen] : {std::pair{"for=\"10.244.1.3\"", std::string("10.244.1.3")},
+                                    std::pair{"for=\"169.254.169.254\"", lab_->node("node1").at("ip").get<std::string>()},
+                                    std::pair{"for=\"10.100.0.2\"", lab_->node("node1").at("ip").get<std::string>()}}) {
+    SCOPED_TRACE(claim);
+    EXPECT_EQ(status_of(node_client(hbone1, authority1, app2, 4096, "", claim)), 200);
+    const auto line = open_pod->read_line(std::chrono::seconds(10));
+    ASSERT_TRUE(line.has_value());
+    EXPECT_EQ(nlohmann::json::parse(*line).at("peer").get<std::string>().rfind(seen + ":", 0), 0u) << *line;
+  }
 }
 
 TEST_F(ProxyTest, ServicesSpreadOverEndpointsAndSkipFailedOnes) {

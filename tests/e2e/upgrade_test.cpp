@@ -110,7 +110,7 @@ TEST_F(UpgradeTest, AnotherMapLayoutTakesOverThePinsAndStrictPodsStayProtectedTh
   // one, of another layout, starts on the same pins. A connection open when the old one is
   // told to stop (the kubelet's SIGTERM) finishes whole while it drains.
   Process open(lab_->exec("app1-n2", {bin_path("zm-echo"), "send", "--to", lab_->pod("app1-n1").at("ip"), "--port",
-                                      "8080", "--bytes", std::to_string(10 * 65536), "--pause-ms", "100"}));
+                                      "8080", "--bytes", std::to_string(30 * 65536), "--pause-ms", "100"}));
   ASSERT_TRUE(eventually([&] {
     const auto s = stats(*lab_, "node1");
     return s.is_object() && s.at("proxy").at("active").get<uint64_t>() >= 1;

@@ -1,7 +1,9 @@
 // The HBONE request head a peer controls: the CONNECT authority and the RFC 7239 `forwarded`
-// header, parsed strictly (the fuzzer runs the same functions on arbitrary bytes).
+// header, parsed strictly (the fuzzer runs the same functions on arbitrary bytes); and which
+// client address zmeshd may then present to the pod.
 #include <gtest/gtest.h>
 
+#include "context.h"
 #include "hbone_head.h"
 
 namespace zmesh::hbone {
@@ -65,3 +67,37 @@ TEST(Authority, IpAndPortOnly) {
 
 }  // namespace
 }  // namespace zmesh::hbone
+
+namespace zmesh {
+namespace {
+
+// Which client addresses zmeshd may connect to a pod from (docs/datapath.md, "The client's
+// address"): the pod must be able to answer it through its veth, and it must not be the pod's own.
+TEST(SourceAddress, OnlyAddressesThePodCanAnswerThroughItsVeth) {
+  using tcp = boost::asio::ip::tcp;
+  using boost::asio::ip::make_address;
+  auto config = std::make_shared<WorkloadConfig>();
+  config->name = "app1-n1";
+  config->namespace_ = "default";
+  config->host_veth = "vpod1";
+  const Workload pod(config, SpiffeId{"cluster.local", "default", "app1"}, true);
+  const tcp::endpoint v4(make_address("10.244.1.2"), 8080), v6(make_address("fd00:244:1::2"), 8080);
+  EXPECT_EQ(proxy::source_not_preservable(make_address("10.244.2.2"), pod, v4), std::nullopt);
+  EXPECT_EQ(proxy::source_not_preservable(make_address("::ffff:10.244.2.2"), pod, v4), std::nullopt) << "v4-mapped";
+  EXPECT_EQ(proxy::source_not_preservable(make_address("fd00:244:2::2"), pod, v6), std::nullopt);
+  EXPECT_EQ(proxy::source_not_preservable(make_address("10.100.0.1"), pod, v4), std::nullopt) << "a node's";
+  for (const char* never : {"127.0.0.1", "0.0.0.0", "224.0.0.1", "169.254.169.254", "255.255.255.255"})
+    EXPECT_NE(proxy::source_not_preservable(make_address(never), pod, v4), std::nullopt) << never;
+  for (const char* never : {"::1", "fe80::1", "ff02::1"})
+    EXPECT_NE(proxy::source_not_preservable(make_address(never), pod, v6), std::nullopt) << never;
+  EXPECT_NE(proxy::source_not_preservable(make_address("fd00:244:2::2"), pod, v4), std::nullopt) << "families differ";
+  const auto itself = proxy::source_not_preservable(make_address("10.244.1.2"), pod, v4);
+  ASSERT_TRUE(itself);
+  EXPECT_NE(itself->find("the pod itself"), std::string::npos) << *itself;
+  config->host_veth.clear();
+  const Workload no_veth(config, SpiffeId{"cluster.local", "default", "app1"}, true);
+  EXPECT_NE(proxy::source_not_preservable(make_address("10.244.2.2"), no_veth, v4), std::nullopt);
+}
+
+}  // namespace
+}  // namespace zmesh

@@ -29,7 +29,10 @@ std::optional<std::string> source_not_preservable(const asio::ip::address& clien
   const auto from = unmapped(client), to = unmapped(target.address());
   if (pod.config.host_veth.empty())
     return "the pod's veth is not known, so its answers could not be kept on the node";
-  if (from.is_unspecified() || from.is_loopback() || from.is_multicast())
+  const bool link_local = from.is_v4() ? (from.to_v4().to_uint() >> 16) == 0xa9fe  // 169.254/16
+                                       : from.to_v6().is_link_local();
+  const bool broadcast = from.is_v4() && from.to_v4() == asio::ip::address_v4::broadcast();
+  if (from.is_unspecified() || from.is_loopback() || from.is_multicast() || link_local || broadcast)
     return from.to_string() + " is no address the pod can answer";
   if (from.is_v4() != to.is_v4())
     return "the client is IPv" + std::string(from.is_v4() ? "4" : "6") + " and the pod is reached over IPv" +

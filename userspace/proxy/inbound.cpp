@@ -109,6 +109,10 @@ awaitable<void> InboundHbone::request(std::shared_ptr<http2::Stream> stream, uin
                               " (" + source->identity.uri() + "), not the client certificate's " + client.uri());
   record.labels = istio_labels("destination", source && source->identity == client ? source : nullptr, client,
                                *workload, nullptr, snap->mesh, target->port(), "mutual_tls");
+  // The address the pod sees: a claimed one only when it is a workload proven by the client's
+  // certificate; else the client node's own (zmesh would otherwise spoof, for a node's say-so,
+  // any address at all to the pod, past its NetworkPolicies and IP allow-lists).
+  const asio::ip::address pod_sees = source && source->identity == client ? source_ip : unmapped(peer.address());
   const Authorization who{client, source_ip, *target};
   if (auto why = ConnectionManager::why_denied(*snap, who)) {
     ++ctx_.stats.denied;
@@ -116,7 +120,7 @@ awaitable<void> InboundHbone::request(std::shared_ptr<http2::Stream> stream, uin
   }
   tcp::socket upstream(ctx_.io);
   try {
-    upstream = co_await ctx_.connect_to_pod(*workload, *target, source_ip, tag);
+    upstream = co_await ctx_.connect_to_pod(*workload, *target, pod_sees, tag);
     reset_on_close(upstream);
   } catch (const system_error& e) {
     co_return refuse(503, e.code() == asio::error::timed_out ? std::string(e.what()) : e.code().message());

@@ -96,7 +96,9 @@ awaitable<void> Outbound::serve(tcp::socket client, uint64_t id) {
   Call call{*snap, client, id, peer, src, record};
   for (const auto& candidate : candidates) {
     if (co_await deliver(call, candidate) == Delivery::Done) co_return;
-    failed_until_[candidate.target.address()] = std::chrono::steady_clock::now() + kFailurePenalty;
+    // The hop that failed: the waypoint, not the destination behind it.
+    failed_until_[candidate.via ? candidate.via->address() : candidate.target.address()] =
+        std::chrono::steady_clock::now() + kFailurePenalty;
   }
   refuse(candidates.size() > 1 ? "every endpoint failed" : "the destination cannot be reached");
 }

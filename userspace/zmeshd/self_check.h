@@ -16,10 +16,10 @@ struct SelfCheck {
   nlohmann::json to_json() const;
 };
 
-// The oldest kernel zmesh supports: bpf_sk_assign at tc ingress and BPF links on cgroups (5.7),
-// the netns cookie in cgroup sock_addr programs (5.8), and BPF memory charged to the memory
-// cgroup instead of RLIMIT_MEMLOCK (5.11), so zmeshd needs no CAP_SYS_RESOURCE.
-inline constexpr std::pair<int, int> kOldestKernel{5, 11};
+// The oldest kernel zmesh runs on: bpf_sk_assign at tc ingress and BPF links on cgroups (5.7),
+// BPF memory charged to the memory cgroup instead of RLIMIT_MEMLOCK (5.11: zmeshd needs no
+// CAP_SYS_RESOURCE), SO_NETNS_COOKIE (5.14) and bpf_get_netns_cookie in sockops (5.15).
+inline constexpr std::pair<int, int> kOldestKernel{5, 15};
 
 // Never throws: every failure becomes a problem that says what to fix. `bpf_root` is where
 // zmeshd will pin (--bpf-root): it must be on a bpffs.

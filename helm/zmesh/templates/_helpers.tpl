@@ -37,8 +37,8 @@ each, and each missing one fails with a clear error.
 - SYS_ADMIN: the types (BTF) of pinned maps, read on every restart to tell whether their layout
   changed (the kernel shows them to CAP_SYS_ADMIN only). It also makes the kernel's
   bpf_capable() and perfmon_capable() true, so BPF and PERFMON would add nothing.
-- No SYS_RESOURCE: BPF memory is charged to the memory cgroup (kernel 5.11, the preflight's
-  minimum), not RLIMIT_MEMLOCK.
+- No SYS_RESOURCE: BPF memory is charged to the memory cgroup (since kernel 5.11; the
+  preflight requires 5.15), not RLIMIT_MEMLOCK.
 zmeshd and its preflight run with the same. */}}
 {{- define "zmesh.securityContext" -}}
 privileged: false
