@@ -47,13 +47,7 @@ static __always_inline bool zm_peer_is_local(const struct zm_tuple *t)
 {
 	struct zm_ip_key remote = { .family = t->family, .addr = t->remote };
 
-	if (t->family == ZM_AF_INET && t->remote.v4 == zm_cfg.outbound_ip4.v4)
-		return true;
-	if (t->family == ZM_AF_INET6 && t->remote.v6[0] == zm_cfg.outbound_ip6.v6[0] &&
-	    t->remote.v6[1] == zm_cfg.outbound_ip6.v6[1] && t->remote.v6[2] == zm_cfg.outbound_ip6.v6[2] &&
-	    t->remote.v6[3] == zm_cfg.outbound_ip6.v6[3])
-		return true;
-	return bpf_map_lookup_elem(&zm_workloads, &remote) != NULL;
+	return zm_is_proxy_ip(t->family, &t->remote) || bpf_map_lookup_elem(&zm_workloads, &remote) != NULL;
 }
 
 /* Moves a captured socket's original destination to its tuple; whether there was one. */

@@ -24,8 +24,10 @@
  *      tunnel; the proxy decides them. Nor for packets of an established connection: a rule
  *      denies connections *to* the pod, not replies to the pod's own connections.
  *   3. any other TCP packet: if zmeshd owns a socket for its tuple (a connection steered in
- *      step 2), deliver to it (tc_followed); else pass (e.g. replies to the pod's own
- *      outbound connections).
+ *      step 2, or one it opened to the pod from a client pod of this node), deliver to it
+ *      (tc_followed); else pass (e.g. replies to the pod's own outbound connections). A
+ *      packet with an enrolled pod's source address that did not come out of that pod's veth
+ *      is never delivered to zmeshd's sockets: it passes, as without zmesh.
  * For a packet *from* a pod enrolled on this node, arriving on that pod's own veth, to an
  * address that is no pod of this node (step 3 handles those): zmeshd connects to a pod from
  * its client's own address (IP_TRANSPARENT), so the pod sees who called it, and the pod
@@ -113,13 +115,19 @@ static __always_inline int zm_steer_new(struct __sk_buff *skb, const struct zm_p
 	return zm_assign(skb, sk);
 }
 
-/* Whether p is the proxy's own address, which the pods reach it at. */
-static __always_inline bool zm_to_proxy_address(const struct zm_pkt *p)
+/* Where a packet with p's source address came from: that address is no pod enrolled here, or
+ * the packet came out of that pod's own veth, or it did not (forged: never to be taken into a
+ * connection of zmeshd's). */
+enum zm_source { ZM_SRC_NOT_A_POD, ZM_SRC_POD_VETH, ZM_SRC_FORGED };
+
+static __always_inline enum zm_source zm_pod_source(struct __sk_buff *skb, const struct zm_pkt *p)
 {
-	if (p->family == ZM_AF_INET)
-		return p->dst.v4 == zm_cfg.outbound_ip4.v4;
-	return p->dst.v6[0] == zm_cfg.outbound_ip6.v6[0] && p->dst.v6[1] == zm_cfg.outbound_ip6.v6[1] &&
-	       p->dst.v6[2] == zm_cfg.outbound_ip6.v6[2] && p->dst.v6[3] == zm_cfg.outbound_ip6.v6[3];
+	struct zm_ip_key src = { .family = p->family, .addr = p->src };
+	struct zm_workload *from = bpf_map_lookup_elem(&zm_workloads, &src);
+
+	if (!from)
+		return ZM_SRC_NOT_A_POD;
+	return from->ifindex == skb->ingress_ifindex ? ZM_SRC_POD_VETH : ZM_SRC_FORGED;
 }
 
 /* A pod's answer on a connection zmeshd opened to it from the client's address: delivered to
@@ -128,15 +136,11 @@ static __always_inline bool zm_to_proxy_address(const struct zm_pkt *p)
  * into zmeshd's connection. */
 static __always_inline int zm_steer_reply(struct __sk_buff *skb, const struct zm_pkt *p)
 {
-	struct zm_ip_key src = { .family = p->family, .addr = p->src };
-	struct zm_workload *from;
 	struct bpf_sock *sk;
 
 	if (p->tags || p->protocol != IPPROTO_TCP || !p->l4_ok ||
-	    (p->tcp_flags & (ZM_TCP_SYN | ZM_TCP_ACK)) == ZM_TCP_SYN || zm_to_proxy_address(p))
-		return -ENOENT;
-	from = bpf_map_lookup_elem(&zm_workloads, &src);
-	if (!from || from->ifindex != skb->ingress_ifindex)
+	    (p->tcp_flags & (ZM_TCP_SYN | ZM_TCP_ACK)) == ZM_TCP_SYN || zm_is_proxy_ip(p->family, &p->dst) ||
+	    zm_pod_source(skb, p) != ZM_SRC_POD_VETH)
 		return -ENOENT;
 	sk = zm_lookup(skb, p, p->dport);
 	if (!sk)
@@ -148,16 +152,6 @@ static __always_inline int zm_steer_reply(struct __sk_buff *skb, const struct zm
 	}
 	/* Refused (the socket is closing): dropped, never routed off with the client's address. */
 	return zm_assign(skb, sk) ? -EBUSY : 0;
-}
-
-/* Whether a packet claiming to come from an enrolled pod did not come out of that pod's own
- * veth: a forged answer, never to be taken into a connection of zmeshd's. */
-static __always_inline bool zm_forged_pod_source(struct __sk_buff *skb, const struct zm_pkt *p)
-{
-	struct zm_ip_key src = { .family = p->family, .addr = p->src };
-	struct zm_workload *from = bpf_map_lookup_elem(&zm_workloads, &src);
-
-	return from && from->ifindex != skb->ingress_ifindex;
 }
 
 /* TC ingress, inbound: see the comment at the top of this file. */
@@ -215,7 +209,7 @@ int zm_tc_ingress(struct __sk_buff *skb)
 	}
 
 	if ((p.tcp_flags & (ZM_TCP_SYN | ZM_TCP_ACK)) != ZM_TCP_SYN) {
-		if (zm_forged_pod_source(skb, &p)) {
+		if (zm_pod_source(skb, &p) == ZM_SRC_FORGED) {
 			/* Routed as before zmesh, to the pod; never into zmeshd's connection (for a
 			 * client on this node, zmeshd's socket there has both pods' addresses). */
 			zm_count(tc_passed);

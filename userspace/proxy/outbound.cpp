@@ -56,17 +56,19 @@ awaitable<void> Outbound::serve(tcp::socket client, uint64_t id) {
   // destination's), with the original target in the CONNECT, as ztunnel's build_request
   // does: a service's waypoint for service-addressed traffic, a workload's for the rest, but
   // not for the waypoint's own connections (no loop).
-  const auto to_waypoint = [&](const std::string& what, const std::string& waypoint,
+  const auto to_waypoint = [&](const std::string& what, const std::string& waypoint, const WaypointAt& at,
                                const Service* service) -> std::optional<std::string> {
-    auto hop = waypoint_hop(mesh, waypoint, target, service);
+    auto hop = waypoint_hop(at, target, service);
     if (const auto* missing = std::get_if<std::string>(&hop))
       return what + " is behind the waypoint " + waypoint + ", which " + *missing;
     candidates.push_back(std::get<Candidate>(hop));
     return std::nullopt;
   };
   if (const Workload* dst = mesh.by_ip(target.address())) {
-    if (!dst->config.waypoint.empty() && !is_waypoint(mesh, dst->config.waypoint, src)) {
-      if (auto why = to_waypoint("workload " + key_of(dst->config), dst->config.waypoint, nullptr)) co_return refuse(*why);
+    const std::string& waypoint = dst->config.waypoint;
+    const WaypointAt at = waypoint.empty() ? WaypointAt{} : resolve_waypoint(mesh, waypoint);
+    if (!waypoint.empty() && !at.includes(src)) {
+      if (auto why = to_waypoint("workload " + key_of(dst->config), waypoint, at, nullptr)) co_return refuse(*why);
     } else {
       candidates.push_back({dst, target});
     }
@@ -74,7 +76,9 @@ awaitable<void> Outbound::serve(tcp::socket client, uint64_t id) {
     const std::string name = service->config.namespace_ + "/" + service->config.name;
     record.labels.destination_service = service_hostname(*service);
     if (!service->config.waypoint.empty()) {
-      if (auto why = to_waypoint("service " + service->key, service->config.waypoint, service)) co_return refuse(*why);
+      const std::string& waypoint = service->config.waypoint;
+      if (auto why = to_waypoint("service " + service->key, waypoint, resolve_waypoint(mesh, waypoint), service))
+        co_return refuse(*why);
     } else {
       const auto port = service->config.ports.find(target.port());
       if (port == service->config.ports.end())
@@ -135,50 +139,47 @@ bool Outbound::in_pod_cidr(const asio::ip::address& ip) const {
                      [&](const IpBlock& b) { return b.contains(address); });
 }
 
-std::variant<Outbound::Candidate, std::string> Outbound::waypoint_hop(const Mesh& mesh, const std::string& waypoint,
-                                                                    const tcp::endpoint& target,
-                                                                    const Service* service) {
+// What a waypoint's text names in the mesh: its pod (by address), or its Service (by VIP or
+// namespace/hostname); neither while it has no address yet.
+Outbound::WaypointAt Outbound::resolve_waypoint(const Mesh& mesh, const std::string& waypoint) {
   const auto at = parse_waypoint(waypoint);
-  if (!at) return std::string("is not a waypoint address");  // the parsers refuse these
-  const Service* waypoint_service = nullptr;
+  if (!at) return {.missing = "is not a waypoint address"};  // the parsers refuse these
   if (at->ip) {
-    if (const Workload* pod = mesh.by_ip(*at->ip))
-      return Candidate{pod, target, service, tcp::endpoint(*at->ip, at->port)};
-    waypoint_service = mesh.service_by_vip(*at->ip);
-    if (!waypoint_service) return std::string("has no address yet: no workload or service has that address");
-  } else {
-    waypoint_service = mesh.service(at->service);
-    if (!waypoint_service) return "has no address yet: istiod has sent no Service " + at->service;
+    if (const Workload* pod = mesh.by_ip(*at->ip)) return {.pod = pod, .ip = *at->ip, .port = at->port};
+    if (const Service* service = mesh.service_by_vip(*at->ip)) return {.service = service, .port = at->port};
+    return {.missing = "has no address yet: no workload or service has that address"};
   }
+  if (const Service* service = mesh.service(at->service)) return {.service = service, .port = at->port};
+  return {.missing = "has no address yet: istiod has sent no Service " + at->service};
+}
+
+std::variant<Outbound::Candidate, std::string> Outbound::waypoint_hop(const WaypointAt& at, const tcp::endpoint& target,
+                                                                    const Service* service) {
+  if (at.pod) return Candidate{at.pod, target, service, tcp::endpoint(*at.ip, at.port)};
+  if (!at.service) return at.missing;
   // One of the waypoint service's pods, round-robin, healthy first, at an address of the
   // client's family when it has one (ztunnel adapts a hostname waypoint to the caller's family).
-  const auto& pods = waypoint_service->endpoints;
-  const size_t n = pods.size(), first = n ? round_robin_[waypoint_service->key]++ % n : 0;
+  const auto& pods = at.service->endpoints;
+  const bool v4 = unmapped(target.address()).is_v4();
+  const size_t n = pods.size(), first = n ? round_robin_[at.service->key]++ % n : 0;
   std::optional<Candidate> unhealthy;
   for (size_t i = 0; i < n; ++i) {
     const Workload* pod = pods[(first + i) % n];
     const auto& ips = pod->config.ips;
-    auto ip = std::find_if(ips.begin(), ips.end(), [&](const auto& a) { return a.is_v4() == unmapped(target.address()).is_v4(); });
+    auto ip = std::find_if(ips.begin(), ips.end(), [&](const auto& a) { return a.is_v4() == v4; });
     if (ip == ips.end()) ip = ips.begin();
     if (ip == ips.end()) continue;
-    Candidate hop{pod, target, service, tcp::endpoint(*ip, at->port)};
+    Candidate hop{pod, target, service, tcp::endpoint(*ip, at.port)};
     if (pod->config.healthy) return hop;
     if (!unhealthy) unhealthy = hop;
   }
   if (unhealthy) return *unhealthy;
-  return "has no address yet: its Service " + waypoint_service->key + " has no endpoint with an address";
+  return "has no address yet: its Service " + at.service->key + " has no endpoint with an address";
 }
 
-bool Outbound::is_waypoint(const Mesh& mesh, const std::string& waypoint, const Workload* source) {
-  const auto at = parse_waypoint(waypoint);
-  if (!source || !at) return false;
-  const Service* service = nullptr;
-  if (at->ip) {
-    if (const Workload* pod = mesh.by_ip(*at->ip)) return pod == source;
-    service = mesh.service_by_vip(*at->ip);
-  } else {
-    service = mesh.service(at->service);
-  }
+bool Outbound::WaypointAt::includes(const Workload* source) const {
+  if (!source) return false;
+  if (pod) return pod == source;
   return service && std::find(service->endpoints.begin(), service->endpoints.end(), source) != service->endpoints.end();
 }
 

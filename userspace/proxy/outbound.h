@@ -48,12 +48,21 @@ class Outbound {
   enum class Delivery { Done, TryNext };
 
   std::vector<Candidate> endpoints_of(const Service& service, uint16_t service_port, const std::string& node);
-  // The waypoint pod a connection to `target` goes to, when `waypoint` (as config and xDS name
-  // it) is in front of the destination; or what is missing, to finish "the waypoint W ...".
-  std::variant<Candidate, std::string> waypoint_hop(const Mesh& mesh, const std::string& waypoint,
-                                                    const tcp::endpoint& target, const Service* service);
-  // Whether `source` is (a pod of) `waypoint`: its own connections are not sent back to it.
-  static bool is_waypoint(const Mesh& mesh, const std::string& waypoint, const Workload* source);
+  // A waypoint (as config and xDS name it) found in the mesh: its pod, or its Service; else
+  // what is missing, to finish "the waypoint W ...".
+  struct WaypointAt {
+    const Workload* pod = nullptr;
+    const Service* service = nullptr;
+    std::optional<asio::ip::address> ip = std::nullopt;  // the pod's, as the waypoint names it
+    uint16_t port = 0;                    // its HBONE port
+    std::string missing = {};
+    // Whether `source` is (a pod of) the waypoint: its own connections are not sent back to it.
+    bool includes(const Workload* source) const;
+  };
+  static WaypointAt resolve_waypoint(const Mesh& mesh, const std::string& waypoint);
+  // The waypoint pod a connection to `target` goes to (its address, in `via`).
+  std::variant<Candidate, std::string> waypoint_hop(const WaypointAt& at, const tcp::endpoint& target,
+                                                    const Service* service);
   bool in_pod_cidr(const asio::ip::address& ip) const;
   // Carries the call to one candidate. TryNext when it could not reach it before any byte
   // moved (the next endpoint may serve it); Done otherwise (relayed, or refused for good).
