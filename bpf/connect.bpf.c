@@ -8,7 +8,10 @@
  *   proxy decides it as an identity-less source (a STRICT pod refuses it). The kubelet's probe
  *   cgroup and zmeshd itself are left alone; other netns (pods, other labs) are not the node.
  * The original destination is kept under the socket's cookie for sockops to move to the
- * connection's tuple once it has ports. Everything else passes untouched. */
+ * connection's tuple once it has ports. Everything else passes untouched.
+ * The fast path: a pod's connect to a pod of this node for which zmeshd cached an ALLOW of
+ * the current generation (zm_fast_verdicts) is not redirected; it is marked under its cookie
+ * (ZM_ORIG_FAST) for sockops to record the connection, whose SYN tc then lets in. */
 #include "vmlinux.h"
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
@@ -60,19 +63,41 @@ static __always_inline bool zm_capture(struct bpf_sock_addr *ctx, const struct z
 }
 
 /* Remembers where the socket was going; -ENOSPC when the map refuses. */
-static __always_inline int zm_remember_orig(struct bpf_sock_addr *ctx, const struct zm_ip_key *dst, __u8 flags)
+static __always_inline int zm_remember_orig(struct bpf_sock_addr *ctx, const struct zm_ip_key *dst, __u8 flags,
+					    __u64 generation)
 {
 	struct zm_orig orig = {
 		.addr = dst->addr,
 		.port = (__be16)ctx->user_port,
 		.family = dst->family,
 		.flags = flags,
+		.netns_cookie = bpf_get_netns_cookie(ctx),
+		.generation = generation,
 	};
 	__u64 cookie = bpf_get_socket_cookie(ctx);
 
 	if (bpf_map_update_elem(&zm_cookie_orig, &cookie, &orig, BPF_ANY))
 		return -ENOSPC;
 	return 0;
+}
+
+/* The generation of zmeshd's cached ALLOW for this pod's connect to a pod of this node, when
+ * it is the current one; 0 when there is none (the proxy decides). */
+static __always_inline __u64 zm_fast_allowed(struct bpf_sock_addr *ctx, const struct zm_ip_key *dst)
+{
+	struct zm_fast_key key = { .netns_cookie = bpf_get_netns_cookie(ctx), .dst = *dst,
+				   .dport = (__be16)ctx->user_port };
+	struct zm_fast_verdict *verdict;
+	struct zm_fast_state *state;
+	__u32 zero = 0;
+
+	if (!zm_cfg.fast_path_enabled || !bpf_map_lookup_elem(&zm_workloads, dst))
+		return 0;
+	verdict = bpf_map_lookup_elem(&zm_fast_verdicts, &key);
+	state = bpf_map_lookup_elem(&zm_fast_state, &zero);
+	if (!verdict || !state || !state->generation || verdict->generation != state->generation)
+		return 0;
+	return verdict->generation;
 }
 
 enum zm_connect_action { ZM_PASS, ZM_REDIRECT, ZM_REFUSE };
@@ -82,11 +107,20 @@ enum zm_connect_action { ZM_PASS, ZM_REDIRECT, ZM_REFUSE };
 static __always_inline enum zm_connect_action zm_decide(struct bpf_sock_addr *ctx, const struct zm_ip_key *dst,
 						      __u8 flags)
 {
+	__u64 fast;
+
 	if (!zm_capture(ctx, dst, flags)) {
 		zm_count(connect_passed);
 		return ZM_PASS;
 	}
-	if (zm_remember_orig(ctx, dst, flags)) {
+	/* A pod's connect only: the node has no identity a verdict could be cached for. If the
+	 * mark cannot be stored, the proxy takes the connect as before. */
+	fast = (flags & ZM_ORIG_FROM_NODE) ? 0 : zm_fast_allowed(ctx, dst);
+	if (fast && !zm_remember_orig(ctx, dst, flags | ZM_ORIG_FAST, fast)) {
+		zm_count(connect_fast);
+		return ZM_PASS;
+	}
+	if (zm_remember_orig(ctx, dst, flags, 0)) {
 		zm_count(connect_orig_full);
 		return ZM_REFUSE;
 	}

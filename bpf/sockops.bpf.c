@@ -6,6 +6,10 @@
  *   zm_sockhash; forget the original destination when the pod socket closes.
  * - zm_sockops_node on the node's host cgroup: the same move for connects zm_connect4/6_node
  *   captured, for sockets of the node's own netns only (no short-cut for them).
+ * - the fast path, on pods' sockets: a connect the connect hook let go directly (ZM_ORIG_FAST)
+ *   is recorded under its tuple in zm_fast_conns before its SYN leaves (TCP_CONNECT), so
+ *   tc lets that SYN into the destination pod; its opening and its close, with the bytes
+ *   each way, go to zmeshd through zm_fast_events.
  * - sk_msg on zm_sockhash: a message sent on one socket of a pair goes straight into its
  *   peer's receive queue, skipping TCP/IP. A socket that has sent through TCP once keeps
  *   doing so, so the bytes of a stream can never overtake each other. */
@@ -57,7 +61,7 @@ static __always_inline bool zm_move_orig(struct bpf_sock_ops *skops, const struc
 	struct zm_orig *orig = bpf_map_lookup_elem(&zm_cookie_orig, &cookie);
 	struct zm_orig copy;
 
-	if (!orig)
+	if (!orig || (orig->flags & ZM_ORIG_FAST))
 		return false;
 	copy = *orig;
 	bpf_map_update_elem(&zm_orig, t, &copy, BPF_ANY);
@@ -72,11 +76,66 @@ static __always_inline void zm_watch_close(struct bpf_sock_ops *skops)
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 }
 
+/* Sends a fast-path connection's event to zmeshd; counted when the ring buffer is full. */
+static __always_inline void zm_fast_event(struct bpf_sock_ops *skops, const struct zm_tuple *t,
+					  const struct zm_fast_conn *conn, __u32 kind)
+{
+	struct zm_fast_event *e = bpf_ringbuf_reserve(&zm_fast_events, sizeof(*e), 0);
+
+	if (!e) {
+		zm_count(fast_events_lost);
+		return;
+	}
+	e->tuple = *t;
+	e->kind = kind;
+	e->established = conn->established;
+	if (kind == ZM_FAST_CLOSED) {
+		/* The kernel's counts take in the SYN and FINs, which are sequence space, not data. */
+		__u64 control = (conn->established ? 1 : 0) + conn->fin_sent;
+
+		e->bytes_sent = skops->bytes_acked > control ? skops->bytes_acked - control : 0;
+		e->bytes_received = skops->bytes_received > conn->fin_received ?
+					    skops->bytes_received - conn->fin_received : 0;
+	}
+	e->duration_ns = bpf_ktime_get_ns() - conn->start_ns;
+	bpf_ringbuf_submit(e, 0);
+}
+
+/* TCP_CONNECT, before the SYN: a connect the fast path let go directly becomes a recorded
+ * connection (tc lets in the SYN of recorded ones only). */
+static __always_inline void zm_fast_connect(struct bpf_sock_ops *skops)
+{
+	__u64 cookie = bpf_get_socket_cookie(skops);
+	struct zm_orig *orig = bpf_map_lookup_elem(&zm_cookie_orig, &cookie);
+	struct zm_fast_conn conn = {};
+	struct zm_tuple t = {};
+
+	if (!orig || !(orig->flags & ZM_ORIG_FAST))
+		return;
+	conn.netns_cookie = orig->netns_cookie;
+	conn.generation = orig->generation;
+	conn.start_ns = bpf_ktime_get_ns();
+	bpf_map_delete_elem(&zm_cookie_orig, &cookie);
+	zm_tuple_from_sockops(skops, &t);
+	if (bpf_map_update_elem(&zm_fast_conns, &t, &conn, BPF_NOEXIST)) {
+		zm_count(fast_conn_full);
+		return;
+	}
+	zm_watch_close(skops);
+}
+
 static __always_inline void zm_established(struct bpf_sock_ops *skops)
 {
+	struct zm_fast_conn *fast;
 	struct zm_tuple t = {};
 
 	zm_tuple_from_sockops(skops, &t);
+	fast = bpf_map_lookup_elem(&zm_fast_conns, &t);
+	if (fast) {
+		fast->established = 1;
+		zm_fast_event(skops, &t, fast, ZM_FAST_OPENED);
+		return;
+	}
 	zm_move_orig(skops, &t);
 	zm_watch_close(skops);
 	if (!zm_cfg.sockmap_enabled || !zm_peer_is_local(&t))
@@ -87,13 +146,51 @@ static __always_inline void zm_established(struct bpf_sock_ops *skops)
 		zm_count(sockhash_added);
 }
 
+/* A fast-path connection's FINs, from its state changes (old state args[0], new args[1]): which
+ * of bytes_acked and bytes_received are FINs. A socket leaves FIN_WAIT2 and CLOSING only for
+ * TIME_WAIT (or a reset, which these counts then miss by one). */
+static __always_inline void zm_fast_fins(struct zm_fast_conn *conn, __u32 from, __u32 to)
+{
+	if (to == BPF_TCP_CLOSE_WAIT || to == BPF_TCP_CLOSING || (to == BPF_TCP_CLOSE && from == BPF_TCP_FIN_WAIT2))
+		conn->fin_received = 1;
+	if ((from == BPF_TCP_FIN_WAIT1 && to == BPF_TCP_FIN_WAIT2) || (to == BPF_TCP_CLOSE && from == BPF_TCP_CLOSING) ||
+	    (to == BPF_TCP_CLOSE && from == BPF_TCP_LAST_ACK))
+		conn->fin_sent = 1;
+}
+
 static __always_inline void zm_closed(struct bpf_sock_ops *skops)
 {
+	struct zm_fast_conn *fast;
 	struct zm_tuple t = {};
 
 	zm_tuple_from_sockops(skops, &t);
+	fast = bpf_map_lookup_elem(&zm_fast_conns, &t);
+	if (fast) {
+		zm_fast_event(skops, &t, fast, ZM_FAST_CLOSED);
+		bpf_map_delete_elem(&zm_fast_conns, &t);
+		return;
+	}
 	bpf_map_delete_elem(&zm_orig, &t);
 	bpf_map_delete_elem(&zm_sc_tcponly, &t);
+}
+
+static __always_inline void zm_state_changed(struct bpf_sock_ops *skops)
+{
+	/* Both read once, up front: the verifier refuses a context field read at a computed offset,
+	 * which is what clang makes of two reads of args[] on different paths. */
+	__u32 from = skops->args[0];
+	__u32 to = skops->args[1];
+	struct zm_fast_conn *fast;
+	struct zm_tuple t = {};
+
+	barrier_var(from);
+	barrier_var(to);
+	zm_tuple_from_sockops(skops, &t);
+	fast = bpf_map_lookup_elem(&zm_fast_conns, &t);
+	if (fast)
+		zm_fast_fins(fast, from, to);
+	if (to == BPF_TCP_CLOSE)
+		zm_closed(skops);
 }
 
 /* sockops, both directions: connection established and closed. */
@@ -103,13 +200,15 @@ int zm_sockops(struct bpf_sock_ops *skops)
 	if (skops->family != AF_INET && skops->family != AF_INET6)
 		return 1;
 	switch (skops->op) {
+	case BPF_SOCK_OPS_TCP_CONNECT_CB:
+		zm_fast_connect(skops);
+		break;
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
 		zm_established(skops);
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
-		if (skops->args[1] == BPF_TCP_CLOSE)
-			zm_closed(skops);
+		zm_state_changed(skops);
 		break;
 	}
 	return 1;

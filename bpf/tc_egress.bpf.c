@@ -9,6 +9,8 @@
  *     changes netns, and it is not on the wire)                       -> pass (tc_door_passed)
  *   - from a socket of the kubelet's cgroup (--probe-cgroup): health probes
  *                                                                      -> pass (tc_door_probe)
+ *   - a fast-path connection from a pod of this node, out of that pod's own veth
+ *     (zm_fast_conns: zmeshd allowed it, docs/datapath.md)             -> pass (tc_door_fast)
  * and is dropped otherwise (tc_drop_bypass): it did not go through the mesh's decision. That is
  * what the node's own processes outside the captured cgroup send, packets NATed on the node
  * (NodePort, hostPort) and whatever arrived on an interface before zmeshd hooked it.
@@ -75,6 +77,10 @@ int zm_tc_egress(struct __sk_buff *skb)
 	}
 	if (zm_from_probe_cgroup(skb)) {
 		zm_count(tc_door_probe);
+		return TC_ACT_OK;
+	}
+	if (zm_fast_syn(p.family, &p.src, p.sport, &p.dst, p.dport, skb->ingress_ifindex)) {
+		zm_count(tc_door_fast);
 		return TC_ACT_OK;
 	}
 	zm_count(tc_drop_bypass);

@@ -15,9 +15,11 @@
  *      may be anything)                                            -> drop (tc_drop_unparsed)
  *   2. a new connection (SYN without ACK):
  *        to the HBONE port        -> assign to zmeshd's listener there (tc_to_hbone)
- *        to another port          -> drop when zm_l4_deny matches (tc_drop_deny) or the pod
- *                                    requires mTLS (tc_drop_mtls), else assign to the
- *                                    plaintext listener (tc_to_plaintext)
+ *        to another port          -> drop when zm_l4_deny matches (tc_drop_deny); pass when
+ *                                    it is a fast-path connection from a pod of this node
+ *                                    (zm_fast_conns, out of that pod's own veth: tc_fast_path);
+ *                                    drop when the pod requires mTLS (tc_drop_mtls); else
+ *                                    assign to the plaintext listener (tc_to_plaintext)
  *        no listener to assign to -> drop: zmeshd is down, fail closed (tc_drop_no_proxy)
  *      The deny map is not consulted for HBONE: those packets come from the source *node*,
  *      whose address says nothing about the client pod, and carry the real port inside the
@@ -239,6 +241,10 @@ int zm_tc_ingress(struct __sk_buff *skb)
 	} else if (zm_denied(&p)) {
 		zm_count(tc_drop_deny);
 		return TC_ACT_SHOT;
+	} else if (zm_fast_syn(p.family, &p.src, p.sport, &p.dst, p.dport, skb->ingress_ifindex)) {
+		/* zmeshd allowed this pod to reach that one (docs/datapath.md "The fast path"). */
+		zm_count(tc_fast_path);
+		return TC_ACT_OK;
 	} else if (wl->flags & ZM_WL_MTLS_STRICT) {
 		zm_count(tc_drop_mtls);
 		return TC_ACT_SHOT;

@@ -25,6 +25,8 @@
 #define ZM_MAX_WORKLOADS 4096  /* zm_workloads: IPs of pods enrolled on this node */
 #define ZM_MAX_CONNS 65536     /* zm_cookie_orig, zm_orig, zm_sockhash, zm_sc_tcponly: captured connections */
 #define ZM_MAX_DENY 16384      /* zm_l4_deny: kernel deny entries */
+#define ZM_MAX_FAST 65536      /* zm_fast_verdicts, zm_fast_conns: the same-node fast path */
+#define ZM_FAST_EVENTS_BYTES (256 * 1024) /* zm_fast_events: its ring buffer */
 
 /* Every map the programs pin under the pin root, by the name bpf/lib/maps.h declares it with
  * (LIBBPF_PIN_BY_NAME): userspace opens them by these names only (ZM_MAP_NAMES in
@@ -39,13 +41,17 @@
 	X(zm_sc_tcponly)  \
 	X(zm_l4_deny)     \
 	X(zm_layout)      \
-	X(zm_counters)
+	X(zm_counters)    \
+	X(zm_fast_state)  \
+	X(zm_fast_verdicts) \
+	X(zm_fast_conns)  \
+	X(zm_fast_events)
 
 /* The version of the pinned maps' layout, recorded in zm_layout by the daemon that pinned them
  * (bpftool map dump pinned <root>/zm_layout). Bump it when a map's key, value, type or
  * capacity changes; a new zmeshd finds the changed maps on its own either way (it compares
  * each pinned map with its own declaration, docs/datapath.md "Upgrades"). */
-#define ZM_LAYOUT_VERSION 2
+#define ZM_LAYOUT_VERSION 3
 struct zm_layout {
 	__u32 version;
 };
@@ -73,13 +79,19 @@ struct zm_tuple {
 	__u8 pad[3];
 };
 
-/* Where a captured connect was going before it was rewritten to the proxy. */
+/* Where a captured connect was going before it was rewritten to the proxy; or, with
+ * ZM_ORIG_FAST, a connect the fast path let go to the pod directly (sockops moves those to
+ * zm_fast_conns). */
 #define ZM_ORIG_FROM_NODE 1 /* the connect came from the node's own netns, not from a pod */
+#define ZM_ORIG_FAST 2      /* not redirected: a cached ALLOW of the generation below */
 struct zm_orig {
 	union zm_ip addr;
 	__be16 port;
 	__u8 family;
 	__u8 flags; /* ZM_ORIG_* */
+	__u32 pad;
+	__u64 netns_cookie; /* the connecting socket's netns: which pod (the fast path's key) */
+	__u64 generation;   /* ZM_ORIG_FAST: the generation of the verdict that let it go */
 };
 
 /* zm_dests value: a destination in the mesh, whose connects are captured. */
@@ -130,6 +142,47 @@ struct zm_deny {
 	__u32 rule_id;
 };
 
+/* The same-node fast path (docs/datapath.md "The fast path"). zmeshd caches its ALLOW for a
+ * (source pod, destination pod, port) in zm_fast_verdicts, stamped with the generation in
+ * zm_fast_state; every change of policies, workloads or identities bumps the generation, which
+ * voids every verdict at once. DENY is never cached. */
+struct zm_fast_state {
+	__u64 generation;
+};
+/* zm_fast_verdicts key: the source pod (its netns cookie, which no other netns has and is
+ * never reused), the destination pod's address and port (network order). */
+struct zm_fast_key {
+	__u64 netns_cookie;
+	struct zm_ip_key dst;
+	__be16 dport;
+	__u8 pad[2];
+};
+struct zm_fast_verdict {
+	__u64 generation;
+};
+/* zm_fast_conns value, under the client socket's tuple (local = client pod): an open fast-path
+ * connection, for tc to let its SYN into the destination pod and for zmeshd to decide again
+ * when the generation changes (the generation it was last allowed under). */
+struct zm_fast_conn {
+	__u64 netns_cookie;
+	__u64 generation;
+	__u64 start_ns; /* bpf_ktime_get_ns() at connect */
+	__u8 established;
+	__u8 fin_sent;     /* our FIN was acknowledged: bytes_acked counts it, it is no data */
+	__u8 fin_received; /* the peer's FIN arrived: bytes_received counts it */
+	__u8 pad[5];
+};
+/* zm_fast_events record: a fast-path connection opened, or closed with its byte counts. */
+enum zm_fast_event_kind { ZM_FAST_OPENED = 1, ZM_FAST_CLOSED = 2 };
+struct zm_fast_event {
+	struct zm_tuple tuple; /* the client socket's: local = client pod, remote = server pod */
+	__u32 kind;            /* enum zm_fast_event_kind */
+	__u32 established;     /* CLOSED: whether it ever was (else the connect failed) */
+	__u64 bytes_sent;      /* client -> server, acknowledged data (not the SYN and FIN) */
+	__u64 bytes_received;  /* server -> client, data (not the FIN) */
+	__u64 duration_ns;
+};
+
 /* Config every program reads from its rodata; userspace fills it before load. */
 struct zm_config {
 	union zm_ip outbound_ip4;  /* proxy address the pods reach (v4 field used) */
@@ -141,6 +194,7 @@ struct zm_config {
 	__u32 proxy_mark;          /* SO_MARK of zmeshd's own sockets: never captured */
 	__u32 assign_mark;         /* skb->mark for steered packets: routed to the local table */
 	__u32 sockmap_enabled;     /* the pod<->proxy short-cut through the sockhash */
+	__u32 fast_path_enabled;   /* same-node connects with a cached ALLOW go to the pod directly */
 	__u64 node_netns_cookie;   /* the node's netns: the host hooks act on its sockets only */
 	__u64 proxy_cgroup_id;     /* zmeshd's own cgroup: its connects are never captured */
 	__u64 probe_cgroup_id;     /* the kubelet's cgroup (0 = none): its probes reach pods directly */
@@ -175,7 +229,12 @@ struct zm_config {
 	X(tc_drop_tagged, "to a mesh pod inside stacked VLAN tags (the kernel would strip them after tc)") \
 	X(tc_door_passed, "TCP into a pod at its veth: zmeshd's own, or not a new connection")           \
 	X(tc_door_probe, "new connections into a pod from the kubelet's probe cgroup, let through")      \
-	X(tc_drop_bypass, "new connections into a pod that did not come through zmeshd: dropped at its veth")
+	X(tc_drop_bypass, "new connections into a pod that did not come through zmeshd: dropped at its veth") \
+	X(connect_fast, "same-node connects with a cached ALLOW, sent to the pod directly (fast path)")  \
+	X(fast_conn_full, "fast-path connects whose connection could not be recorded (map full): their SYN is dropped") \
+	X(fast_events_lost, "fast-path open/close events the ring buffer had no room for")             \
+	X(tc_fast_path, "new fast-path connections let through tc ingress (no proxy hop)")              \
+	X(tc_door_fast, "new fast-path connections let into a pod at its veth")
 
 struct zm_counters {
 #define ZM_COUNTER_FIELD(name, help) __u64 name;

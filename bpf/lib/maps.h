@@ -103,6 +103,45 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } zm_counters SEC(".maps");
 
+/* key: 0; value: struct zm_fast_state (the fast path's generation). Written by userspace
+ * (BpfDatapath::invalidate_fast_path); read by connect4/6 and sockops. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct zm_fast_state);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} zm_fast_state SEC(".maps");
+
+/* key: struct zm_fast_key; value: struct zm_fast_verdict. Written by userspace (an ALLOW the
+ * proxy decided); read by connect4/6. LRU: a verdict is only a cache. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, ZM_MAX_FAST);
+	__type(key, struct zm_fast_key);
+	__type(value, struct zm_fast_verdict);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} zm_fast_verdicts SEC(".maps");
+
+/* key: struct zm_tuple of the client pod's socket; value: struct zm_fast_conn. Written by
+ * sockops (TCP_CONNECT) and deleted at close; read by tc ingress and the pod's door (the SYN)
+ * and by userspace (decide again, close). Not LRU: an open connection is never forgotten (a
+ * full map fails the connection closed, fast_conn_full). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, ZM_MAX_FAST);
+	__type(key, struct zm_tuple);
+	__type(value, struct zm_fast_conn);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} zm_fast_conns SEC(".maps");
+
+/* struct zm_fast_event records, from sockops to userspace (telemetry of fast-path connections). */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, ZM_FAST_EVENTS_BYTES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} zm_fast_events SEC(".maps");
+
 /* Adds 1 (or n) to a counter: zm_count(connect_redirected). Per-CPU, so no atomics. */
 #define zm_count_n(field, n)                                                   \
 	do {                                                                   \
@@ -112,5 +151,19 @@ struct {
 			__c->field += (n);                                     \
 	} while (0)
 #define zm_count(field) zm_count_n(field, 1)
+
+
+/* Whether a new connection's SYN belongs to a fast-path connection: a client pod's socket
+ * recorded in zm_fast_conns, and the packet came out of that pod's own veth (a packet from
+ * anywhere else claiming the tuple is not let through). */
+static __always_inline bool zm_fast_syn(__u8 family, const union zm_ip *src, __be16 sport, const union zm_ip *dst,
+					__be16 dport, __u32 ingress_ifindex)
+{
+	struct zm_ip_key source = { .family = family, .addr = *src };
+	struct zm_tuple t = { .local = *src, .remote = *dst, .local_port = sport, .remote_port = dport, .family = family };
+	struct zm_workload *from = bpf_map_lookup_elem(&zm_workloads, &source);
+
+	return from && from->ifindex && from->ifindex == ingress_ifindex && bpf_map_lookup_elem(&zm_fast_conns, &t);
+}
 
 #endif

@@ -19,8 +19,10 @@
 
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -83,6 +85,8 @@ struct DatapathOptions {
   // The same-node short-cut. Off by default: with a socket in the sockhash, a blocking read
   // can return EAGAIN when woken by anything but data (docs/datapath.md).
   bool sockmap = false;
+  // The same-node fast path: connects with a cached ALLOW go pod to pod (docs/datapath.md).
+  bool fast_path = true;
   TcMode tc_mode = TcMode::Auto;
   std::filesystem::path proxy_cgroup;              // empty = this process's cgroup
   // The node's own processes: their connects to this node's pods and to services are captured
@@ -110,6 +114,7 @@ std::vector<std::pair<const char*, uint64_t>> named_counters(const DatapathCount
 struct OriginalDestination {
   TcpEndpoint target;
   bool from_node = false;  // a process of the node itself (no workload identity), not a pod
+  uint64_t source_netns = 0;  // the connecting socket's netns cookie: which pod (0 = unknown)
 };
 
 // Where connections accepted on the outbound listener were going: all the proxy needs of the
@@ -120,6 +125,46 @@ class OriginalDestinations {
   // From the accepted socket's peer (the pod) and local (the listener) addresses; taken out
   // of the kernel's map.
   virtual std::optional<OriginalDestination> original_destination(const TcpEndpoint& peer, const TcpEndpoint& local) = 0;
+};
+
+// The same-node fast path's kernel side (docs/datapath.md "The fast path"): a cache of the
+// proxy's ALLOW decisions for (source pod, destination pod, port), voided all at once by a new
+// generation; the connections it let go directly; and their open and close events.
+struct FastPathKey {
+  uint64_t source_netns = 0;  // the source pod's netns cookie (OriginalDestination::source_netns)
+  TcpEndpoint destination;    // a pod of this node, and the port
+};
+struct FastConnection {
+  TcpEndpoint client, server;  // the client pod's socket: its own end, the server pod's
+  uint64_t source_netns = 0;
+  uint64_t generation = 0;     // the generation it was last allowed under
+};
+struct FastPathEvent {
+  enum class Kind { Opened, Closed } kind = Kind::Opened;
+  TcpEndpoint client, server;
+  bool established = false;    // Closed: whether the connection ever was (else its connect failed)
+  uint64_t sent = 0;           // client -> server (Closed)
+  uint64_t received = 0;       // server -> client (Closed)
+  std::chrono::nanoseconds duration{0};
+};
+
+class FastPath {
+ public:
+  virtual ~FastPath() = default;
+  // A new generation: every verdict cached until now is void for new connects. Returns it.
+  virtual uint64_t invalidate() = 0;
+  // Caches ALLOW for `key` under the current generation.
+  virtual void allow(const FastPathKey& key) = 0;
+  // The fast-path connections open now.
+  virtual std::vector<FastConnection> connections() const = 0;
+  // `connection` was decided again under `generation` and is still allowed.
+  virtual void reallow(const FastConnection& connection, uint64_t generation) = 0;
+  // Resets `connection` (both ends: the client pod's socket is destroyed in its netns, which
+  // sends the server a reset). Throws DatapathError when it cannot.
+  virtual void close(const FastConnection& connection) = 0;
+  // A descriptor that is readable while events wait, and what takes them.
+  virtual int events_fd() const = 0;
+  virtual void take_events(const std::function<void(const FastPathEvent&)>& each) = 0;
 };
 
 class Datapath : public OriginalDestinations {
@@ -168,7 +213,7 @@ class PinnedMaps {
   std::unique_ptr<Fds> fds_;
 };
 
-class BpfDatapath final : public Datapath {
+class BpfDatapath final : public Datapath, public FastPath {
  public:
   // Loads, pins and attaches (adopting what a previous daemon pinned). Throws DatapathError
   // with what failed and why.
@@ -187,6 +232,14 @@ class BpfDatapath final : public Datapath {
   void set_deny_rules(const std::vector<DenyRule>& rules) override;
   DatapathCounters counters() const override;
   std::optional<OriginalDestination> original_destination(const TcpEndpoint& peer, const TcpEndpoint& local) override;
+
+  uint64_t invalidate() override;
+  void allow(const FastPathKey& key) override;
+  std::vector<FastConnection> connections() const override;
+  void reallow(const FastConnection& connection, uint64_t generation) override;
+  void close(const FastConnection& connection) override;
+  int events_fd() const override;
+  void take_events(const std::function<void(const FastPathEvent&)>& each) override;
 
   // Interfaces of the node's netns: every one but lo gets tc ingress. start() hooks those that
   // exist; the daemon calls these as links come and go (a pod's veth, a tunnel device).

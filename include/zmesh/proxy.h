@@ -79,6 +79,7 @@ struct ProxyInputs {
   Certificates& certificates;
   Telemetry& telemetry;
   ProxyOptions options;
+  FastPath* fast_path = nullptr;  // the kernel's same-node fast path; null = off
 };
 
 class Proxy {

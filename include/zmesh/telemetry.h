@@ -55,6 +55,7 @@ struct ConnectionRecord {
   std::chrono::system_clock::time_point started = std::chrono::system_clock::now();
   std::chrono::steady_clock::time_point started_steady = std::chrono::steady_clock::now();
   std::string error;  // empty when both directions ended cleanly
+  std::string path = "proxy";  // "kernel": a same-node fast-path connection, counted by the kernel
 };
 
 struct AccessLogOptions {

@@ -327,7 +327,9 @@ TEST_F(TcIngressTest, ThePinnedMapsAreTheSharedHeadersList) {
   const std::map<std::string, uint32_t> capacity = {
       {"zm_dests", ZM_MAX_DESTS},  {"zm_dest_cidrs", ZM_MAX_DEST_CIDRS}, {"zm_workloads", ZM_MAX_WORKLOADS},
       {"zm_orig", ZM_MAX_CONNS},   {"zm_cookie_orig", ZM_MAX_CONNS},     {"zm_sockhash", ZM_MAX_CONNS},
-      {"zm_sc_tcponly", ZM_MAX_CONNS}, {"zm_l4_deny", ZM_MAX_DENY}, {"zm_layout", 1},                     {"zm_counters", 1}};
+      {"zm_sc_tcponly", ZM_MAX_CONNS}, {"zm_l4_deny", ZM_MAX_DENY}, {"zm_layout", 1},                     {"zm_counters", 1},
+      {"zm_fast_state", 1}, {"zm_fast_verdicts", ZM_MAX_FAST}, {"zm_fast_conns", ZM_MAX_FAST},
+      {"zm_fast_events", ZM_FAST_EVENTS_BYTES}};
   for (const auto& name : listed) {
     SCOPED_TRACE(name);
     const int fd = bpf_obj_get((pins_.path() / name).c_str());

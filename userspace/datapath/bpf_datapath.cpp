@@ -30,6 +30,7 @@
 #include "map_io.h"
 #include "map_names.h"
 #include "netlink.h"
+#include "sock_destroy.h"
 #include "zmesh/datapath.h"
 #include "zmesh/datapath_error.h"
 #include "zmesh/kernel.h"
@@ -108,12 +109,29 @@ struct BpfDatapath::Impl {
   // Map entries this daemon's config asked for since start; commit_start() drops the rest.
   std::set<std::string> claimed_workloads, claimed_dests;
   std::vector<LayoutChange> layout_changes;  // maps set aside at start
+  std::map<std::string, fs::path> pod_cgroups;  // enrolled pods' IPs (zm_ip_key bytes) -> cgroup: the fast path's close
+  struct FreeRingBuffer {
+    void operator()(ring_buffer* rb) const { ring_buffer__free(rb); }
+  };
+  std::unique_ptr<ring_buffer, FreeRingBuffer> fast_events;
+  std::function<void(const FastPathEvent&)> on_fast_event;  // during take_events
 
   // Every skeleton shares the pinned maps; the connect object's handles stand for them all.
   int workloads_fd() const { return bpf_map__fd(connect->maps.zm_workloads); }
   int dests_fd() const { return bpf_map__fd(connect->maps.zm_dests); }
   int dest_cidrs_fd() const { return bpf_map__fd(connect->maps.zm_dest_cidrs); }
   int deny_fd() const { return bpf_map__fd(connect->maps.zm_l4_deny); }
+  int fast_state_fd() const { return bpf_map__fd(connect->maps.zm_fast_state); }
+  int fast_verdicts_fd() const { return bpf_map__fd(connect->maps.zm_fast_verdicts); }
+  int fast_conns_fd() const { return bpf_map__fd(connect->maps.zm_fast_conns); }
+
+  uint64_t fast_generation() const {
+    const uint32_t zero = 0;
+    zm_fast_state state{};
+    if (bpf_map_lookup_elem(fast_state_fd(), &zero, &state) != 0)
+      throw DatapathError(std::string("read map ") + map::zm_fast_state, errno);
+    return state.generation;
+  }
 
   // The program a pinned link runs, from its name (links.h).
   bpf_program* program_for(const std::string& link_name) const {
@@ -144,6 +162,7 @@ struct BpfDatapath::Impl {
     c.proxy_mark = options.proxy_mark;
     c.assign_mark = options.assign_mark;
     c.sockmap_enabled = options.sockmap ? 1 : 0;
+    c.fast_path_enabled = options.fast_path ? 1 : 0;
     c.node_netns_cookie = netns_cookie();
     c.proxy_cgroup_id = open_cgroup(proxy_cgroup()).id;
     if (!options.probe_cgroup.empty()) {
@@ -214,13 +233,15 @@ std::unique_ptr<BpfDatapath> BpfDatapath::start(const DatapathOptions& options) 
   }
   links.hook_all_interfaces();
   add_local_delivery(impl->route());
-  spdlog::info("datapath: programs loaded, maps and links pinned under {} (tc via {}, short-cut {}); the node's "
-               "own connects {}; kubelet probes from {}",
+  spdlog::info("datapath: programs loaded, maps and links pinned under {} (tc via {}, short-cut {}, fast path {}); "
+               "the node's own connects {}; kubelet probes from {}",
                options.pin_root.string(), links.tc_mode() == TcMode::Tcx ? "tcx" : "clsact",
-               options.sockmap ? "on" : "off",
+               options.sockmap ? "on" : "off", options.fast_path ? "on" : "off",
                options.node_capture ? "captured in " + impl->host_cgroup().string() : std::string("not captured"),
                options.probe_cgroup.empty() ? std::string("nowhere (none configured)") : options.probe_cgroup.string());
-  return std::unique_ptr<BpfDatapath>(new BpfDatapath(std::move(impl)));
+  std::unique_ptr<BpfDatapath> datapath(new BpfDatapath(std::move(impl)));
+  datapath->invalidate();  // what a previous daemon cached is its decision, not ours
+  return datapath;
 }
 
 void BpfDatapath::cleanup(const DatapathOptions& options) {
@@ -251,6 +272,7 @@ void BpfDatapath::enroll(const WorkloadAttachment& workload) {
       update(workloads_fd, &key, &value, map::zm_workloads, "enroll " + workload.name + " (" + ip.to_string() + ")");
       if (!known) new_keys.push_back(bytes_of(&key, sizeof key));
       impl_->claimed_workloads.insert(bytes_of(&key, sizeof key));
+      impl_->pod_cgroups[bytes_of(&key, sizeof key)] = workload.cgroup;
     }
     for (const char* kind : {"connect4", "connect6", "sockops"}) impl_->links->attach_cgroup(workload.cgroup, kind);
     if (!workload.host_veth.empty()) {
@@ -276,6 +298,7 @@ void BpfDatapath::unenroll(const WorkloadAttachment& workload) {
     const zm_ip_key key = ip_key(ip);
     bpf_map_delete_elem(impl_->workloads_fd(), &key);
     impl_->claimed_workloads.erase(bytes_of(&key, sizeof key));
+    impl_->pod_cgroups.erase(bytes_of(&key, sizeof key));
   }
   struct stat st{};
   if (stat(workload.cgroup.c_str(), &st) == 0)
@@ -363,6 +386,102 @@ DatapathCounters BpfDatapath::counters() const { return impl_->maps->counters();
 std::optional<OriginalDestination> BpfDatapath::original_destination(const TcpEndpoint& peer,
                                                                     const TcpEndpoint& local) {
   return impl_->maps->take_original_destination(peer, local);
+}
+
+// The fast path (docs/datapath.md "The fast path").
+
+uint64_t BpfDatapath::invalidate() {
+  const uint32_t zero = 0;
+  const zm_fast_state next{impl_->fast_generation() + 1};
+  update(impl_->fast_state_fd(), &zero, &next, map::zm_fast_state, "start a new fast-path generation");
+  return next.generation;
+}
+
+void BpfDatapath::allow(const FastPathKey& key) {
+  zm_fast_key k{};
+  k.netns_cookie = key.source_netns;
+  k.dst = ip_key(key.destination.address());
+  k.dport = htons(key.destination.port());
+  const zm_fast_verdict verdict{impl_->fast_generation()};
+  update(impl_->fast_verdicts_fd(), &k, &verdict, map::zm_fast_verdicts, "cache an ALLOW");
+}
+
+std::vector<FastConnection> BpfDatapath::connections() const {
+  std::vector<FastConnection> out;
+  const int fd = impl_->fast_conns_fd();
+  for (const auto& key : map_keys(fd, sizeof(zm_tuple))) {
+    zm_tuple t{};
+    std::memcpy(&t, key.data(), sizeof t);
+    zm_fast_conn conn{};
+    if (bpf_map_lookup_elem(fd, &t, &conn) != 0) continue;  // closed meanwhile
+    out.push_back({{from_zm_ip(t.local, t.family), ntohs(t.local_port)},
+                   {from_zm_ip(t.remote, t.family), ntohs(t.remote_port)},
+                   conn.netns_cookie,
+                   conn.generation});
+  }
+  return out;
+}
+
+namespace {
+zm_tuple fast_tuple(const FastConnection& c) {
+  zm_tuple t{};
+  t.family = to_zm_ip(c.client.address(), t.local);
+  to_zm_ip(c.server.address(), t.remote);
+  t.local_port = htons(c.client.port());
+  t.remote_port = htons(c.server.port());
+  return t;
+}
+}  // namespace
+
+void BpfDatapath::reallow(const FastConnection& connection, uint64_t generation) {
+  const zm_tuple t = fast_tuple(connection);
+  zm_fast_conn conn{};
+  if (bpf_map_lookup_elem(impl_->fast_conns_fd(), &t, &conn) != 0) return;  // closed meanwhile
+  conn.generation = generation;
+  bpf_map_update_elem(impl_->fast_conns_fd(), &t, &conn, BPF_EXIST);
+}
+
+void BpfDatapath::close(const FastConnection& connection) {
+  const zm_ip_key client = ip_key(connection.client.address());
+  const auto pod = impl_->pod_cgroups.find(bytes_of(&client, sizeof client));
+  if (pod == impl_->pod_cgroups.end())
+    throw DatapathError("reset fast-path connection from " + connection.client.address().to_string() +
+                            ": no pod of this node has that address any more",
+                        ESRCH);
+  destroy_pod_socket(pod->second, connection.source_netns, connection.client, connection.server);
+}
+
+int BpfDatapath::events_fd() const {
+  if (!impl_->fast_events) {
+    auto on_event = [](void* ctx, void* data, size_t size) -> int {
+      auto* impl = static_cast<Impl*>(ctx);
+      if (size < sizeof(zm_fast_event) || !impl->on_fast_event) return 0;
+      zm_fast_event e{};
+      std::memcpy(&e, data, sizeof e);
+      FastPathEvent event;
+      event.kind = e.kind == ZM_FAST_OPENED ? FastPathEvent::Kind::Opened : FastPathEvent::Kind::Closed;
+      event.client = {from_zm_ip(e.tuple.local, e.tuple.family), ntohs(e.tuple.local_port)};
+      event.server = {from_zm_ip(e.tuple.remote, e.tuple.family), ntohs(e.tuple.remote_port)};
+      event.established = e.established != 0;
+      event.sent = e.bytes_sent;
+      event.received = e.bytes_received;
+      event.duration = std::chrono::nanoseconds(e.duration_ns);
+      impl->on_fast_event(event);
+      return 0;
+    };
+    impl_->fast_events.reset(
+        ring_buffer__new(bpf_map__fd(impl_->sockops->maps.zm_fast_events), on_event, impl_.get(), nullptr));
+    if (!impl_->fast_events) throw DatapathError(std::string("read ring buffer ") + map::zm_fast_events, errno);
+  }
+  return ring_buffer__epoll_fd(impl_->fast_events.get());
+}
+
+void BpfDatapath::take_events(const std::function<void(const FastPathEvent&)>& each) {
+  events_fd();  // the ring buffer, once
+  impl_->on_fast_event = each;
+  const int n = ring_buffer__consume(impl_->fast_events.get());
+  impl_->on_fast_event = nullptr;
+  if (n < 0) throw DatapathError(std::string("read ring buffer ") + map::zm_fast_events, -n);
 }
 
 void BpfDatapath::commit_start() {

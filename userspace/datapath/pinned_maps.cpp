@@ -122,7 +122,7 @@ std::optional<OriginalDestination> PinnedMaps::take_original_destination(const T
   zm_orig orig{};
   if (bpf_map_lookup_elem(fds_->orig.get(), &key, &orig) != 0) return std::nullopt;
   bpf_map_delete_elem(fds_->orig.get(), &key);
-  return OriginalDestination{datapath::endpoint(orig), (orig.flags & ZM_ORIG_FROM_NODE) != 0};
+  return OriginalDestination{datapath::endpoint(orig), (orig.flags & ZM_ORIG_FROM_NODE) != 0, orig.netns_cookie};
 }
 
 std::vector<IpAddress> PinnedMaps::destinations() const {

@@ -97,7 +97,7 @@ awaitable<void> Outbound::serve(tcp::socket client, uint64_t id) {
   } else {
     co_return refuse("unknown destination, refused");
   }
-  Call call{*snap, client, id, peer, src, record};
+  Call call{*snap, client, id, peer, src, record, *orig};
   for (const auto& candidate : candidates) {
     if (co_await deliver(call, candidate) == Delivery::Done) co_return;
     // The hop that failed: the waypoint, not the destination behind it.
@@ -234,9 +234,13 @@ awaitable<Outbound::Delivery> Outbound::deliver_direct(Call& call, const Candida
     if (auto why = ctx_.connections.denied_since(call.snap, who)) co_return denied(*why);
   report(ctx_.telemetry, call.record, Outcome::Opened, same_node);
   std::optional<ConnectionManager::Grant> grant;  // this node authorized it, and may take it back
-  if (same_node)
+  if (same_node) {
     grant.emplace(ctx_.connections, who, upstream,
                   "[c" + std::to_string(call.id) + "] " + text(call.peer) + " -> " + text(to.target) + " (same node)");
+    // A pod that asked for this pod itself (not a service's endpoint the proxy picked) may
+    // reach it directly next time, until anything changes.
+    if (call.source && call.orig.target == to.target) fast_path_.allowed(call.snap, call.orig.source_netns, to.target);
+  }
   const auto result = co_await relay(call.client, upstream);
   finished(call, result, to, same_node);
   co_return Delivery::Done;

@@ -13,6 +13,7 @@
 
 #include "context.h"
 #include "copy.h"
+#include "fast_path.h"
 #include "pool.h"
 #include "zmesh/datapath.h"
 
@@ -20,8 +21,8 @@ namespace zmesh::proxy {
 
 class Outbound {
  public:
-  Outbound(ProxyContext& context, OriginalDestinations& originals, HbonePool& pool)
-      : ctx_(context), originals_(originals), pool_(pool) {}
+  Outbound(ProxyContext& context, OriginalDestinations& originals, HbonePool& pool, FastPathCache& fast_path)
+      : ctx_(context), originals_(originals), pool_(pool), fast_path_(fast_path) {}
 
   awaitable<void> serve(tcp::socket client, uint64_t id);
 
@@ -44,6 +45,7 @@ class Outbound {
     tcp::endpoint peer;
     const Workload* source;  // null: the node itself (no identity)
     ConnectionRecord& record;
+    const OriginalDestination& orig;  // what the client asked for, from which netns
   };
   enum class Delivery { Done, TryNext };
 
@@ -75,6 +77,7 @@ class Outbound {
   ProxyContext& ctx_;
   OriginalDestinations& originals_;
   HbonePool& pool_;
+  FastPathCache& fast_path_;
   static constexpr auto kFailurePenalty = std::chrono::seconds(10);  // a failed endpoint goes last this long
   std::map<asio::ip::address, std::chrono::steady_clock::time_point> failed_until_;
   std::map<std::string, size_t> round_robin_;  // per service: where the next connection starts

@@ -14,6 +14,7 @@
 
 #include "connection_manager.h"
 #include "context.h"
+#include "fast_path.h"
 #include "inbound.h"
 #include "inbound_passthrough.h"
 #include "net.h"
@@ -40,7 +41,8 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
         connections(in.state),
         context{in.io, in.state, in.certificates, in.telemetry, options, stats, connections},
         pool(context),
-        outbound(context, in.originals, pool),
+        fast_path(context, in.fast_path),
+        outbound(context, in.originals, pool, fast_path),
         inbound(std::make_shared<InboundHbone>(context)),
         passthrough(context) {}
 
@@ -49,6 +51,7 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
   ConnectionManager connections;
   ProxyContext context;
   HbonePool pool;
+  FastPathCache fast_path;
   Outbound outbound;
   std::shared_ptr<InboundHbone> inbound;
   InboundPassthrough passthrough;
@@ -106,7 +109,7 @@ Proxy::Proxy(ProxyInputs inputs) : impl_(std::make_shared<Impl>(inputs)) {
   impl.plain_listeners.push_back(listen(inputs.io, {asio::ip::address_v6::any(), o.inbound_plain_port}, true));
 }
 
-Proxy::~Proxy() = default;
+Proxy::~Proxy() { impl_->fast_path.stop(); }
 
 void Proxy::start() {
   auto& impl = *impl_;
@@ -121,6 +124,7 @@ void Proxy::start() {
     asio::co_spawn(io, impl.accept_loop(a, [&impl](tcp::socket s, uint64_t id) { return impl.passthrough.serve(std::move(s), id); }),
                    asio::detached);
   asio::co_spawn(io, [impl = impl_]() -> awaitable<void> { co_await impl->pool.reap_idle(); }, asio::detached);
+  impl.fast_path.start();
 }
 
 void Proxy::drain(std::chrono::milliseconds deadline, std::function<void()> done) {
@@ -147,13 +151,13 @@ void Proxy::drain(std::chrono::milliseconds deadline, std::function<void()> done
 ProxyStats Proxy::stats() const {
   ProxyStats s = impl_->stats;
   s.active = impl_->connections.active();
-  s.revoked = impl_->connections.revoked();
+  s.revoked = impl_->connections.revoked() + impl_->fast_path.revoked();
   impl_->pool.count(s);
   s.served_connections = impl_->inbound->served();
   return s;
 }
 
-size_t Proxy::reauthorize() { return impl_->connections.reauthorize(); }
+size_t Proxy::reauthorize() { return impl_->connections.reauthorize() + impl_->fast_path.reauthorize(); }
 
 size_t Proxy::retire_connections() {
   const size_t retired = impl_->pool.retire() + impl_->inbound->retire();

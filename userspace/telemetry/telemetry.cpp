@@ -122,7 +122,7 @@ std::string Telemetry::access_log_line(const ConnectionRecord& r, const char* ou
         << " (" << l.source_principal << ") -> " << to_string(r.destination) << " (" << l.destination_principal
         << ") service=" << l.destination_service << " request_bytes=" << r.request_bytes
         << " response_bytes=" << r.response_bytes << " duration_ms=" << duration << " flags=" << l.response_flags
-        << " security=" << l.connection_security_policy;
+        << " security=" << l.connection_security_policy << " path=" << r.path;
     if (!r.error.empty()) out << " error=\"" << r.error << '"';
     return out.str();
   }
@@ -145,6 +145,7 @@ std::string Telemetry::access_log_line(const ConnectionRecord& r, const char* ou
                       {"responseBytes", r.response_bytes},
                       {"durationMs", duration},
                       {"responseFlags", l.response_flags},
+                      {"path", r.path},
                       {"error", r.error}};
   return json_text(j);
 }

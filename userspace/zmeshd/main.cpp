@@ -163,7 +163,8 @@ int serve(const DaemonOptions& o) {
     zmesh::ProxyOptions proxy_options = o.proxy_options;
     proxy_options.outbound_addresses = {o.datapath.outbound_ip4};
     if (o.datapath.outbound_ip6) proxy_options.outbound_addresses.push_back(*o.datapath.outbound_ip6);
-    proxy = std::make_unique<zmesh::Proxy>(zmesh::ProxyInputs{io, *datapath, state, *certificates, telemetry, proxy_options});
+    proxy = std::make_unique<zmesh::Proxy>(zmesh::ProxyInputs{io, *datapath, state, *certificates, telemetry, proxy_options,
+                                                              o.datapath.fast_path ? datapath.get() : nullptr});
     controller.set_proxy(proxy.get());
     proxy->start();
     asio::co_spawn(io, certificates->renew_forever(), asio::detached);

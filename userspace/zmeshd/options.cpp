@@ -78,6 +78,11 @@ std::variant<DaemonOptions, int> parse_options(int argc, char** argv) {
                  "same-node short-cut through the sockhash, on|off (see docs/datapath.md before turning it on)")
       ->transform(words(kOnOff))->type_name("on|off")
       ->default_str("off");
+  app.add_option("--fast-path", o.datapath.fast_path,
+                 "same-node fast path: a pod's connect to a pod of this node that the proxy allowed before goes "
+                 "pod to pod until anything changes, on|off (docs/datapath.md)")
+      ->transform(words(kOnOff))->type_name("on|off")
+      ->default_str("on");
   app.add_option("--tc-mode", o.datapath.tc_mode, "how tc programs attach: auto, tcx, clsact")
       ->transform(words(std::map<std::string, TcMode>{{"auto", TcMode::Auto}, {"tcx", TcMode::Tcx}, {"clsact", TcMode::Clsact}}))
       ->type_name("auto|tcx|clsact")

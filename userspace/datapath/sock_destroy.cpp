@@ -1,0 +1,112 @@
+// destroy_pod_socket (sock_destroy.h).
+#include "sock_destroy.h"
+
+#include <fcntl.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <thread>
+
+#include "fd.h"
+#include "keys.h"
+#include "zmesh/datapath_error.h"
+
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71
+#endif
+
+namespace zmesh::datapath {
+namespace fs = std::filesystem;
+namespace {
+
+uint64_t cookie_of_current_netns() {
+  UniqueFd probe(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  uint64_t cookie = 0;
+  socklen_t len = sizeof cookie;
+  if (!probe || getsockopt(probe.get(), SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len) != 0) return 0;
+  return cookie;
+}
+
+// The pids of the processes in `cgroup` and the cgroups below it.
+std::vector<int> pids_below(const fs::path& cgroup) {
+  std::vector<int> pids;
+  auto read_procs = [&](const fs::path& dir) {
+    std::ifstream in(dir / "cgroup.procs");
+    for (int pid; in >> pid;) pids.push_back(pid);
+  };
+  std::error_code ec;
+  read_procs(cgroup);
+  for (fs::recursive_directory_iterator it(cgroup, ec), end; !ec && it != end; it.increment(ec))
+    if (it->is_directory(ec)) read_procs(it->path());
+  return pids;
+}
+
+// SOCK_DESTROY of local -> remote in the caller's netns: 0, or the kernel's errno.
+int sock_diag_destroy(const TcpEndpoint& local, const TcpEndpoint& remote) {
+  UniqueFd nl(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
+  if (!nl) return errno;
+  struct {
+    nlmsghdr header;
+    inet_diag_req_v2 request;
+  } message{};
+  message.header.nlmsg_len = sizeof message;
+  message.header.nlmsg_type = SOCK_DESTROY;
+  message.header.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+  message.header.nlmsg_seq = 1;
+  inet_diag_req_v2& r = message.request;
+  zm_ip src{}, dst{};
+  const uint8_t family = to_zm_ip(local.address(), src);
+  to_zm_ip(remote.address(), dst);
+  r.sdiag_family = family == ZM_AF_INET ? AF_INET : AF_INET6;
+  r.sdiag_protocol = IPPROTO_TCP;
+  r.idiag_states = ~0u;
+  r.id.idiag_sport = htons(local.port());
+  r.id.idiag_dport = htons(remote.port());
+  std::memcpy(r.id.idiag_src, &src, sizeof src);
+  std::memcpy(r.id.idiag_dst, &dst, sizeof dst);
+  r.id.idiag_cookie[0] = r.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
+  sockaddr_nl kernel{};
+  kernel.nl_family = AF_NETLINK;
+  if (sendto(nl.get(), &message, sizeof message, 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel) < 0)
+    return errno;
+  alignas(nlmsghdr) char answer[512];
+  const ssize_t n = recv(nl.get(), answer, sizeof answer, 0);
+  if (n < static_cast<ssize_t>(sizeof(nlmsghdr) + sizeof(nlmsgerr))) return n < 0 ? errno : EPROTO;
+  const auto* header = reinterpret_cast<const nlmsghdr*>(answer);
+  if (header->nlmsg_type != NLMSG_ERROR) return EPROTO;
+  return -static_cast<const nlmsgerr*>(NLMSG_DATA(header))->error;
+}
+
+}  // namespace
+
+bool destroy_pod_socket(const fs::path& pod_cgroup, uint64_t netns_cookie, const TcpEndpoint& local,
+                        const TcpEndpoint& remote) {
+  const std::string what = "reset " + local.address().to_string() + ":" + std::to_string(local.port()) + " -> " +
+                           remote.address().to_string() + ":" + std::to_string(remote.port());
+  // setns() moves only the calling thread: a thread of its own enters the pod's netns.
+  int result = ESRCH;
+  std::thread worker([&] {
+    for (int pid : pids_below(pod_cgroup)) {
+      UniqueFd ns(open(("/proc/" + std::to_string(pid) + "/ns/net").c_str(), O_RDONLY | O_CLOEXEC));
+      if (!ns || setns(ns.get(), CLONE_NEWNET) != 0) continue;
+      if (cookie_of_current_netns() != netns_cookie) continue;  // a process of the pod in another netns
+      result = sock_diag_destroy(local, remote);
+      return;
+    }
+  });
+  worker.join();
+  if (result == 0) return true;
+  if (result == ENOENT) return false;
+  if (result == ESRCH)
+    throw DatapathError(what + ": no process of the pod's cgroup " + pod_cgroup.string() + " is in its netns", ESRCH);
+  throw DatapathError(what + " (sock_diag SOCK_DESTROY in the pod's netns)", result);
+}
+
+}  // namespace zmesh::datapath

@@ -1,0 +1,141 @@
+// The same-node fast path, the proxy's side (see fast_path.h).
+#include "fast_path.h"
+
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+
+#include "labels.h"
+#include "zmesh/datapath_error.h"
+
+namespace zmesh::proxy {
+
+namespace {
+// The second look after a new generation: a connect that read the old generation just before
+// it changed is recorded by then (it has sent its SYN).
+constexpr auto kDecideAgainAfter = std::chrono::milliseconds(200);
+}  // namespace
+
+FastPathCache::FastPathCache(ProxyContext& ctx, FastPath* kernel) : ctx_(ctx), kernel_(kernel), again_(ctx.io) {}
+
+void FastPathCache::allowed(const MeshSnapshot& decided_with, uint64_t source_netns, const tcp::endpoint& target) {
+  // A decision of an older snapshot is not cached: the generation it would be stamped with
+  // may already be the newer snapshot's.
+  if (!kernel_ || !source_netns || ctx_.state.current()->generation != decided_with.generation) return;
+  try {
+    kernel_->allow({source_netns, target});
+  } catch (const DatapathError& e) {
+    spdlog::warn("fast path: {}; the connection keeps going through the proxy", e.what());
+  }
+}
+
+size_t FastPathCache::reauthorize() {
+  if (!kernel_) return 0;
+  try {
+    generation_ = kernel_->invalidate();
+  } catch (const DatapathError& e) {
+    spdlog::error("fast path: {}", e.what());
+    return 0;
+  }
+  const size_t closed = decide_again(generation_);
+  again_.expires_after(kDecideAgainAfter);
+  again_.async_wait([this, generation = generation_](const error_code& ec) {
+    if (!ec && generation == generation_) decide_again(generation);
+  });
+  return closed;
+}
+
+size_t FastPathCache::decide_again(uint64_t generation) {
+  const auto snap = ctx_.state.current();
+  size_t closed = 0;
+  for (const auto& c : kernel_->connections()) {
+    if (c.generation >= generation) continue;
+    const Workload* source = snap->mesh.by_ip(c.client.address());
+    std::optional<std::string> why;
+    if (!source || !source->local)
+      why = "the source is no longer a workload of this node";
+    else
+      why = ConnectionManager::why_denied(*snap, {source->identity, c.client.address(), c.server});
+    if (!why) {
+      kernel_->reallow(c, generation);
+      continue;
+    }
+    spdlog::warn("[fast path] {} -> {} (same node) closed: {} (config generation {})", text(c.client), text(c.server),
+                 *why, snap->generation);
+    try {
+      kernel_->close(c);
+    } catch (const DatapathError& e) {
+      spdlog::error("[fast path] {}", e.what());
+      continue;
+    }
+    ++closed;
+  }
+  revoked_ += closed;
+  return closed;
+}
+
+void FastPathCache::start() {
+  if (!kernel_) return;
+  events_ = std::make_unique<asio::posix::stream_descriptor>(ctx_.io, ::dup(kernel_->events_fd()));
+  asio::co_spawn(ctx_.io, report_events(), asio::detached);
+}
+
+void FastPathCache::stop() {
+  error_code ignored;
+  if (events_) events_->close(ignored);
+  again_.cancel();
+}
+
+awaitable<void> FastPathCache::report_events() {
+  while (events_ && events_->is_open()) {
+    auto [ec] = co_await events_->async_wait(asio::posix::descriptor_base::wait_read, use_tuple);
+    if (ec) break;
+    try {
+      kernel_->take_events([this](const FastPathEvent& e) { on_event(e); });
+    } catch (const DatapathError& e) {
+      spdlog::error("fast path: {}", e.what());
+    }
+  }
+}
+
+void FastPathCache::on_event(const FastPathEvent& e) {
+  const auto snap = ctx_.state.current();
+  const Mesh& mesh = snap->mesh;
+  const auto key = std::make_pair(e.client, e.server);
+  ConnectionRecord record;
+  if (auto open = open_.find(key); open != open_.end()) {
+    record = std::move(open->second);
+    open_.erase(open);
+  } else {
+    const Workload* source = mesh.by_ip(e.client.address());
+    const Workload* destination = mesh.by_ip(e.server.address());
+    if (!destination) return;  // left the mesh since: nothing to name it by
+    record = new_record(next_id_++, Direction::Outbound, e.client, e.server);
+    record.path = "kernel";
+    record.labels = istio_labels("source", source, source ? std::optional(source->identity) : std::nullopt, *destination,
+                                 nullptr, mesh, e.server.port(), "none");
+    const auto age = std::chrono::duration_cast<std::chrono::system_clock::duration>(e.duration);
+    record.started -= age;
+    record.started_steady -= std::chrono::duration_cast<std::chrono::steady_clock::duration>(e.duration);
+  }
+  if (e.kind == FastPathEvent::Kind::Opened) {
+    report(ctx_.telemetry, record, Outcome::Opened, true);
+    open_.emplace(key, std::move(record));
+    return;
+  }
+  record.request_bytes = e.sent;
+  record.response_bytes = e.received;
+  if (!e.established) {
+    record.labels.response_flags = "UF";
+    record.error = "the connection to the pod failed (kernel path)";
+    report(ctx_.telemetry, record, Outcome::Failed, true);
+    return;
+  }
+  spdlog::info("[fast path] {} ({}) -> {} ({}): sent {} received {}", text(e.client), record.labels.source_principal,
+               text(e.server), record.labels.destination_principal, e.sent, e.received);
+  report(ctx_.telemetry, record, Outcome::Closed, true);
+}
+
+}  // namespace zmesh::proxy
