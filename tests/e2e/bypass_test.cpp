@@ -239,6 +239,36 @@ TEST_F(BypassTest, AForgedAnswerFromTheNetworkIsNotTakenIntoZmeshdsConnection) {
   }
 }
 
+// The fast path lets a SYN into a STRICT pod for a tuple a pod of the node is connecting
+// from (docs/datapath.md "The fast path"). The same SYN from the network, with that exact
+// tuple, is refused as any plaintext is: only the pod's own veth may carry it.
+TEST_F(BypassTest, AForgedSynWithAFastPathConnectionsTupleIsRefused) {
+  up();
+  auto server = echo_server(*lab_, "app1-n2", 8080, {"--connections", "10"});
+  const std::string pod = ip("app1-n2"), client = ip("app2-n2");
+  ASSERT_EQ(echo_send(*lab_, "app2-n2", pod, 8080, 1000).exit_code, 0);  // the proxy allows: cached
+  Process hold(lab_->exec("app2-n2", {"python3", "-c",
+                                      "import socket,sys,time; s=socket.create_connection(('" + pod +
+                                          "',8080)); print(s.getsockname()[1], flush=True); time.sleep(60)"}));
+  const auto line = hold.read_line(std::chrono::seconds(10));
+  ASSERT_TRUE(line.has_value());
+  const auto port = static_cast<uint16_t>(std::stoi(*line));
+  ASSERT_EQ(kernel("node2", "tc_fast_path"), 1u) << "the held connection took the fast path";
+
+  const Mac node2_mac = NetnsThread(lab_->node("node2").at("netns")).run([] { return mac_of("eth0"); });
+  NetnsThread node1(lab_->node("node1").at("netns"));
+  const Mac node1_mac = node1.run([] { return mac_of("eth0"); });
+  const uint64_t refused = kernel("node2", "tc_drop_mtls");
+  node1.run([&] {
+    RawLink link("eth0");
+    link.send(packet::build({.src = client, .dst = pod, .src_port = port, .dst_port = 8080, .tcp_flags = 0x02,
+                             .dst_mac = node2_mac, .src_mac = node1_mac}));
+    return 0;
+  });
+  EXPECT_TRUE(eventually([&] { return kernel("node2", "tc_drop_mtls") > refused; })) << "the forged SYN was not refused";
+  EXPECT_EQ(kernel("node2", "tc_fast_path"), 1u);
+}
+
 TEST_F(BypassTest, TheNodesOwnProcessesAreRefusedByStrictPodsAsRootAndAsNobody) {
   up();
   auto server = echo_server(*lab_, "app1-n1", 8080, {"--connections", "100"});
