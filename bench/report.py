@@ -7,7 +7,8 @@
                   [--machine TEXT] [--results FILE [--benchmarks FILE]]
 
 DIR holds what bench/run measured, one number a line in DIR/<path>.<metric> (path: direct,
-zmesh, stunnel, haproxy; metric: a key of METRICS), in round order. Prints the run's
+zmesh, stunnel, haproxy, zmesh_proxy = zmesh with its same-node fast path off; metric: a key
+of METRICS), in round order. Prints the run's
 description and the table of medians and ratios; --results writes the whole report (that
 and every sample) to FILE; --benchmarks replaces the section of FILE between its markers
 with the same table and a link to the results file (FILE is made from a template when
@@ -22,26 +23,32 @@ import os
 import sys
 from collections import namedtuple
 
-PATHS = ("direct", "zmesh", "stunnel", "haproxy")
+# zmesh_proxy: zmeshd with --fast-path off, for the same-node rows only (same-node traffic
+# through the proxy's two hops, what the fast path is compared with).
+PATHS = ("direct", "zmesh", "stunnel", "haproxy", "zmesh_proxy")
+HEADERS = {"zmesh_proxy": "zmesh, fast path off"}
+MAIN_PATHS = PATHS[:4]
 PROXIES = ("zmesh", "stunnel", "haproxy")
+SAME_NODE = MAIN_PATHS + ("zmesh_proxy",)
 PEERS = ("stunnel", "haproxy")  # "best peer" is the better of these for a row
 
 # key: the samples file's suffix; better: "hi" or "lo"; paths: the paths that measure it (a
 # cell of any other path does not apply: "—"); once: measured in the last round only, so one
 # sample is all there is.
-Metric = namedtuple("Metric", "key label better paths once", defaults=(PATHS, False))
+Metric = namedtuple("Metric", "key label better paths once", defaults=(MAIN_PATHS, False))
 METRICS = (
     Metric("tput_cross", "Throughput cross-node, 1 stream (Gbit/s)", "hi"),
-    Metric("tput_same", "Throughput same-node, 1 stream (Gbit/s)", "hi"),
+    Metric("tput_same", "Throughput same-node, 1 stream (Gbit/s)", "hi", SAME_NODE),
     Metric("lat50_cross", "Latency cross-node, RTT p50, 64 B ping-pong (µs)", "lo"),
     Metric("lat99_cross", "Latency cross-node, RTT p99 (µs)", "lo"),
-    Metric("lat50_same", "Latency same-node, RTT p50, 64 B ping-pong (µs)", "lo"),
-    Metric("lat99_same", "Latency same-node, RTT p99 (µs)", "lo"),
+    Metric("lat50_same", "Latency same-node, RTT p50, 64 B ping-pong (µs)", "lo", SAME_NODE),
+    Metric("lat99_same", "Latency same-node, RTT p99 (µs)", "lo", SAME_NODE),
     Metric("cps_cross", "New connections cross-node (conn/s, 8 clients)", "hi"),
+    Metric("cps_same", "New connections same-node (conn/s, 8 clients)", "hi", ("direct", "zmesh", "zmesh_proxy")),
     Metric("cpum_cross", "CPU cross-node, whole machine (core-s/GB)", "lo"),
     Metric("cpup_cross", "CPU cross-node, proxy processes (core-s/GB)", "lo", PROXIES),
-    Metric("cpum_same", "CPU same-node, whole machine (core-s/GB)", "lo"),
-    Metric("cpup_same", "CPU same-node, proxy processes (core-s/GB)", "lo", PROXIES),
+    Metric("cpum_same", "CPU same-node, whole machine (core-s/GB)", "lo", SAME_NODE),
+    Metric("cpup_same", "CPU same-node, proxy processes (core-s/GB)", "lo", PROXIES + ("zmesh_proxy",)),
     Metric("rss_idle", "Proxy RSS idle, per process (MiB)", "lo", PROXIES),
     Metric("rss_after", "Proxy RSS after the runs, per process (MiB)", "lo", PROXIES),
     Metric("mem_conn_1000", "zmeshd RSS per open idle connection, 1k open (KiB)", "lo", ("zmesh",), True),
@@ -154,9 +161,13 @@ def short_cells(samples, rounds):
             if 0 < len(samples.get((path, metric.key), [])) < expected_samples(metric, rounds)]
 
 
+def header(extra=()):
+    names = [HEADERS.get(path, path) for path in PATHS] + list(extra)
+    return ["| metric | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+
+
 def table(samples, rounds):
-    lines = ["| metric | direct | zmesh | stunnel | haproxy | zmesh/direct | zmesh/best peer |",
-             "|---|---|---|---|---|---|---|"]
+    lines = header(("zmesh/direct", "zmesh/best peer"))
     for metric in METRICS:
         arrow = "↑" if metric.better == "hi" else "↓"
         medians = {path: median(samples[(path, metric.key)])
@@ -171,7 +182,7 @@ def table(samples, rounds):
 
 def samples_table(samples):
     """Every sample as written, in round order."""
-    lines = ["| metric | direct | zmesh | stunnel | haproxy |", "|---|---|---|---|---|"]
+    lines = header()
     for metric in METRICS:
         cells = [", ".join(samples.get((path, metric.key), ["—"])) for path in PATHS]
         lines.append(f"| {metric.label} | " + " | ".join(cells) + " |")
