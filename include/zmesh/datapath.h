@@ -160,7 +160,7 @@ class FastPath {
   // `connection` was decided again under `generation` and is still allowed.
   virtual void reallow(const FastConnection& connection, uint64_t generation) = 0;
   // Resets `connection` (both ends: the client pod's socket is destroyed in its netns, which
-  // sends the server a reset). Throws DatapathError when it cannot.
+  // sends the server a reset) and forgets it. Throws DatapathError when it cannot reset it.
   virtual void close(const FastConnection& connection) = 0;
   // A descriptor that is readable while events wait, and what takes them.
   virtual int events_fd() const = 0;

@@ -175,6 +175,27 @@ TEST_F(FastPathTest, AnyChangeVoidsTheCacheAndTheProxyDecidesAgain) {
   EXPECT_EQ(kernel("connect_redirected"), redirected + 3);
 }
 
+// A fast-path connection never went through a zmeshd: it outlives a restart, and the new
+// daemon counts it when it closes (the ring buffer keeps the event while none runs).
+TEST_F(FastPathTest, AFastPathConnectionOutlivesARestartAndTheNewDaemonCountsIt) {
+  up();
+  ASSERT_TRUE(send("app2-n1"));
+  auto open = std::make_unique<Process>(
+      lab_->exec("app2-n1", {bin_path("zm-echo"), "send", "--to", ip("app1-n1"), "--port", "8080", "--bytes",
+                             std::to_string(40 * 65536), "--pause-ms", "100"}),
+      Process::Stderr::Merge);
+  ASSERT_TRUE(eventually([&] { return kernel("connect_fast") == 1; }));
+  lab_->restart("node1");
+  const auto line = open->read_line(std::chrono::seconds(30));
+  ASSERT_TRUE(line.has_value()) << "the connection ended without its report";
+  EXPECT_TRUE(json::parse(*line).at("match").get<bool>()) << *line;
+  for (const char* reporter : {"source", "destination"}) {
+    const auto labels = connection(reporter, "app2-n1", "app1-n1");
+    const Metrics m = await_metric(*lab_, "node1", "istio_tcp_connections_closed_total", labels, 1);
+    EXPECT_EQ(m.sum("istio_tcp_received_bytes_total", labels), 40 * 65536) << reporter << "\n" << m;
+  }
+}
+
 TEST_F(FastPathTest, TurnedOffEveryConnectionGoesThroughTheProxy) {
   up({"--fast-path=off"});
   for (int i = 0; i < 3; ++i) ASSERT_TRUE(send("app2-n1"));

@@ -442,6 +442,10 @@ void BpfDatapath::reallow(const FastConnection& connection, uint64_t generation)
 }
 
 void BpfDatapath::close(const FastConnection& connection) {
+  // Forgotten whatever happens: a socket whose pod left the mesh closes without sockops to
+  // remove its entry, which would otherwise stay for ever.
+  const zm_tuple t = fast_tuple(connection);
+  bpf_map_delete_elem(impl_->fast_conns_fd(), &t);
   const zm_ip_key client = ip_key(connection.client.address());
   const auto pod = impl_->pod_cgroups.find(bytes_of(&client, sizeof client));
   if (pod == impl_->pod_cgroups.end())

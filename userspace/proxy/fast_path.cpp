@@ -78,6 +78,9 @@ size_t FastPathCache::decide_again(uint64_t generation) {
 
 void FastPathCache::start() {
   if (!kernel_) return;
+  // Fast-path connections outlive a restart (they never went through a zmeshd): the ones a
+  // previous daemon let go are decided again with this daemon's state.
+  reauthorize();
   events_ = std::make_unique<asio::posix::stream_descriptor>(ctx_.io, ::dup(kernel_->events_fd()));
   asio::co_spawn(ctx_.io, report_events(), asio::detached);
 }
