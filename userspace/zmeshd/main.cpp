@@ -34,6 +34,16 @@
 #include "zmesh/control.h"
 #include "zmesh/json.h"
 
+#ifdef ZMESH_JEMALLOC
+// jemalloc reads this at its start: a background thread purges freed pages after a second
+// (dirty), and gives them straight back to the kernel (no "muzzy" stage), so RSS comes down
+// after a burst without a call on the event loop.
+extern "C" {
+extern const char* malloc_conf;
+const char* malloc_conf = "background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0";
+}
+#endif
+
 namespace {
 
 namespace asio = boost::asio;
@@ -207,12 +217,13 @@ int serve(const DaemonOptions& o) {
     controller.drop_vanished_pods();
     datapath->rescan_interfaces();
   }), asio::detached);
-  // Memory given back: after a burst (10,000 connections closed) glibc keeps the freed heap,
-  // and RSS would stay at the peak (151 MiB in bench/run) for the daemon's life. Every 5 s,
-  // when more than 8 MiB of the heap is free, it goes back to the kernel.
+#ifndef ZMESH_JEMALLOC
+  // Memory given back without jemalloc (the sanitizer builds): after a burst glibc keeps the
+  // freed heap. Every 5 s, when more than 8 MiB of the heap is free, it goes back to the kernel.
   asio::co_spawn(io, every(std::chrono::seconds(5), "heap trim", [] {
     if (mallinfo2().fordblks > (8u << 20)) malloc_trim(0);
   }), asio::detached);
+#endif
 
   // 5. Metrics and admin last: once readiness says 200, all of the above is in place.
   zmesh::AdminServer metrics_server(io, {any, zmesh::AdminServer::kMetricsPort}, zmesh::metrics_routes(admin_inputs));
