@@ -91,7 +91,9 @@ static __always_inline __u64 zm_fast_allowed(struct bpf_sock_addr *ctx, const st
 	struct zm_fast_state *state;
 	__u32 zero = 0;
 
-	if (!zm_cfg.fast_path_enabled || !bpf_map_lookup_elem(&zm_workloads, dst))
+	/* Not for a socket of the node's netns (an enrolled hostNetwork pod is the node). */
+	if (!zm_cfg.fast_path_enabled || key.netns_cookie == zm_cfg.node_netns_cookie ||
+	    !bpf_map_lookup_elem(&zm_workloads, dst))
 		return 0;
 	verdict = bpf_map_lookup_elem(&zm_fast_verdicts, &key);
 	state = bpf_map_lookup_elem(&zm_fast_state, &zero);

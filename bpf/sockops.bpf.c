@@ -86,6 +86,7 @@ static __always_inline void zm_fast_event(struct bpf_sock_ops *skops, const stru
 		zm_count(fast_events_lost);
 		return;
 	}
+	__builtin_memset(e, 0, sizeof(*e));
 	e->tuple = *t;
 	e->kind = kind;
 	e->established = conn->established;
@@ -110,6 +111,9 @@ static __always_inline void zm_fast_connect(struct bpf_sock_ops *skops)
 	struct zm_fast_conn conn = {};
 	struct zm_tuple t = {};
 
+	struct zm_fast_state *state;
+	__u32 zero = 0;
+
 	if (!orig || !(orig->flags & ZM_ORIG_FAST))
 		return;
 	conn.netns_cookie = orig->netns_cookie;
@@ -117,8 +121,19 @@ static __always_inline void zm_fast_connect(struct bpf_sock_ops *skops)
 	conn.start_ns = bpf_ktime_get_ns();
 	bpf_map_delete_elem(&zm_cookie_orig, &cookie);
 	zm_tuple_from_sockops(skops, &t);
-	if (bpf_map_update_elem(&zm_fast_conns, &t, &conn, BPF_NOEXIST)) {
+	/* An entry of the same tuple can only be a closed socket's that sockops never saw close. */
+	if (bpf_map_update_elem(&zm_fast_conns, &t, &conn, BPF_ANY)) {
 		zm_count(fast_conn_full);
+		return;
+	}
+	/* The verdict's generation must still be the current one now that the connection is
+	 * recorded. zmeshd bumps the generation, then decides every recorded connection again: a
+	 * connection recorded before the bump is in that sweep, one recorded after it is seen here
+	 * (the connect may be long past, e.g. TCP Fast Open defers this to the first write). */
+	state = bpf_map_lookup_elem(&zm_fast_state, &zero);
+	if (!state || state->generation != conn.generation) {
+		bpf_map_delete_elem(&zm_fast_conns, &t);
+		zm_count(fast_stale);
 		return;
 	}
 	zm_watch_close(skops);

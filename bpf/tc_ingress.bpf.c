@@ -25,7 +25,8 @@
  *      whose address says nothing about the client pod, and carry the real port inside the
  *      tunnel; the proxy decides them. Nor for packets of an established connection: a rule
  *      denies connections *to* the pod, not replies to the pod's own connections.
- *   3. any other TCP packet: if zmeshd owns a socket for its tuple (a connection steered in
+ *   3. any other TCP packet: from a pod of this node (its own veth) on a fast-path connection
+ *      zmeshd revoked, either direction, but a reset -> drop (tc_drop_revoked). Else, if zmeshd owns a socket for its tuple (a connection steered in
  *      step 2, or one it opened to the pod from a client pod of this node), deliver to it
  *      (tc_followed); else pass (e.g. replies to the pod's own outbound connections). A
  *      packet with an enrolled pod's source address that did not come out of that pod's veth
@@ -211,7 +212,16 @@ int zm_tc_ingress(struct __sk_buff *skb)
 	}
 
 	if ((p.tcp_flags & (ZM_TCP_SYN | ZM_TCP_ACK)) != ZM_TCP_SYN) {
-		if (zm_pod_source(skb, &p) == ZM_SRC_FORGED) {
+		enum zm_source from = zm_pod_source(skb, &p);
+
+		/* A reset passes: it is how the revoked connection ends (zmeshd destroys the client's
+		 * socket, whose kernel sends one). */
+		if (from == ZM_SRC_POD_VETH && !(p.tcp_flags & ZM_TCP_RST) &&
+		    zm_fast_revoked(p.family, &p.src, p.sport, &p.dst, p.dport)) {
+			zm_count(tc_drop_revoked);
+			return TC_ACT_SHOT;
+		}
+		if (from == ZM_SRC_FORGED) {
 			/* Routed as before zmesh, to the pod; never into zmeshd's connection (for a
 			 * client on this node, zmeshd's socket there has both pods' addresses). */
 			zm_count(tc_passed);

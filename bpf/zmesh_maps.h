@@ -170,7 +170,8 @@ struct zm_fast_conn {
 	__u8 established;
 	__u8 fin_sent;     /* our FIN was acknowledged: bytes_acked counts it, it is no data */
 	__u8 fin_received; /* the peer's FIN arrived: bytes_received counts it */
-	__u8 pad[5];
+	__u8 revoked;      /* zmeshd decided it is denied now: tc drops its packets both ways */
+	__u8 pad[4];
 };
 /* zm_fast_events record: a fast-path connection opened, or closed with its byte counts. */
 enum zm_fast_event_kind { ZM_FAST_OPENED = 1, ZM_FAST_CLOSED = 2 };
@@ -234,7 +235,9 @@ struct zm_config {
 	X(fast_conn_full, "fast-path connects whose connection could not be recorded (map full): their SYN is dropped") \
 	X(fast_events_lost, "fast-path open/close events the ring buffer had no room for")             \
 	X(tc_fast_path, "new fast-path connections let through tc ingress (no proxy hop)")              \
-	X(tc_door_fast, "new fast-path connections let into a pod at its veth")
+	X(tc_door_fast, "new fast-path connections let into a pod at its veth")                         \
+	X(fast_stale, "fast-path connects whose verdict's generation changed before their SYN: not recorded, their SYN is decided as plaintext") \
+	X(tc_drop_revoked, "packets of fast-path connections zmeshd revoked (a policy now denies them): dropped")
 
 struct zm_counters {
 #define ZM_COUNTER_FIELD(name, help) __u64 name;

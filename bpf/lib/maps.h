@@ -154,16 +154,35 @@ struct {
 
 
 /* Whether a new connection's SYN belongs to a fast-path connection: a client pod's socket
- * recorded in zm_fast_conns, and the packet came out of that pod's own veth (a packet from
- * anywhere else claiming the tuple is not let through). */
+ * recorded in zm_fast_conns and not revoked, and the packet came out of that pod's own veth (a
+ * packet from anywhere else claiming the tuple is not let through). */
 static __always_inline bool zm_fast_syn(__u8 family, const union zm_ip *src, __be16 sport, const union zm_ip *dst,
 					__be16 dport, __u32 ingress_ifindex)
 {
 	struct zm_ip_key source = { .family = family, .addr = *src };
 	struct zm_tuple t = { .local = *src, .remote = *dst, .local_port = sport, .remote_port = dport, .family = family };
 	struct zm_workload *from = bpf_map_lookup_elem(&zm_workloads, &source);
+	struct zm_fast_conn *conn;
 
-	return from && from->ifindex && from->ifindex == ingress_ifindex && bpf_map_lookup_elem(&zm_fast_conns, &t);
+	if (!from || !from->ifindex || from->ifindex != ingress_ifindex)
+		return false;
+	conn = bpf_map_lookup_elem(&zm_fast_conns, &t);
+	return conn && !conn->revoked;
+}
+
+/* Whether a packet between two pods of this node belongs to a fast-path connection zmeshd
+ * revoked, in either direction: the client's socket is also destroyed, but the packets are
+ * dropped whether or not that reached it. */
+static __always_inline bool zm_fast_revoked(__u8 family, const union zm_ip *src, __be16 sport, const union zm_ip *dst,
+					    __be16 dport)
+{
+	struct zm_tuple out = { .local = *src, .remote = *dst, .local_port = sport, .remote_port = dport, .family = family };
+	struct zm_tuple back = { .local = *dst, .remote = *src, .local_port = dport, .remote_port = sport, .family = family };
+	struct zm_fast_conn *conn = bpf_map_lookup_elem(&zm_fast_conns, &out);
+
+	if (!conn)
+		conn = bpf_map_lookup_elem(&zm_fast_conns, &back);
+	return conn && conn->revoked;
 }
 
 #endif

@@ -23,6 +23,7 @@ struct zm_pkt {
 };
 
 #define ZM_TCP_SYN 0x02
+#define ZM_TCP_RST 0x04
 #define ZM_TCP_ACK 0x10
 
 /* VLAN tags the kernel strips after tc: the first is pulled into skb->vlan_tci before tc

@@ -159,8 +159,9 @@ class FastPath {
   virtual std::vector<FastConnection> connections() const = 0;
   // `connection` was decided again under `generation` and is still allowed.
   virtual void reallow(const FastConnection& connection, uint64_t generation) = 0;
-  // Resets `connection` (both ends: the client pod's socket is destroyed in its netns, which
-  // sends the server a reset) and forgets it. Throws DatapathError when it cannot reset it.
+  // Revokes `connection`: its packets are dropped both ways from now on, and the client pod's
+  // socket is destroyed in its netns (which sends the server a reset). Throws DatapathError
+  // when the socket cannot be destroyed (the packets are dropped all the same).
   virtual void close(const FastConnection& connection) = 0;
   // A descriptor that is readable while events wait, and what takes them.
   virtual int events_fd() const = 0;

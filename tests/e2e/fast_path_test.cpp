@@ -139,6 +139,46 @@ TEST_F(FastPathTest, ADenyResetsOpenFastPathConnectionsAndRefusesNewOnes) {
   EXPECT_EQ(kernel("connect_fast"), 2u) << "app3's second connection took its own fast path";
 }
 
+// A client that hides its socket from the reset (its process moves to a netns of its own, so
+// zmeshd finds no process in the pod's netns to destroy the socket from) is still cut off: tc drops the revoked
+// connection's packets both ways.
+TEST_F(FastPathTest, ARevokedConnectionWhoseSocketCannotBeResetIsDroppedByTc) {
+  up();
+  ASSERT_TRUE(send("app2-n1"));
+  const std::string client = R"(
+import ctypes, socket, sys, time
+s = socket.create_connection((sys.argv[1], 8080))
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.unshare(0x40000000) != 0:  # a netns of its own (CLONE_NEWNET): the socket stays in the pod's
+    sys.exit('unshare failed')
+s.settimeout(0.5)
+while True:
+    try:
+        s.sendall(b'x' * 100)
+        got = b''
+        while len(got) < 100:
+            got += s.recv(100 - len(got))
+        print('echo ok', flush=True)
+    except socket.timeout:
+        print('echo timeout', flush=True)
+    except OSError as e:
+        print('error', e, flush=True)
+        break
+    time.sleep(0.2)
+)";
+  Process hidden(lab_->exec("app2-n1", {"python3", "-c", client, ip("app1-n1")}), Process::Stderr::Merge);
+  std::string first;
+  ASSERT_TRUE(hidden.wait_for("echo ok", &first)) << "the connection works before the policy: " << first;
+  ASSERT_EQ(kernel("connect_fast"), 1u);
+
+  apply_policy(deny("app2"));
+  EXPECT_TRUE(lab_->log_shows("node1", "is in its netns: No such process; its packets are dropped"))
+      << lab_->log("node1");
+  std::string seen;
+  EXPECT_TRUE(hidden.wait_for("echo timeout", &seen).has_value()) << seen;
+  EXPECT_GT(kernel("tc_drop_revoked"), 0u);
+}
+
 TEST_F(FastPathTest, AnyChangeVoidsTheCacheAndTheProxyDecidesAgain) {
   up({}, {"app3-n1"});
   ASSERT_TRUE(send("app2-n1"));

@@ -254,6 +254,9 @@ void BpfDatapath::cleanup(const DatapathOptions& options) {
 }
 
 void BpfDatapath::enroll(const WorkloadAttachment& workload) {
+  // A cached verdict names a destination by address: one for a pod that had this address
+  // before must not let a connect through to this one.
+  invalidate();
   // What this call adds, so that a failure takes back exactly that: links and entries a
   // previous daemon left (adopted at start) keep protecting the pod.
   std::vector<std::string> new_keys;
@@ -294,6 +297,7 @@ void BpfDatapath::enroll(const WorkloadAttachment& workload) {
 }
 
 void BpfDatapath::unenroll(const WorkloadAttachment& workload) {
+  invalidate();
   for (const auto& ip : workload.ips) {
     const zm_ip_key key = ip_key(ip);
     bpf_map_delete_elem(impl_->workloads_fd(), &key);
@@ -413,7 +417,7 @@ std::vector<FastConnection> BpfDatapath::connections() const {
     zm_tuple t{};
     std::memcpy(&t, key.data(), sizeof t);
     zm_fast_conn conn{};
-    if (bpf_map_lookup_elem(fd, &t, &conn) != 0) continue;  // closed meanwhile
+    if (bpf_map_lookup_elem(fd, &t, &conn) != 0 || conn.revoked) continue;  // closed or taken back meanwhile
     out.push_back({{from_zm_ip(t.local, t.family), ntohs(t.local_port)},
                    {from_zm_ip(t.remote, t.family), ntohs(t.remote_port)},
                    conn.netns_cookie,
@@ -442,10 +446,13 @@ void BpfDatapath::reallow(const FastConnection& connection, uint64_t generation)
 }
 
 void BpfDatapath::close(const FastConnection& connection) {
-  // Forgotten whatever happens: a socket whose pod left the mesh closes without sockops to
-  // remove its entry, which would otherwise stay for ever.
+  // Revoked first: tc drops its packets both ways from now on, whether or not the reset below
+  // reaches the socket. The entry goes when sockops sees the socket close.
   const zm_tuple t = fast_tuple(connection);
-  bpf_map_delete_elem(impl_->fast_conns_fd(), &t);
+  zm_fast_conn conn{};
+  if (bpf_map_lookup_elem(impl_->fast_conns_fd(), &t, &conn) != 0) return;  // closed meanwhile
+  conn.revoked = 1;
+  bpf_map_update_elem(impl_->fast_conns_fd(), &t, &conn, BPF_EXIST);
   const zm_ip_key client = ip_key(connection.client.address());
   const auto pod = impl_->pod_cgroups.find(bytes_of(&client, sizeof client));
   if (pod == impl_->pod_cgroups.end())

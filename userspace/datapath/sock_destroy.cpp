@@ -5,6 +5,7 @@
 #include <linux/inet_diag.h>
 #include <linux/netlink.h>
 #include <linux/sock_diag.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <sched.h>
 #include <sys/socket.h>
@@ -12,6 +13,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <system_error>
 #include <thread>
 
 #include "fd.h"
@@ -48,8 +50,9 @@ std::vector<int> pids_below(const fs::path& cgroup) {
   return pids;
 }
 
-// SOCK_DESTROY of local -> remote in the caller's netns: 0, or the kernel's errno.
-int sock_diag_destroy(const TcpEndpoint& local, const TcpEndpoint& remote) {
+// SOCK_DESTROY of local -> remote, bound to interface `ifindex` (0: to none), in the caller's
+// netns: 0, or the kernel's errno.
+int sock_diag_destroy(const TcpEndpoint& local, const TcpEndpoint& remote, unsigned ifindex) {
   UniqueFd nl(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
   if (!nl) return errno;
   struct {
@@ -71,6 +74,7 @@ int sock_diag_destroy(const TcpEndpoint& local, const TcpEndpoint& remote) {
   r.id.idiag_dport = htons(remote.port());
   std::memcpy(r.id.idiag_src, &src, sizeof src);
   std::memcpy(r.id.idiag_dst, &dst, sizeof dst);
+  r.id.idiag_if = ifindex;
   r.id.idiag_cookie[0] = r.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
   sockaddr_nl kernel{};
   kernel.nl_family = AF_NETLINK;
@@ -84,6 +88,28 @@ int sock_diag_destroy(const TcpEndpoint& local, const TcpEndpoint& remote) {
   return -static_cast<const nlmsgerr*>(NLMSG_DATA(header))->error;
 }
 
+// On a thread of its own: enters the pod's netns (through a process of its cgroup whose netns
+// has that cookie) and destroys the socket there. ESRCH: no such process.
+int destroy_from_pod(const fs::path& pod_cgroup, uint64_t netns_cookie, const TcpEndpoint& local,
+                     const TcpEndpoint& remote) {
+  for (int pid : pids_below(pod_cgroup)) {
+    UniqueFd ns(open(("/proc/" + std::to_string(pid) + "/ns/net").c_str(), O_RDONLY | O_CLOEXEC));
+    if (!ns || setns(ns.get(), CLONE_NEWNET) != 0) continue;
+    if (cookie_of_current_netns() != netns_cookie) continue;  // a process of the pod in another netns
+    // The kernel finds a socket bound to an interface (SO_BINDTODEVICE) only under that
+    // interface's index: every interface of the pod is tried before "no such socket".
+    int result = sock_diag_destroy(local, remote, 0);
+    if (result != ENOENT) return result;
+    if (struct if_nameindex* names = if_nameindex()) {
+      for (auto* n = names; n->if_index != 0 && result == ENOENT; ++n)
+        result = sock_diag_destroy(local, remote, n->if_index);
+      if_freenameindex(names);
+    }
+    return result;
+  }
+  return ESRCH;
+}
+
 }  // namespace
 
 bool destroy_pod_socket(const fs::path& pod_cgroup, uint64_t netns_cookie, const TcpEndpoint& local,
@@ -92,15 +118,12 @@ bool destroy_pod_socket(const fs::path& pod_cgroup, uint64_t netns_cookie, const
                            remote.address().to_string() + ":" + std::to_string(remote.port());
   // setns() moves only the calling thread: a thread of its own enters the pod's netns.
   int result = ESRCH;
-  std::thread worker([&] {
-    for (int pid : pids_below(pod_cgroup)) {
-      UniqueFd ns(open(("/proc/" + std::to_string(pid) + "/ns/net").c_str(), O_RDONLY | O_CLOEXEC));
-      if (!ns || setns(ns.get(), CLONE_NEWNET) != 0) continue;
-      if (cookie_of_current_netns() != netns_cookie) continue;  // a process of the pod in another netns
-      result = sock_diag_destroy(local, remote);
-      return;
-    }
-  });
+  std::thread worker;
+  try {
+    worker = std::thread([&] { result = destroy_from_pod(pod_cgroup, netns_cookie, local, remote); });
+  } catch (const std::system_error& e) {
+    throw DatapathError(what + ": start a thread for the pod's netns", e.code().value());
+  }
   worker.join();
   if (result == 0) return true;
   if (result == ENOENT) return false;

@@ -12,18 +12,16 @@
 
 namespace zmesh::proxy {
 
-namespace {
-// The second look after a new generation: a connect that read the old generation just before
-// it changed is recorded by then (it has sent its SYN).
-constexpr auto kDecideAgainAfter = std::chrono::milliseconds(200);
-}  // namespace
+FastPathCache::FastPathCache(ProxyContext& ctx, FastPath* kernel) : ctx_(ctx), kernel_(kernel) {}
 
-FastPathCache::FastPathCache(ProxyContext& ctx, FastPath* kernel) : ctx_(ctx), kernel_(kernel), again_(ctx.io) {}
-
-void FastPathCache::allowed(const MeshSnapshot& decided_with, uint64_t source_netns, const tcp::endpoint& target) {
+void FastPathCache::allowed(const MeshSnapshot& decided_with, const Workload& source, uint64_t source_netns,
+                            const tcp::endpoint& target) {
   // A decision of an older snapshot is not cached: the generation it would be stamped with
-  // may already be the newer snapshot's.
-  if (!kernel_ || !source_netns || ctx_.state.current()->generation != decided_with.generation) return;
+  // may already be the newer snapshot's. Nor for a pod whose veth is unknown: tc could not
+  // tell its SYN from a forged one, and would drop it.
+  if (!kernel_ || !source_netns || source.config.host_veth.empty() ||
+      ctx_.state.current()->generation != decided_with.generation)
+    return;
   try {
     kernel_->allow({source_netns, target});
   } catch (const DatapathError& e) {
@@ -39,12 +37,9 @@ size_t FastPathCache::reauthorize() {
     spdlog::error("fast path: {}", e.what());
     return 0;
   }
-  const size_t closed = decide_again(generation_);
-  again_.expires_after(kDecideAgainAfter);
-  again_.async_wait([this, generation = generation_](const error_code& ec) {
-    if (!ec && generation == generation_) decide_again(generation);
-  });
-  return closed;
+  // A connection recorded after this sweep read the map has its generation checked by sockops
+  // against the new one: nothing slips between the two.
+  return decide_again(generation_);
 }
 
 size_t FastPathCache::decide_again(uint64_t generation) {
@@ -67,8 +62,7 @@ size_t FastPathCache::decide_again(uint64_t generation) {
     try {
       kernel_->close(c);
     } catch (const DatapathError& e) {
-      spdlog::error("[fast path] {}", e.what());
-      continue;
+      spdlog::error("[fast path] {}; its packets are dropped", e.what());
     }
     ++closed;
   }
@@ -85,10 +79,21 @@ void FastPathCache::start() {
   asio::co_spawn(ctx_.io, report_events(), asio::detached);
 }
 
-void FastPathCache::stop() {
+void FastPathCache::stop_deciding() {
+  if (!kernel_) return;
+  // No zmeshd, no decisions: the pairs it allowed go back to the proxy, which is not there
+  // (fail closed), until a daemon runs again. (A crashed daemon cannot do this:
+  // docs/datapath.md.) Events are still reported while the proxy drains.
+  try {
+    kernel_->invalidate();
+  } catch (const DatapathError& e) {
+    spdlog::error("fast path: {}", e.what());
+  }
+}
+
+FastPathCache::~FastPathCache() {
   error_code ignored;
   if (events_) events_->close(ignored);
-  again_.cancel();
 }
 
 awaitable<void> FastPathCache::report_events() {
@@ -96,7 +101,13 @@ awaitable<void> FastPathCache::report_events() {
     auto [ec] = co_await events_->async_wait(asio::posix::descriptor_base::wait_read, use_tuple);
     if (ec) break;
     try {
-      kernel_->take_events([this](const FastPathEvent& e) { on_event(e); });
+      kernel_->take_events([this](const FastPathEvent& e) {
+        try {  // never through libbpf's C callback
+          on_event(e);
+        } catch (const std::exception& error) {
+          spdlog::error("fast path: an event of {} -> {} not reported: {}", text(e.client), text(e.server), error.what());
+        }
+      });
     } catch (const DatapathError& e) {
       spdlog::error("fast path: {}", e.what());
     }

@@ -5,14 +5,14 @@
 //   - caches an ALLOW only if it was decided with the snapshot in force (DENY is never cached);
 //   - on every new snapshot, voids the cache (a new generation) and decides each open
 //     fast-path connection again with the same rules as a proxied one (ConnectionManager::
-//     why_denied), resetting those now denied;
+//     why_denied), revoking those now denied (dropped by tc, the client's socket destroyed);
+//   - voids the cache when the proxy stops (drain);
 //   - reports the kernel's open and close events in the istio_tcp_* series and the access log,
 //     as both reporters (source and destination: both pods are on this node), path "kernel".
 // One executor: no locking.
 #pragma once
 
 #include <boost/asio/posix/stream_descriptor.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <map>
 #include <memory>
 
@@ -25,18 +25,21 @@ class FastPathCache {
  public:
   // `kernel` null: the fast path is off, every call does nothing.
   FastPathCache(ProxyContext& ctx, FastPath* kernel);
+  FastPathCache(const FastPathCache&) = delete;
+  FastPathCache& operator=(const FastPathCache&) = delete;
 
-  // The proxy allowed `source_netns`'s connection to `target`, a pod of this node, with
-  // `decided_with`.
-  void allowed(const MeshSnapshot& decided_with, uint64_t source_netns, const tcp::endpoint& target);
-  // After a new snapshot: a new generation, and the open fast-path connections decided again
-  // (now, and once more shortly after, for a connect that read the old generation just before
-  // it changed). Returns how many it reset now.
+  // The proxy allowed `source`'s connection (from its netns `source_netns`) to `target`, a
+  // pod of this node, with `decided_with`.
+  void allowed(const MeshSnapshot& decided_with, const Workload& source, uint64_t source_netns,
+               const tcp::endpoint& target);
+  // After a new snapshot: a new generation, and the open fast-path connections decided again.
+  // Returns how many it revoked.
   size_t reauthorize();
   uint64_t revoked() const { return revoked_; }
 
-  void start();  // reports the kernel's events from now on
-  void stop();
+  void start();  // decides what a previous daemon let go, reports the kernel's events from now on
+  void stop_deciding();  // every cached verdict void: no fast path while no zmeshd decides
+  ~FastPathCache();
 
  private:
   size_t decide_again(uint64_t generation);
@@ -49,7 +52,6 @@ class FastPathCache {
   uint64_t next_id_ = 1;
   uint64_t generation_ = 0;  // the last one this cache started
   std::unique_ptr<asio::posix::stream_descriptor> events_;
-  asio::steady_timer again_;
   // Records of open fast-path connections, by their client end: what the close reports.
   std::map<std::pair<tcp::endpoint, tcp::endpoint>, ConnectionRecord> open_;
 };

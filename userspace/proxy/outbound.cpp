@@ -239,7 +239,8 @@ awaitable<Outbound::Delivery> Outbound::deliver_direct(Call& call, const Candida
                   "[c" + std::to_string(call.id) + "] " + text(call.peer) + " -> " + text(to.target) + " (same node)");
     // A pod that asked for this pod itself (not a service's endpoint the proxy picked) may
     // reach it directly next time, until anything changes.
-    if (call.source && call.orig.target == to.target) fast_path_.allowed(call.snap, call.orig.source_netns, to.target);
+    if (call.source && call.orig.target == to.target)
+      fast_path_.allowed(call.snap, *call.source, call.orig.source_netns, to.target);
   }
   const auto result = co_await relay(call.client, upstream);
   finished(call, result, to, same_node);

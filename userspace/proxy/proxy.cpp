@@ -109,7 +109,7 @@ Proxy::Proxy(ProxyInputs inputs) : impl_(std::make_shared<Impl>(inputs)) {
   impl.plain_listeners.push_back(listen(inputs.io, {asio::ip::address_v6::any(), o.inbound_plain_port}, true));
 }
 
-Proxy::~Proxy() { impl_->fast_path.stop(); }
+Proxy::~Proxy() { impl_->fast_path.stop_deciding(); }
 
 void Proxy::start() {
   auto& impl = *impl_;
@@ -134,6 +134,7 @@ void Proxy::drain(std::chrono::milliseconds deadline, std::function<void()> done
   impl->inbound->drain();
   impl->pool.drain();
   impl->connections.draining(impl->context.io.get_executor());
+  impl->fast_path.stop_deciding();
   asio::co_spawn(
       impl->context.io,
       [impl, deadline, done]() -> awaitable<void> {
