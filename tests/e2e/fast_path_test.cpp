@@ -44,6 +44,13 @@ class FastPathTest : public ::testing::Test {
   bool send(const std::string& from, int bytes = 1000, const std::string& family = "ip") const {
     return echo_send(*lab_, from, ip("app1-n1", family), 8080, bytes).exit_code == 0;
   }
+  // From app2-n1 to app1-n1:8080, 40 chunks of 64 KiB 100 ms apart (about 4 s), then its report.
+  std::unique_ptr<Process> slow_client() const {
+    return std::make_unique<Process>(
+        lab_->exec("app2-n1", {bin_path("zm-echo"), "send", "--to", ip("app1-n1"), "--port", "8080", "--bytes",
+                               std::to_string(40 * 65536), "--pause-ms", "100"}),
+        Process::Stderr::Merge);
+  }
   void apply_policy(const json& policy) const {
     const std::string path = lab_->topology().at("stateDir").get<std::string>() + "/policy.json";
     std::ofstream(path) << policy.dump();
@@ -112,10 +119,7 @@ TEST_F(FastPathTest, ADenyResetsOpenFastPathConnectionsAndRefusesNewOnes) {
   up();
   ASSERT_TRUE(send("app2-n1"));
   // A connection over the fast path that is still sending when the policy comes.
-  auto open = std::make_unique<Process>(
-      lab_->exec("app2-n1", {bin_path("zm-echo"), "send", "--to", ip("app1-n1"), "--port", "8080", "--bytes",
-                             std::to_string(40 * 65536), "--pause-ms", "100"}),
-      Process::Stderr::Merge);
+  auto open = slow_client();
   ASSERT_TRUE(eventually([&] { return kernel("connect_fast") == 1; }));
   // Another identity's connection, through the proxy, unaffected by app2's verdict.
   ASSERT_TRUE(send("app3-n1"));
@@ -220,10 +224,7 @@ TEST_F(FastPathTest, AnyChangeVoidsTheCacheAndTheProxyDecidesAgain) {
 TEST_F(FastPathTest, AFastPathConnectionOutlivesARestartAndTheNewDaemonCountsIt) {
   up();
   ASSERT_TRUE(send("app2-n1"));
-  auto open = std::make_unique<Process>(
-      lab_->exec("app2-n1", {bin_path("zm-echo"), "send", "--to", ip("app1-n1"), "--port", "8080", "--bytes",
-                             std::to_string(40 * 65536), "--pause-ms", "100"}),
-      Process::Stderr::Merge);
+  auto open = slow_client();
   ASSERT_TRUE(eventually([&] { return kernel("connect_fast") == 1; }));
   lab_->restart("node1");
   const auto line = open->read_line(std::chrono::seconds(30));
