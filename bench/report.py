@@ -46,6 +46,8 @@ METRICS = (
     Metric("cps_cross", "New connections cross-node (conn/s, 8 clients)", "hi"),
     Metric("cps_same", "New connections same-node (conn/s, 8 clients)", "hi", ("direct", "zmesh", "zmesh_proxy")),
     Metric("cpum_cross", "CPU cross-node, whole machine (core-s/GB)", "lo"),
+    Metric("cpum_floor", "CPU cross-node, the architecture's floor: 3 × direct's + AES-256-GCM both ways "
+           "(core-s/GB; compare with zmesh's whole machine above)", "lo", ("direct",)),
     Metric("cpup_cross", "CPU cross-node, proxy processes (core-s/GB)", "lo", PROXIES),
     Metric("cpum_same", "CPU same-node, whole machine (core-s/GB)", "lo", SAME_NODE),
     Metric("cpup_same", "CPU same-node, proxy processes (core-s/GB)", "lo", PROXIES + ("zmesh_proxy",)),
