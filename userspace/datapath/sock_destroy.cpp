@@ -11,14 +11,13 @@
 #include <sys/socket.h>
 
 #include <cerrno>
-#include <cstring>
 #include <fstream>
 #include <system_error>
 #include <thread>
 
 #include "fd.h"
-#include "keys.h"
 #include "zmesh/datapath_error.h"
+#include "zmesh/sock_diag.h"
 
 #ifndef SO_NETNS_COOKIE
 #define SO_NETNS_COOKIE 71
@@ -55,27 +54,7 @@ std::vector<int> pids_below(const fs::path& cgroup) {
 int sock_diag_destroy(const TcpEndpoint& local, const TcpEndpoint& remote, unsigned ifindex) {
   UniqueFd nl(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
   if (!nl) return errno;
-  struct {
-    nlmsghdr header;
-    inet_diag_req_v2 request;
-  } message{};
-  message.header.nlmsg_len = sizeof message;
-  message.header.nlmsg_type = SOCK_DESTROY;
-  message.header.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
-  message.header.nlmsg_seq = 1;
-  inet_diag_req_v2& r = message.request;
-  zm_ip src{}, dst{};
-  const uint8_t family = to_zm_ip(local.address(), src);
-  to_zm_ip(remote.address(), dst);
-  r.sdiag_family = family == ZM_AF_INET ? AF_INET : AF_INET6;
-  r.sdiag_protocol = IPPROTO_TCP;
-  r.idiag_states = ~0u;
-  r.id.idiag_sport = htons(local.port());
-  r.id.idiag_dport = htons(remote.port());
-  std::memcpy(r.id.idiag_src, &src, sizeof src);
-  std::memcpy(r.id.idiag_dst, &dst, sizeof dst);
-  r.id.idiag_if = ifindex;
-  r.id.idiag_cookie[0] = r.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
+  const SockDiagRequest message = sock_diag_request(SOCK_DESTROY, NLM_F_REQUEST | NLM_F_ACK, local, remote, ifindex);
   sockaddr_nl kernel{};
   kernel.nl_family = AF_NETLINK;
   if (sendto(nl.get(), &message, sizeof message, 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel) < 0)
