@@ -7,7 +7,8 @@
                   [--machine TEXT] [--results FILE [--benchmarks FILE]]
 
 DIR holds what bench/run measured, one number a line in DIR/<path>.<metric> (path: direct,
-zmesh, stunnel, haproxy, zmesh_proxy = zmesh with its same-node fast path off; metric: a key
+zmesh, stunnel, haproxy, zmesh_proxy = zmesh with its same-node fast path off, zmesh_w1 and
+zmesh_w2 = zmesh with the fast path off and 1 or 2 workers; metric: a key
 of METRICS), in round order. Prints the run's
 description and the table of medians and ratios; --results writes the whole report (that
 and every sample) to FILE; --benchmarks replaces the section of FILE between its markers
@@ -25,8 +26,10 @@ from collections import namedtuple
 
 # zmesh_proxy: zmeshd with --fast-path off, for the same-node rows only (same-node traffic
 # through the proxy's two hops, what the fast path is compared with).
-PATHS = ("direct", "zmesh", "stunnel", "haproxy", "zmesh_proxy")
-HEADERS = {"zmesh_proxy": "zmesh, fast path off"}
+# zmesh_w1, zmesh_w2: zmeshd with the fast path off and --workers 1 or 2, for the 4-stream rows.
+PATHS = ("direct", "zmesh", "stunnel", "haproxy", "zmesh_proxy", "zmesh_w1", "zmesh_w2")
+HEADERS = {"zmesh_proxy": "zmesh, fast path off", "zmesh_w1": "zmesh, 1 worker", "zmesh_w2": "zmesh, 2 workers"}
+WORKERS = ("zmesh_w1", "zmesh_w2")
 MAIN_PATHS = PATHS[:4]
 PROXIES = ("zmesh", "stunnel", "haproxy")
 SAME_NODE = MAIN_PATHS + ("zmesh_proxy",)
@@ -51,6 +54,14 @@ METRICS = (
     Metric("cpup_cross", "CPU cross-node, proxy processes (core-s/GB)", "lo", PROXIES),
     Metric("cpum_same", "CPU same-node, whole machine (core-s/GB)", "lo", SAME_NODE),
     Metric("cpup_same", "CPU same-node, proxy processes (core-s/GB)", "lo", PROXIES + ("zmesh_proxy",)),
+    Metric("tput4_cross", "Throughput cross-node, iperf3 -P 4 (Gbit/s; zmesh with the fast path off)", "hi",
+           ("direct",) + WORKERS),
+    Metric("tput4_same", "Throughput same-node, iperf3 -P 4 (Gbit/s; zmesh with the fast path off)", "hi",
+           ("direct",) + WORKERS),
+    Metric("thr0_cross", "CPU cross-node -P 4, zmeshd worker 0's thread (core-s/GB)", "lo", WORKERS),
+    Metric("thr1_cross", "CPU cross-node -P 4, zmeshd worker 1's thread (core-s/GB)", "lo", ("zmesh_w2",)),
+    Metric("thr0_same", "CPU same-node -P 4, zmeshd worker 0's thread (core-s/GB)", "lo", WORKERS),
+    Metric("thr1_same", "CPU same-node -P 4, zmeshd worker 1's thread (core-s/GB)", "lo", ("zmesh_w2",)),
     Metric("rss_idle", "Proxy RSS idle, per process (MiB)", "lo", PROXIES),
     Metric("rss_after", "Proxy RSS after the runs, per process (MiB)", "lo", PROXIES),
     Metric("mem_conn_1000", "zmeshd RSS per open idle connection, 1k open (KiB)", "lo", ("zmesh",), True),
@@ -217,10 +228,24 @@ def summary(run, samples):
         "- Cells: median (min–max over rounds). ↑ higher is better, ↓ lower is better. "
         "Ratios are of medians; best peer = the better of stunnel and haproxy for that row.",
     ]
+    scaling = workers_scaling(samples)
+    if scaling:
+        lines.append(f"- 2 workers ÷ 1 worker, iperf3 -P 4 through the proxy: {scaling}.")
     if short_cells(samples, run.rounds):
         lines.append(f"- Cells marked \"k of {run.rounds} rounds\" are built from fewer samples: the measurement "
                      "failed in the other rounds (bench/run's log says why).")
     return lines + [""] + table(samples, run.rounds)
+
+
+def workers_scaling(samples):
+    """The 4-stream throughput with 2 workers over that with 1 ("cross-node 1.52×, same-node
+    1.31×"); empty when neither was measured."""
+    parts = []
+    for key, name in (("tput4_cross", "cross-node"), ("tput4_same", "same-node")):
+        one, two = samples.get(("zmesh_w1", key)), samples.get(("zmesh_w2", key))
+        if one and two:
+            parts.append(f"{name} {ratio(median(two), median(one))}")
+    return ", ".join(parts)
 
 
 def results_file(run, samples):

@@ -74,26 +74,37 @@ class Statistics(Scratch):
             self.write(path, "tput_cross", *values)                    # higher is better
             self.write(path, "lat50_cross", *values)                   # lower is better
         table = "\n".join(report.table(report.read_samples(self.samples), 2))
-        self.assertEqual(self.row(table, "Throughput cross")[5:], ["0.50×", "1.38×"])  # 5.5/11, 5.5/4 (haproxy)
-        self.assertEqual(self.row(table, "Latency cross-node, RTT p50")[5:], ["0.50×", "2.75×"])  # 5.5/2 (stunnel)
+        self.assertEqual(self.row(table, "Throughput cross")[7:], ["0.50×", "1.38×"])  # 5.5/11, 5.5/4 (haproxy)
+        self.assertEqual(self.row(table, "Latency cross-node, RTT p50")[7:], ["0.50×", "2.75×"])  # 5.5/2 (stunnel)
 
     def test_ratio_without_a_denominator_is_a_dash(self):
         self.write("zmesh", "cps_cross", 3000, 3000)
         self.write("direct", "cps_cross", 0, 0)
         self.write("zmesh", "cpup_cross", 2.0, 2.0)
         table = "\n".join(report.table(report.read_samples(self.samples), 2))
-        self.assertEqual(self.row(table, "New connections cross")[5:], ["—", "—"])      # direct 0, no peers
-        self.assertEqual(self.row(table, "CPU cross-node, proxy")[5:], ["—", "—"])  # direct has no proxy
+        self.assertEqual(self.row(table, "New connections cross")[7:], ["—", "—"])      # direct 0, no peers
+        self.assertEqual(self.row(table, "CPU cross-node, proxy")[7:], ["—", "—"])  # direct has no proxy
+
+    def test_workers_scaling_is_two_workers_over_one(self):
+        self.write("zmesh_w1", "tput4_cross", 4.0, 6.0)
+        self.write("zmesh_w2", "tput4_cross", 7.5, 7.5)
+        self.write("zmesh_w1", "thr0_cross", 1.0, 1.0)
+        self.assertEqual(report.workers_scaling(report.read_samples(self.samples)), "cross-node 1.50×")
+        table = "\n".join(report.table(report.read_samples(self.samples), 2))
+        self.assertEqual(self.row(table, "Throughput cross-node, iperf3 -P 4")[:7],
+                         ["n/a", "—", "—", "—", "—", "5.00 (4.00–6.00)", "7.50 (7.50–7.50)"])
+        self.assertEqual(self.row(table, "CPU cross-node -P 4, zmeshd worker 1")[5:7], ["—", "n/a"])
+        self.assertEqual(report.workers_scaling({}), "")
 
     def test_not_applicable_and_no_sample(self):
         self.write("zmesh", "mem_conn_1000", 11.4)
         table = "\n".join(report.table(report.read_samples(self.samples), 2))
         # direct has no proxy process: does not apply; zmesh's runs failed: no sample.
-        self.assertEqual(self.row(table, "CPU cross-node, proxy"), ["—", "n/a", "n/a", "n/a", "—", "—", "—"])
-        self.assertEqual(self.row(table, "Throughput cross"), ["n/a", "n/a", "n/a", "n/a", "—", "—", "—"])
+        self.assertEqual(self.row(table, "CPU cross-node, proxy"), ["—", "n/a", "n/a", "n/a", "—", "—", "—", "—", "—"])
+        self.assertEqual(self.row(table, "Throughput cross"), ["n/a", "n/a", "n/a", "n/a", "—", "—", "—", "—", "—"])
         # Measured once, zmesh only.
         self.assertEqual(self.row(table, "zmeshd RSS per open idle connection, 1k"),
-                         ["—", "11.4", "—", "—", "—", "—", "—"])
+                         ["—", "11.4", "—", "—", "—", "—", "—", "—", "—"])
 
     def test_a_sample_that_is_not_a_number_is_an_error(self):
         self.write("zmesh", "tput_cross", "5.1", "oops")
@@ -154,10 +165,11 @@ class Files(Scratch):
             results = f.read()
         self.assertTrue(results.startswith("# zmesh benchmarks, 2026-01-02T030405Z\n\n- Run "))
         self.assertIn(out.strip() + "\n\n## Every sample (round order)\n\n"
-                      "| metric | direct | zmesh | stunnel | haproxy | zmesh, fast path off |\n|---|---|---|---|---|---|\n",
+                      "| metric | direct | zmesh | stunnel | haproxy | zmesh, fast path off | zmesh, 1 worker | "
+                      "zmesh, 2 workers |\n|---|---|---|---|---|---|---|---|\n",
                       results)
         # Samples as recorded, in round order.
-        self.assertIn("| Proxy RSS idle, per process (MiB) | — | 1.0, 2.0 | 9.8, 9.80 | 1.0, 2.0 | — |\n", results)
+        self.assertIn("| Proxy RSS idle, per process (MiB) | — | 1.0, 2.0 | 9.8, 9.80 | 1.0, 2.0 | — | — | — |\n", results)
         self.assertTrue(results.endswith("\n\nWhat each row means and the caveats: [bench/README.md](../README.md).\n"))
 
     def test_benchmarks_section_is_replaced_and_the_rest_kept(self):

@@ -5,7 +5,8 @@
 // CA issues a new certificate; the files are re-read, and used once they hold a new one.
 // A renewal swaps the contexts: new connections use the new certificate, open ones keep theirs
 // (an SSL holds its own reference). A rotation (rotate()) replaces the source and the trusted
-// roots together. Single executor; not thread-safe. The source itself runs on a thread of its
+// roots together. One executor (the daemon's) changes them; the proxy's workers, each on its
+// own thread, read the contexts and rotations() (under a shared lock). The source itself runs on a thread of its
 // own (one, so that it is never called twice at once): a renewal waits for it without holding
 // up the executor — istiod's CA that does not answer stalls no connection — and ensure(),
 // which the controller needs answered before it goes on, waits for it in place.
@@ -19,6 +20,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <shared_mutex>
 
 #include "zmesh/identity.h"
 
@@ -39,6 +41,7 @@ class Certificates {
   void ensure(const SpiffeId& id);
   std::shared_ptr<boost::asio::ssl::context> server_context(const SpiffeId& id) const;
   std::shared_ptr<boost::asio::ssl::context> client_context(const SpiffeId& id) const;
+  // On the daemon's executor only: a renewal replaces what the reference points to.
   const Certificate& certificate(const SpiffeId& id) const;
   const TrustBundle& bundle() const { return bundle_; }
   std::vector<SpiffeId> identities() const;
@@ -53,7 +56,10 @@ class Certificates {
   // `keep` are the identities still local: only they are issued again (an identity whose pod
   // left is dropped, so its missing files cannot block a rotation).
   bool rotate(Certificates fresh, const std::vector<SpiffeId>& keep);
-  uint64_t rotations() const { return rotations_; }
+  uint64_t rotations() const {
+    std::shared_lock lock(guard_.mutex);
+    return rotations_;
+  }
 
   // Renews every certificate past half its life; runs until the executor stops.
   boost::asio::awaitable<void> renew_forever();
@@ -75,6 +81,16 @@ class Certificates {
   bool install(const SpiffeId& id, Certificate cert);
   const Entry& entry(const SpiffeId& id) const;
 
+  // Held shared by readers on other threads, exclusive by the executor when it changes
+  // entries_ or rotations_ (its own reads need no lock: it is the only writer). A moved-from or
+  // moved-to Certificates gets a mutex of its own.
+  struct Guard {
+    mutable std::shared_mutex mutex;
+    Guard() = default;
+    Guard(Guard&&) noexcept {}
+    Guard& operator=(Guard&&) noexcept { return *this; }
+  };
+  Guard guard_;
   Source source_;
   std::shared_ptr<boost::asio::thread_pool> source_thread_;  // where source_ runs
   TrustBundle bundle_;

@@ -6,7 +6,14 @@
 //             authorizes, answers CONNECT 200 once the local pod accepted, else 400/401/503
 //   plaintext :15006 (transparent): non-mesh clients, delivered only to PERMISSIVE pods
 // Every listener is bound in the constructor, so a taken port fails start-up. One coroutine per
-// connection on one executor; every wait a peer controls has a deadline.
+// connection; every wait a peer controls has a deadline.
+//
+// Workers (docs/architecture.md "Workers"): N event loops, each on its own thread; worker 0 is
+// the daemon's own loop. The listeners accept on the daemon's loop and hand each connection to
+// the next worker in turn, where it lives to its end with that worker's counters, HBONE pool
+// and connection registry. Shared by all, and safe for it: the mesh snapshot (read-only), the
+// certificates, the telemetry, the kernel's maps. Proxy's own methods are called on the
+// daemon's thread; they reach the other workers by posting to them and waiting.
 #pragma once
 
 #include <boost/asio/io_context.hpp>
@@ -43,6 +50,7 @@ struct ProxyOptions {
   // A pod of this node is connected to from its client's own address (IP_TRANSPARENT; the
   // pod's answers are kept on the node by zm_tc_ingress), as ztunnel does; off: from the node.
   bool preserve_source = true;
+  size_t workers = 1;  // event loops, each on a thread (zmeshd's --workers)
 };
 
 // Why a TLS handshake failed, for zmesh_tls_handshake_failures_total{reason}.
@@ -69,6 +77,15 @@ struct ProxyStats {
   uint64_t pool_connections = 0;   // usable pooled HBONE connections this node opened
   uint64_t pool_streams = 0;       // streams open on them
   uint64_t served_connections = 0; // HBONE connections other nodes opened to this one
+
+  ProxyStats& operator+=(const ProxyStats& other);  // workers' stats summed
+};
+
+// One worker's share: its stats, and the CPU time its thread has used (worker 0's thread is
+// the daemon's, so its figure includes the control plane's work).
+struct WorkerStats {
+  ProxyStats stats;
+  std::chrono::nanoseconds cpu{0};
 };
 
 // Everything the proxy needs, handed down from the composition root.
@@ -91,7 +108,8 @@ class Proxy {
   // Stops accepting, lets open connections finish up to `deadline`, then closes the rest and
   // calls `done`.
   void drain(std::chrono::milliseconds deadline, std::function<void()> done);
-  ProxyStats stats() const;
+  ProxyStats stats() const;  // summed over the workers
+  std::vector<WorkerStats> worker_stats() const;
   // After a new snapshot is published: closes (with a reset, both ends) the open connections
   // this node authorized that the new policies deny, or whose destination left this node.
   // Returns how many it closed.

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "zmesh/config.h"
@@ -24,14 +25,21 @@ struct MeshSnapshot {
   const uint64_t generation;  // 1 for the first, +1 per accepted change
 };
 
-// Where the proxy finds the current snapshot. One thread (the daemon's executor) publishes and
-// reads: no locking.
+// Where the proxy finds the current snapshot. The controller publishes on the daemon's thread;
+// every proxy worker reads, each on its own thread.
 class MeshState {
  public:
-  std::shared_ptr<const MeshSnapshot> current() const { return current_; }
-  void publish(std::shared_ptr<const MeshSnapshot> next) { current_ = std::move(next); }
+  std::shared_ptr<const MeshSnapshot> current() const {
+    std::lock_guard lock(mutex_);
+    return current_;
+  }
+  void publish(std::shared_ptr<const MeshSnapshot> next) {
+    std::lock_guard lock(mutex_);
+    current_.swap(next);  // the old snapshot is let go outside the lock
+  }
 
  private:
+  mutable std::mutex mutex_;
   std::shared_ptr<const MeshSnapshot> current_;
 };
 

@@ -5,13 +5,14 @@
 //   unreachable), each by Istio's labels (ConnectionLabels);
 // and the access log: one line per connection when it ends (JSON or text, to stdout, a file,
 // or off). Bytes are added when a connection closes, from the relay's own counts of what it
-// moved between the two applications. Single executor; not thread-safe.
+// moved between the two applications. Thread-safe: every proxy worker reports here.
 #pragma once
 
 #include <boost/asio/ip/tcp.hpp>
 #include <chrono>
 #include <cstdio>
 #include <map>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -79,15 +80,23 @@ class Telemetry {
   // The access log line for `record` (without the newline), in the current format.
   std::string access_log_line(const ConnectionRecord& record, const char* outcome) const;
 
-  void set_access_log_json(bool json) { options_.json = json; }
-  const AccessLogOptions& access_log() const { return options_; }
+  void set_access_log_json(bool json) {
+    std::lock_guard lock(mutex_);
+    options_.json = json;
+  }
+  AccessLogOptions access_log() const {
+    std::lock_guard lock(mutex_);
+    return options_;
+  }
 
  private:
   struct Counters {
     uint64_t opened = 0, closed = 0, failed = 0, received = 0, sent = 0;
   };
-  void log(const ConnectionRecord& record, const char* outcome);
+  void log(const ConnectionRecord& record, const char* outcome);  // with mutex_ held
+  std::string line(const ConnectionRecord& record, const char* outcome, bool json) const;
 
+  mutable std::mutex mutex_;  // the series, the format, the file
   AccessLogOptions options_;
   FILE* out_ = nullptr;
   std::map<ConnectionLabels, Counters> series_;

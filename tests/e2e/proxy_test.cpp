@@ -128,8 +128,8 @@ TEST_F(ProxyTest, PodsTalkAcrossNodesAndOnOneNodeWithEveryByteIntact) {
       << "one TLS connection per (source, destination identity, node): " << node1;
 }
 
-TEST_F(ProxyTest, ConcurrentConnectionsShareOnePooledTlsConnection) {
-  up();
+TEST_F(ProxyTest, ConcurrentConnectionsShareOnePooledTlsConnectionPerWorker) {
+  up({"--workers", "2"});
   constexpr int kClients = 40, kBytes = 256 << 10;
   auto server = echo_server(*lab_, "app1-n2", 8080, {"--connections", std::to_string(kClients)});
   std::vector<std::unique_ptr<Process>> clients;
@@ -143,7 +143,8 @@ TEST_F(ProxyTest, ConcurrentConnectionsShareOnePooledTlsConnection) {
     if (client->wait() == 0 && line && nlohmann::json::parse(*line).at("match").get<bool>()) ++whole;
   }
   EXPECT_EQ(whole, kClients);
-  EXPECT_EQ(metrics("node1").sum("zmesh_tls_handshakes_total", {{"side", "client"}}), 1) << "40 streams, one TLS handshake";
+  EXPECT_EQ(metrics("node1").sum("zmesh_tls_handshakes_total", {{"side", "client"}}), 2)
+      << "40 streams, one TLS handshake for each of the 2 workers' pools";
   const auto node2 = await_metric(*lab_, "node2", kClosed, {{"reporter", "destination"}}, kClients);
   EXPECT_EQ(node2.sum(kClosed, connection("destination", "app1-n1", "app1-n2")), kClients) << node2;
 }
@@ -549,7 +550,7 @@ TEST_F(ProxyTest, AResetCrossesTheMesh) {
 }
 
 TEST_F(ProxyTest, BytesAClientNeverReadsGiveTheirWindowBack) {
-  up();
+  up({"--workers", "1"});  // one pool, so that every connection rides the same HBONE window
   // A server that sends 1 MiB to whoever connects, then closes; a client that half-closes,
   // reads nothing, and aborts (RST) once the stream has ended cleanly on both sides. Each such
   // connection leaves up to 1 MiB in node1's stream queue. If those bytes never gave their
@@ -598,16 +599,17 @@ TEST_F(ProxyTest, IdlePooledConnectionsAreClosed) {
 }
 
 TEST_F(ProxyTest, ClosedConnectionsLeaveNoFileDescriptorsBehind) {
-  up();
+  up({"--workers", "2"});
   constexpr int kConnections = 30;
-  auto server = echo_server(*lab_, "app1-n2", 8080, {"--connections", std::to_string(kConnections + 1)});
+  auto server = echo_server(*lab_, "app1-n2", 8080, {"--connections", std::to_string(kConnections + 2)});
   auto fds = [&] {
     size_t n = 0;
     for ([[maybe_unused]] const auto& entry : fs::directory_iterator("/proc/" + std::to_string(zmeshd_pid("node1")) + "/fd"))
       ++n;
     return n;
   };
-  expect_whole(echo_send(*lab_, "app1-n1", ip("app1-n2"), 8080, 1000), 1000);  // the pooled connection is open now
+  // One connection per worker (the lab's zmeshd runs 2): each worker's pooled connection is open now.
+  for (int worker = 0; worker < 2; ++worker) expect_whole(echo_send(*lab_, "app1-n1", ip("app1-n2"), 8080, 1000), 1000);
   const size_t before = fds();
   for (int i = 0; i < kConnections; ++i) ASSERT_EQ(echo_send(*lab_, "app1-n1", ip("app1-n2"), 8080, 1000).exit_code, 0);
   // The client sees its end a moment before zmeshd closes the last sockets: let that settle.

@@ -98,7 +98,9 @@ class TelemetryTest : public ::testing::Test {
 };
 
 TEST_F(TelemetryTest, IstioMetricsCountWhatTheApplicationsMovedOnBothNodes) {
-  lab_ = std::make_unique<Lab>(LabOptions{.nodes = 2, .pods = 2, .mesh = true, .policies = R"([
+  // One worker: one pooled connection per identity (each worker has its own pool).
+  lab_ = std::make_unique<Lab>(LabOptions{.nodes = 2, .pods = 2, .mesh = true, .zmeshd_args = {"--workers", "1"},
+                                          .policies = R"([
     {"name": "deny-app2", "namespace": "default", "action": "DENY", "selector": {"workloads": ["app1-n2"]},
      "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/default/sa/app2"]}}]}]}])"});
   nginx("app1-n2", 8080, 3000);

@@ -56,6 +56,7 @@ bool Certificates::install(const SpiffeId& id, Certificate cert) {
   const auto valid = std::chrono::duration_cast<std::chrono::seconds>(entry.cert.not_after - entry.cert.not_before);
   spdlog::info("certificates: issued {} from {} (serial {}, valid {} s)", id.uri(), source_name_,
                entry.cert.serial_hex(), valid.count());
+  std::unique_lock lock(guard_.mutex);
   entries_[id] = std::move(entry);
   return true;
 }
@@ -71,9 +72,11 @@ const Certificates::Entry& Certificates::entry(const SpiffeId& id) const {
 }
 
 std::shared_ptr<boost::asio::ssl::context> Certificates::server_context(const SpiffeId& id) const {
+  std::shared_lock lock(guard_.mutex);
   return entry(id).server;
 }
 std::shared_ptr<boost::asio::ssl::context> Certificates::client_context(const SpiffeId& id) const {
+  std::shared_lock lock(guard_.mutex);
   return entry(id).client;
 }
 const Certificate& Certificates::certificate(const SpiffeId& id) const { return entry(id).cert; }
@@ -89,6 +92,7 @@ bool Certificates::rotate(Certificates fresh, const std::vector<SpiffeId>& keep)
   bundle_ = std::move(fresh.bundle_);
   source_name_ = std::move(fresh.source_name_);
   issuer_ = std::move(fresh.issuer_);
+  std::unique_lock lock(guard_.mutex);
   entries_ = std::move(fresh.entries_);
   ++rotations_;
   return true;

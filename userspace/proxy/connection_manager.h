@@ -1,7 +1,7 @@
 // The connections the proxy is serving (ztunnel's connection_manager.rs): those this node
 // authorized as the destination's node are registered for their life, so that a new snapshot
 // that denies them takes them back (reauthorize); and all of them are counted, for drain.
-// One executor: no locking.
+// One per proxy worker, used on its thread only: no locking.
 #pragma once
 
 #include <map>

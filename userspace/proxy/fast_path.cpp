@@ -12,16 +12,17 @@
 
 namespace zmesh::proxy {
 
-FastPathCache::FastPathCache(ProxyContext& ctx, FastPath* kernel) : ctx_(ctx), kernel_(kernel) {}
+FastPathCache::FastPathCache(asio::io_context& io, const MeshState& state, Telemetry& telemetry, FastPath* kernel)
+    : io_(io), state_(state), telemetry_(telemetry), kernel_(kernel) {}
 
 void FastPathCache::allowed(const MeshSnapshot& decided_with, const Workload& source, uint64_t source_netns,
                             const tcp::endpoint& target) {
   // A decision of an older snapshot is not cached: the generation it would be stamped with
   // may already be the newer snapshot's. Nor for a pod whose veth is unknown: tc could not
   // tell its SYN from a forged one, and would drop it.
-  if (!kernel_ || !source_netns || source.config.host_veth.empty() ||
-      ctx_.state.current()->generation != decided_with.generation)
-    return;
+  if (!kernel_ || !source_netns || source.config.host_veth.empty()) return;
+  std::lock_guard lock(generation_mutex_);
+  if (state_.current()->generation != decided_with.generation) return;
   try {
     kernel_->allow({source_netns, target});
   } catch (const DatapathError& e) {
@@ -32,6 +33,7 @@ void FastPathCache::allowed(const MeshSnapshot& decided_with, const Workload& so
 size_t FastPathCache::reauthorize() {
   if (!kernel_) return 0;
   try {
+    std::lock_guard lock(generation_mutex_);
     generation_ = kernel_->invalidate();
   } catch (const DatapathError& e) {
     spdlog::error("fast path: {}", e.what());
@@ -43,7 +45,7 @@ size_t FastPathCache::reauthorize() {
 }
 
 size_t FastPathCache::decide_again(uint64_t generation) {
-  const auto snap = ctx_.state.current();
+  const auto snap = state_.current();
   size_t closed = 0;
   for (const auto& c : kernel_->connections()) {
     if (c.generation >= generation) continue;
@@ -75,8 +77,8 @@ void FastPathCache::start() {
   // Fast-path connections outlive a restart (they never went through a zmeshd): the ones a
   // previous daemon let go are decided again with this daemon's state.
   reauthorize();
-  events_ = std::make_unique<asio::posix::stream_descriptor>(ctx_.io, ::dup(kernel_->events_fd()));
-  asio::co_spawn(ctx_.io, report_events(), asio::detached);
+  events_ = std::make_unique<asio::posix::stream_descriptor>(io_, ::dup(kernel_->events_fd()));
+  asio::co_spawn(io_, report_events(), asio::detached);
 }
 
 void FastPathCache::stop_deciding() {
@@ -85,6 +87,7 @@ void FastPathCache::stop_deciding() {
   // (fail closed), until a daemon runs again. (A crashed daemon cannot do this:
   // docs/datapath.md.) Events are still reported while the proxy drains.
   try {
+    std::lock_guard lock(generation_mutex_);
     kernel_->invalidate();
   } catch (const DatapathError& e) {
     spdlog::error("fast path: {}", e.what());
@@ -115,7 +118,7 @@ awaitable<void> FastPathCache::report_events() {
 }
 
 void FastPathCache::on_event(const FastPathEvent& e) {
-  const auto snap = ctx_.state.current();
+  const auto snap = state_.current();
   const Mesh& mesh = snap->mesh;
   const auto key = std::make_pair(e.client, e.server);
   ConnectionRecord record;
@@ -135,7 +138,7 @@ void FastPathCache::on_event(const FastPathEvent& e) {
     record.started_steady -= std::chrono::duration_cast<std::chrono::steady_clock::duration>(e.duration);
   }
   if (e.kind == FastPathEvent::Kind::Opened) {
-    report(ctx_.telemetry, record, Outcome::Opened, true);
+    report(telemetry_, record, Outcome::Opened, true);
     open_.emplace(key, std::move(record));
     return;
   }
@@ -144,12 +147,12 @@ void FastPathCache::on_event(const FastPathEvent& e) {
   if (!e.established) {
     record.labels.response_flags = "UF";
     record.error = "the connection to the pod failed (kernel path)";
-    report(ctx_.telemetry, record, Outcome::Failed, true);
+    report(telemetry_, record, Outcome::Failed, true);
     return;
   }
   spdlog::info("[fast path] {} ({}) -> {} ({}): sent {} received {}", text(e.client), record.labels.source_principal,
                text(e.server), record.labels.destination_principal, e.sent, e.received);
-  report(ctx_.telemetry, record, Outcome::Closed, true);
+  report(telemetry_, record, Outcome::Closed, true);
 }
 
 }  // namespace zmesh::proxy

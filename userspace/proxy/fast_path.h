@@ -9,12 +9,14 @@
 //   - voids the cache when the proxy stops (drain);
 //   - reports the kernel's open and close events in the istio_tcp_* series and the access log,
 //     as both reporters (source and destination: both pods are on this node), path "kernel".
-// One executor: no locking.
+// allowed() is called by every proxy worker, each on its own thread; the rest runs on the
+// daemon's executor (`io`).
 #pragma once
 
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <map>
 #include <memory>
+#include <mutex>
 
 #include "context.h"
 #include "zmesh/datapath.h"
@@ -24,7 +26,7 @@ namespace zmesh::proxy {
 class FastPathCache {
  public:
   // `kernel` null: the fast path is off, every call does nothing.
-  FastPathCache(ProxyContext& ctx, FastPath* kernel);
+  FastPathCache(asio::io_context& io, const MeshState& state, Telemetry& telemetry, FastPath* kernel);
   FastPathCache(const FastPathCache&) = delete;
   FastPathCache& operator=(const FastPathCache&) = delete;
 
@@ -46,8 +48,14 @@ class FastPathCache {
   awaitable<void> report_events();
   void on_event(const FastPathEvent& event);
 
-  ProxyContext& ctx_;
+  asio::io_context& io_;
+  const MeshState& state_;
+  Telemetry& telemetry_;
   FastPath* kernel_;
+  // Held from a worker's check that its decision is current until its verdict is stamped with
+  // the kernel's generation, and while the executor starts a new generation: a verdict of an
+  // older snapshot can never carry the newer generation.
+  std::mutex generation_mutex_;
   uint64_t revoked_ = 0;
   uint64_t next_id_ = 1;
   uint64_t generation_ = 0;  // the last one this cache started

@@ -101,10 +101,25 @@ awaitable<void> Outbound::serve(tcp::socket client, uint64_t id) {
   for (const auto& candidate : candidates) {
     if (co_await deliver(call, candidate) == Delivery::Done) co_return;
     // The hop that failed: the waypoint, not the destination behind it.
-    failed_until_[candidate.via ? candidate.via->address() : candidate.target.address()] =
-        std::chrono::steady_clock::now() + kFailurePenalty;
+    balancer_.failed(candidate.via ? candidate.via->address() : candidate.target.address());
   }
   refuse(candidates.size() > 1 ? "every endpoint failed" : "the destination cannot be reached");
+}
+
+size_t Balancer::next(const std::string& service) {
+  std::lock_guard lock(mutex_);
+  return round_robin_[service]++;
+}
+
+void Balancer::failed(const asio::ip::address& endpoint) {
+  std::lock_guard lock(mutex_);
+  failed_until_[endpoint] = std::chrono::steady_clock::now() + kFailurePenalty;
+}
+
+bool Balancer::failing(const asio::ip::address& endpoint) const {
+  std::lock_guard lock(mutex_);
+  auto it = failed_until_.find(endpoint);
+  return it != failed_until_.end() && it->second > std::chrono::steady_clock::now();
 }
 
 // Round-robin over the service's endpoints, those that failed recently or are unhealthy last
@@ -117,7 +132,7 @@ std::vector<Outbound::Candidate> Outbound::endpoints_of(const Service& service, 
                                                         const std::string& node) {
   std::vector<Candidate> out;
   const size_t n = service.endpoints.size();
-  const size_t first = round_robin_[service.key]++ % n;
+  const size_t first = balancer_.next(service.key) % n;
   const bool node_only = service.config.node_local && service.config.load_balancing == ServiceConfig::LoadBalancing::Strict;
   for (size_t i = 0; i < n; ++i) {
     const Workload* w = service.endpoints[(first + i) % n];
@@ -125,10 +140,8 @@ std::vector<Outbound::Candidate> Outbound::endpoints_of(const Service& service, 
     if (w->config.ips.empty() || !target_port || (node_only && w->config.node != node)) continue;
     out.push_back({w, tcp::endpoint(w->config.ips.front(), *target_port), &service});
   }
-  const auto now = std::chrono::steady_clock::now();
   std::stable_partition(out.begin(), out.end(), [&](const Candidate& c) {
-    auto it = failed_until_.find(c.target.address());
-    return c.workload->config.healthy && (it == failed_until_.end() || it->second <= now);
+    return c.workload->config.healthy && !balancer_.failing(c.target.address());
   });
   return out;
 }
@@ -161,7 +174,7 @@ std::variant<Outbound::Candidate, std::string> Outbound::waypoint_hop(const Wayp
   // client's family when it has one (ztunnel adapts a hostname waypoint to the caller's family).
   const auto& pods = at.service->endpoints;
   const bool v4 = unmapped(target.address()).is_v4();
-  const size_t n = pods.size(), first = n ? round_robin_[at.service->key]++ % n : 0;
+  const size_t n = pods.size(), first = n ? balancer_.next(at.service->key) % n : 0;
   std::optional<Candidate> unhealthy;
   for (size_t i = 0; i < n; ++i) {
     const Workload* pod = pods[(first + i) % n];

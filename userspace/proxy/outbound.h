@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <map>
+#include <mutex>
 #include <string>
 #include <variant>
 #include <vector>
@@ -19,10 +20,28 @@
 
 namespace zmesh::proxy {
 
+// Where each service's next connection starts (round-robin over its endpoints), and which
+// endpoints failed recently (tried last for a while): one memory for the node, shared by the
+// workers' Outbounds under a mutex, so that a service spreads evenly whichever worker takes a
+// connection and an endpoint that failed on one worker is avoided on all.
+class Balancer {
+ public:
+  size_t next(const std::string& service);  // a counter per service, advanced by each call
+  void failed(const asio::ip::address& endpoint);
+  bool failing(const asio::ip::address& endpoint) const;
+
+ private:
+  static constexpr auto kFailurePenalty = std::chrono::seconds(10);  // a failed endpoint goes last this long
+  mutable std::mutex mutex_;
+  std::map<asio::ip::address, std::chrono::steady_clock::time_point> failed_until_;
+  std::map<std::string, size_t> round_robin_;
+};
+
 class Outbound {
  public:
-  Outbound(ProxyContext& context, OriginalDestinations& originals, HbonePool& pool, FastPathCache& fast_path)
-      : ctx_(context), originals_(originals), pool_(pool), fast_path_(fast_path) {}
+  Outbound(ProxyContext& context, OriginalDestinations& originals, HbonePool& pool, FastPathCache& fast_path,
+           Balancer& balancer)
+      : ctx_(context), originals_(originals), pool_(pool), fast_path_(fast_path), balancer_(balancer) {}
 
   awaitable<void> serve(tcp::socket client, uint64_t id);
 
@@ -78,9 +97,7 @@ class Outbound {
   OriginalDestinations& originals_;
   HbonePool& pool_;
   FastPathCache& fast_path_;
-  static constexpr auto kFailurePenalty = std::chrono::seconds(10);  // a failed endpoint goes last this long
-  std::map<asio::ip::address, std::chrono::steady_clock::time_point> failed_until_;
-  std::map<std::string, size_t> round_robin_;  // per service: where the next connection starts
+  Balancer& balancer_;
 };
 
 }  // namespace zmesh::proxy

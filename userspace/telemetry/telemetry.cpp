@@ -90,9 +90,13 @@ Telemetry::~Telemetry() {
   if (out_ && out_ != stdout) std::fclose(out_);
 }
 
-void Telemetry::opened(const ConnectionLabels& labels) { ++series_[labels].opened; }
+void Telemetry::opened(const ConnectionLabels& labels) {
+  std::lock_guard lock(mutex_);
+  ++series_[labels].opened;
+}
 
 void Telemetry::closed(const ConnectionRecord& record) {
+  std::lock_guard lock(mutex_);
   auto& c = series_[record.labels];
   ++c.closed;
   c.received += record.request_bytes;
@@ -101,22 +105,27 @@ void Telemetry::closed(const ConnectionRecord& record) {
 }
 
 void Telemetry::failed(const ConnectionRecord& record) {
+  std::lock_guard lock(mutex_);
   ++series_[record.labels].failed;
   log(record, "failed");
 }
 
 void Telemetry::log(const ConnectionRecord& record, const char* outcome) {
   if (!out_) return;
-  const std::string line = access_log_line(record, outcome) + "\n";
-  std::fwrite(line.data(), 1, line.size(), out_);
+  const std::string text = line(record, outcome, options_.json) + "\n";
+  std::fwrite(text.data(), 1, text.size(), out_);
   std::fflush(out_);  // a line per connection, whole, even if the daemon is killed next
 }
 
-std::string Telemetry::access_log_line(const ConnectionRecord& r, const char* outcome) const {
+std::string Telemetry::access_log_line(const ConnectionRecord& record, const char* outcome) const {
+  return line(record, outcome, access_log().json);
+}
+
+std::string Telemetry::line(const ConnectionRecord& r, const char* outcome, bool json) const {
   const auto duration =
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - r.started_steady).count();
   const auto& l = r.labels;
-  if (!options_.json) {
+  if (!json) {
     std::ostringstream out;
     out << iso_time(r.started) << ' ' << r.direction << ' ' << outcome << " c" << r.id << ' ' << to_string(r.source)
         << " (" << l.source_principal << ") -> " << to_string(r.destination) << " (" << l.destination_principal
@@ -167,6 +176,7 @@ std::string Telemetry::prometheus_text() const {
        &Counters::failed},
   };
   std::ostringstream out;
+  std::lock_guard lock(mutex_);
   for (const auto& f : families) {
     out << "# HELP " << f.name << ' ' << f.help << "\n# TYPE " << f.name << " counter\n";
     for (const auto& [labels, counters] : series_) out << f.name << labels_text(labels) << ' ' << counters.*f.field << '\n';

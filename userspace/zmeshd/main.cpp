@@ -131,7 +131,10 @@ int serve(const DaemonOptions& o) {
   std::unique_ptr<zmesh::xds::XdsClient> xds_client;
   auto metrics = [&] {
     zmesh::DaemonMetrics m;
-    if (proxy) m.proxy = proxy->stats();
+    if (proxy) {
+      m.proxy = proxy->stats();
+      m.workers = proxy->worker_stats();
+    }
     m.kernel = datapath->counters();
     if (xds_client) m.xds = xds_metrics(*xds_client);
     if (certificates) {

@@ -96,6 +96,24 @@ std::string prometheus_text(const DaemonMetrics& m) {
     write(out, failures, std::string("{reason=\"") + to_string(reason) + "\"}",
           it == p.handshake_failures_by_reason.end() ? 0 : it->second);
   }
+  const Metric worker_accepted{"zmesh_worker_connections_accepted_total", "counter",
+                               "Connections accepted, by the proxy worker they were handed to."};
+  header(out, worker_accepted);
+  for (size_t i = 0; i < m.workers.size(); ++i) {
+    const ProxyStats& w = m.workers[i].stats;
+    write(out, worker_accepted, "{worker=\"" + std::to_string(i) + "\"}",
+          w.outbound_accepted + w.inbound_hbone_accepted + w.inbound_plain_accepted);
+  }
+  const Metric worker_active{"zmesh_worker_connections_active", "gauge", "Connections being served, by worker."};
+  header(out, worker_active);
+  for (size_t i = 0; i < m.workers.size(); ++i)
+    write(out, worker_active, "{worker=\"" + std::to_string(i) + "\"}", m.workers[i].stats.active);
+  const Metric worker_cpu{"zmesh_worker_cpu_seconds_total", "counter",
+                          "CPU time of each proxy worker's thread (worker 0's is the daemon's, control included)."};
+  header(out, worker_cpu);
+  for (size_t i = 0; i < m.workers.size(); ++i)
+    out << worker_cpu.name << "{worker=\"" << i << "\"} "
+        << std::chrono::duration<double>(m.workers[i].cpu).count() << '\n';
   const Metric pool{"zmesh_hbone_pool_connections", "gauge", "Pooled HBONE connections this node opened (usable)."};
   write_one(out, pool, p.pool_connections);
   const Metric pool_streams{"zmesh_hbone_pool_streams", "gauge", "Streams open on the pooled HBONE connections."};
@@ -148,6 +166,11 @@ nlohmann::json stats_json(const DaemonMetrics& m) {
   const ProxyStats& p = m.proxy;
   nlohmann::json by_reason = nlohmann::json::object();
   for (const auto& [reason, count] : p.handshake_failures_by_reason) by_reason[to_string(reason)] = count;
+  nlohmann::json workers = nlohmann::json::array();
+  for (const auto& w : m.workers)
+    workers.push_back({{"accepted", w.stats.outbound_accepted + w.stats.inbound_hbone_accepted + w.stats.inbound_plain_accepted},
+                       {"active", w.stats.active},
+                       {"cpuSeconds", std::chrono::duration<double>(w.cpu).count()}});
   const DatapathCounters& kernel = m.kernel;
   nlohmann::json k = nlohmann::json::object();
   for (const auto& [name, value] : named_counters(kernel)) k[name] = value;
@@ -167,6 +190,7 @@ nlohmann::json stats_json(const DaemonMetrics& m) {
             {"poolStreams", p.pool_streams},
             {"servedConnections", p.served_connections},
             {"handshakeFailuresByReason", by_reason}}},
+          {"workers", workers},
           {"certificateRenewals", m.renewals},
           {"certificateRotations", m.rotations},
           {"xds", m.xds ? xds_json(*m.xds) : nlohmann::json(nullptr)},

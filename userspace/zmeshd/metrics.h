@@ -27,7 +27,8 @@ struct XdsMetrics {
 };
 
 struct DaemonMetrics {
-  ProxyStats proxy;
+  ProxyStats proxy;                  // summed over the workers
+  std::vector<WorkerStats> workers;  // each one's share
   DatapathCounters kernel{};
   uint64_t renewals = 0;
   uint64_t rotations = 0;

@@ -4,7 +4,9 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <map>
+#include <thread>
 
 #include "zmesh/config.h"
 #include "zmesh/control.h"
@@ -90,6 +92,14 @@ std::variant<DaemonOptions, int> parse_options(int argc, char** argv) {
   app.add_option("--proxy", o.proxy, "the node proxy (15001/15006/15008), on|off: off = kernel datapath only")
       ->transform(words(kOnOff))->type_name("on|off")
       ->default_str("on");
+  // Cores, up to 4: past that a node's proxy traffic is rarely CPU-bound on one node proxy, and
+  // each worker keeps its own HBONE pool (more connections to every other node).
+  o.proxy_options.workers = std::clamp<size_t>(std::thread::hardware_concurrency(), 1, 4);
+  app.add_option("--workers", o.proxy_options.workers,
+                 "proxy event loops, each on its own thread; connections are spread across them (default: the "
+                 "node's cores, at most 4)")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
   app.add_option("--preserve-source", o.proxy_options.preserve_source,
                  "connect to a pod from its client's own address, as ztunnel does (on|off; off: the node's "
                  "gateway address, docs/datapath.md)")
