@@ -54,6 +54,11 @@ class TlsStream {
   // Encrypts all of `buffer` and sends it with whatever else is pending (an empty buffer just
   // sends what the reader produced, e.g. a KeyUpdate answer).
   asio::awaitable<error_code> write(asio::const_buffer buffer);
+  // The two halves of write(): encrypt (into the output, nothing sent), then send all of the
+  // output in one go. A writer encrypts straight from where its bytes are, many times, and
+  // sends once.
+  error_code encrypt(asio::const_buffer buffer);
+  asio::awaitable<error_code> flush();
   bool output_pending() const;
 
   SSL* native_handle() { return ssl_; }
@@ -61,7 +66,6 @@ class TlsStream {
   asio::any_io_executor get_executor() { return socket_.get_executor(); }
 
  private:
-  asio::awaitable<error_code> flush();
   error_code ssl_error(int ssl_result) const;
   error_code take_in(size_t n);  // the first n received bytes into OpenSSL's input
 

@@ -51,6 +51,9 @@ struct ProxyOptions {
   // pod's answers are kept on the node by zm_tc_ingress), as ztunnel does; off: from the node.
   bool preserve_source = true;
   size_t workers = 1;  // event loops, each on a thread (zmeshd's --workers)
+  // Hops with no TLS relayed with splice(2); off when the sockhash short-cut is on (its
+  // sockets' bytes are not where splice reads them).
+  bool splice = true;
 };
 
 // Why a TLS handshake failed, for zmesh_tls_handshake_failures_total{reason}.

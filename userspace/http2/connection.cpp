@@ -376,10 +376,19 @@ asio::awaitable<void> Connection::read_loop() {
 
 asio::awaitable<void> Connection::write_loop() {
   auto self = shared_from_this();
-  std::vector<uint8_t> batch;
+  // Frames are encrypted where nghttp2 serialized them: a DATA frame (up to 16 KiB) as it is,
+  // without a copy into a batch first. Small frames (SETTINGS, WINDOW_UPDATE, PING, HEADERS)
+  // are gathered into `small` and sealed together, so that each does not cost a TLS record.
+  // Up to 256 KiB of frames, then everything encrypted goes out with one send.
+  constexpr size_t kSmall = 1024, kBatch = 256 << 10;
+  std::vector<uint8_t> small;
   while (!closed_) {
-    batch.clear();
-    for (;;) {
+    error_code sealed;
+    auto seal_small = [&] {
+      if (!sealed && !small.empty()) sealed = tls_.encrypt(asio::buffer(small));
+      small.clear();
+    };
+    for (size_t batch = 0; batch < kBatch && !sealed;) {
       const uint8_t* data = nullptr;
       const ssize_t n = nghttp2_session_mem_send(session_, &data);
       if (n < 0) {
@@ -387,12 +396,22 @@ asio::awaitable<void> Connection::write_loop() {
         break;
       }
       if (n == 0) break;
-      batch.insert(batch.end(), data, data + n);
-      if (batch.size() >= (256 << 10)) break;
+      batch += static_cast<size_t>(n);
+      if (static_cast<size_t>(n) < kSmall) {
+        small.insert(small.end(), data, data + n);
+        continue;
+      }
+      seal_small();  // what came before this frame goes first
+      if (!sealed) sealed = tls_.encrypt(asio::buffer(data, static_cast<size_t>(n)));
     }
+    seal_small();
     if (closed_) break;
-    if (!batch.empty() || tls_.output_pending()) {
-      if (co_await tls_.write(asio::buffer(batch))) finish("write failed");
+    if (sealed) {
+      finish("encrypting failed");
+      break;
+    }
+    if (tls_.output_pending()) {
+      if (co_await tls_.flush()) finish("write failed");
       continue;
     }
     if (bad_input_) {

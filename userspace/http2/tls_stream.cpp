@@ -125,14 +125,17 @@ asio::awaitable<std::pair<error_code, size_t>> TlsStream::read_some(asio::mutabl
   }
 }
 
+error_code TlsStream::encrypt(asio::const_buffer buffer) {
+  if (buffer.size() == 0) return {};
+  if (buffer.size() > INT_MAX) return asio::error::message_size;
+  ERR_clear_error();
+  // A memory BIO never pushes back: every record of the buffer is written here.
+  const int result = SSL_write(ssl_, buffer.data(), static_cast<int>(buffer.size()));
+  return result <= 0 ? ssl_error(result) : error_code{};
+}
+
 asio::awaitable<error_code> TlsStream::write(asio::const_buffer buffer) {
-  if (buffer.size() > 0) {
-    ERR_clear_error();
-    // A memory BIO never pushes back: every record of the buffer is written here.
-    if (buffer.size() > INT_MAX) co_return asio::error::message_size;
-    const int result = SSL_write(ssl_, buffer.data(), static_cast<int>(buffer.size()));
-    if (result <= 0) co_return ssl_error(result);
-  }
+  if (auto ec = encrypt(buffer)) co_return ec;
   co_return co_await flush();
 }
 

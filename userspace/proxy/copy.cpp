@@ -4,7 +4,9 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <nghttp2/nghttp2.h>
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/deferred.hpp>
@@ -136,6 +138,108 @@ awaitable<void> pipe(tcp::socket& from, tcp::socket& to, uint64_t& count, const 
   }
 }
 
+// Pipes for splice(2), leased like the buffers above: only while bytes are in flight, a few
+// kept per thread for the next lease. A lease given back with bytes still in its pipe (the
+// relay failed between the two splices) closes that pipe instead of keeping it.
+class PipePool {
+ public:
+  struct Pipe {
+    int read = -1, write = -1;
+  };
+  class Lease {
+   public:
+    explicit Lease(PipePool& pool) : pool_(pool), pipe_(pool.take()) {}
+    ~Lease() { pool_.give(pipe_, empty); }
+    Lease(const Lease&) = delete;
+    Lease& operator=(const Lease&) = delete;
+    bool ok() const { return pipe_.read >= 0; }
+    const Pipe& pipe() const { return pipe_; }
+    bool empty = true;  // the relay says when bytes sit in the pipe
+
+   private:
+    PipePool& pool_;
+    Pipe pipe_;
+  };
+  ~PipePool() {
+    for (const auto& p : free_) close_pipe(p);
+  }
+
+ private:
+  static constexpr size_t kKeep = 8;
+  static void close_pipe(const Pipe& p) {
+    ::close(p.read);
+    ::close(p.write);
+  }
+  Pipe take() {
+    if (!free_.empty()) {
+      Pipe p = free_.back();
+      free_.pop_back();
+      return p;
+    }
+    int fds[2];
+    if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) return {};  // EMFILE and the like: copy instead
+    // As much per splice as a buffer holds per read; the default 64 KiB when not allowed.
+    fcntl(fds[1], F_SETPIPE_SZ, static_cast<int>(BufferPool::kSize));
+    return {fds[0], fds[1]};
+  }
+  void give(const Pipe& p, bool empty) {
+    if (p.read < 0) return;
+    if (empty && free_.size() < kKeep)
+      free_.push_back(p);
+    else
+      close_pipe(p);
+  }
+  std::vector<Pipe> free_;
+};
+
+PipePool& pipes() {
+  thread_local PipePool pool;  // one per worker thread, as the buffers
+  return pool;
+}
+
+// What pipe() does, with the kernel moving the bytes: socket -> pipe -> socket with splice(2),
+// never through userspace (the hops with no TLS: same-node through the proxy, plaintext 15006,
+// a workload outside the mesh). Without a pipe (no descriptors left) it goes on with pipe().
+awaitable<void> splice_pipe(tcp::socket& from, tcp::socket& to, uint64_t& count, const bool& from_fin_sent,
+                            bool& to_fin_sent) {
+  from.native_non_blocking(true);
+  to.native_non_blocking(true);
+  for (;;) {
+    auto [wait_ec] = co_await from.async_wait(tcp::socket::wait_read, use_tuple);
+    if (wait_ec) throw system_error(wait_ec);
+    PipePool::Lease lease(pipes());
+    if (!lease.ok()) {  // no pipe to be had: this direction copies from now on
+      co_await pipe(from, to, count, from_fin_sent, to_fin_sent);
+      co_return;
+    }
+    const ssize_t in = splice(from.native_handle(), nullptr, lease.pipe().write, nullptr, BufferPool::kSize,
+                              SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (in < 0 && errno == EAGAIN) continue;  // readable, then not: wait again
+    if (in < 0) throw system_error(error_code(errno, boost::system::system_category()));
+    if (in == 0) {  // EOF, or a reset the other direction already consumed (see pipe())
+      if (reset_by_peer(from, from_fin_sent)) throw system_error(asio::error::connection_reset);
+      error_code ignored;
+      to_fin_sent = true;
+      to.shutdown(tcp::socket::shutdown_send, ignored);
+      co_return;
+    }
+    lease.empty = false;
+    for (size_t left = static_cast<size_t>(in); left > 0;) {
+      const ssize_t out =
+          splice(lease.pipe().read, nullptr, to.native_handle(), nullptr, left, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+      if (out < 0 && errno == EAGAIN) {  // the receiver's buffer is full: wait for room
+        auto [ec] = co_await to.async_wait(tcp::socket::wait_write, use_tuple);
+        if (ec) throw system_error(ec);
+        continue;
+      }
+      if (out < 0) throw system_error(error_code(errno, boost::system::system_category()));
+      left -= static_cast<size_t>(out);
+    }
+    lease.empty = true;
+    count += static_cast<uint64_t>(in);
+  }
+}
+
 // What ended a relay. `&&` throws multiple_exceptions when both directions failed: the first
 // one is the cause.
 std::string failure_text(const std::exception& e) {
@@ -155,12 +259,13 @@ std::string failure_text(const std::exception& e) {
 
 }  // namespace
 
-awaitable<RelayResult> relay(tcp::socket& a, tcp::socket& b) {
+awaitable<RelayResult> relay(tcp::socket& a, tcp::socket& b, bool splice) {
   RelayResult result;
   try {
     FinSent fin;
+    auto one_way = splice ? splice_pipe : pipe;
     co_await until_reset(
-        until_reset(pipe(a, b, result.sent, fin.a, fin.b) && pipe(b, a, result.received, fin.b, fin.a), a), b);
+        until_reset(one_way(a, b, result.sent, fin.a, fin.b) && one_way(b, a, result.received, fin.b, fin.a), a), b);
     close_gracefully(a);
     close_gracefully(b);
   } catch (const std::exception& e) {

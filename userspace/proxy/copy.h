@@ -20,8 +20,10 @@ struct RelayResult {
 
 // Until both directions end (each FIN passed on as a half-close) or one fails (then both
 // sockets are reset). `a` is the local application's side: `sent` counts a -> b. A clean end
-// disarms the sockets' reset-on-close (net.h).
-awaitable<RelayResult> relay(tcp::socket& a, tcp::socket& b);
+// disarms the sockets' reset-on-close (net.h). With `splice`, the kernel moves the bytes
+// (splice(2) through a pipe); without, they are copied through a buffer: a socket in the
+// sockhash (--sockmap on) keeps its bytes where splice does not look.
+awaitable<RelayResult> relay(tcp::socket& a, tcp::socket& b, bool splice = true);
 // TCP socket <-> HBONE stream: an error resets the stream (CONNECT_ERROR) and the socket.
 awaitable<RelayResult> relay(tcp::socket& socket, const std::shared_ptr<http2::Stream>& stream);
 

@@ -47,7 +47,7 @@ awaitable<void> InboundPassthrough::serve(tcp::socket client, uint64_t id) {
   report(ctx_.telemetry, record, Outcome::Opened);
   ConnectionManager::Grant grant(ctx_.connections, who, upstream,
                                  "[c" + std::to_string(id) + "] plaintext " + text(peer) + " -> " + text(local));
-  const auto result = co_await relay(client, upstream);
+  const auto result = co_await relay(client, upstream, ctx_.options.splice);
   spdlog::info("[c{}] plaintext {} -> {} ({}): sent {} received {}{}{}", id, text(peer), text(local),
                target->identity.uri(), result.sent, result.received, result.error.empty() ? "" : ", error: ",
                result.error);

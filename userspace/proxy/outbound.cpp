@@ -255,7 +255,7 @@ awaitable<Outbound::Delivery> Outbound::deliver_direct(Call& call, const Candida
     if (call.source && call.orig.target == to.target)
       fast_path_.allowed(call.snap, *call.source, call.orig.source_netns, to.target);
   }
-  const auto result = co_await relay(call.client, upstream);
+  const auto result = co_await relay(call.client, upstream, ctx_.options.splice);
   finished(call, result, to, same_node);
   co_return Delivery::Done;
 }

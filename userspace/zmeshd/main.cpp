@@ -175,6 +175,7 @@ int serve(const DaemonOptions& o) {
   if (o.proxy) {
     zmesh::ProxyOptions proxy_options = o.proxy_options;
     proxy_options.outbound_addresses = {o.datapath.outbound_ip4};
+    proxy_options.splice = !o.datapath.sockmap;
     if (o.datapath.outbound_ip6) proxy_options.outbound_addresses.push_back(*o.datapath.outbound_ip6);
     proxy = std::make_unique<zmesh::Proxy>(zmesh::ProxyInputs{io, *datapath, state, *certificates, telemetry, proxy_options,
                                                               o.datapath.fast_path ? datapath.get() : nullptr});
