@@ -32,12 +32,20 @@ fuzz: deps
 	fuzz/run --seconds $(FUZZ_SECONDS)
 
 # The whole suite with ASan + UBSan (SANITIZE=thread for TSan); zmeshd reports leaks at exit.
+# Every process's sanitizer report also goes to a file under build-*/sanitizer-reports (the lab's
+# zmeshd logs are removed with the lab): any file there fails the run.
 SANITIZE ?= address,undefined
+SANITIZE_BUILD = build-$(subst $(comma),-,$(SANITIZE))
+SANITIZE_REPORTS = $(abspath $(SANITIZE_BUILD))/sanitizer-reports
 sanitize: deps
-	cmake -S . -B build-$(subst $(comma),-,$(SANITIZE)) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DZMESH_SANITIZE=$(SANITIZE)
-	cmake --build build-$(subst $(comma),-,$(SANITIZE)) -j$(JOBS)
-	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-	  ctest --test-dir build-$(subst $(comma),-,$(SANITIZE)) -j$(JOBS) --output-on-failure -LE fuzz
+	cmake -S . -B $(SANITIZE_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DZMESH_SANITIZE=$(SANITIZE)
+	cmake --build $(SANITIZE_BUILD) -j$(JOBS)
+	rm -rf $(SANITIZE_REPORTS) && mkdir -p $(SANITIZE_REPORTS)
+	ASAN_OPTIONS=detect_leaks=1:log_path=$(SANITIZE_REPORTS)/asan UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  TSAN_OPTIONS=log_path=$(SANITIZE_REPORTS)/tsan \
+	  ctest --test-dir $(SANITIZE_BUILD) -j$(JOBS) --output-on-failure -LE fuzz $(SANITIZE_TESTS)
+	@if [ -n "$$(ls -A $(SANITIZE_REPORTS))" ]; then \
+	  echo "sanitize: reports in $(SANITIZE_REPORTS):"; head -50 $(SANITIZE_REPORTS)/*; exit 1; fi
 
 comma := ,
 
