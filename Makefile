@@ -43,9 +43,10 @@ sanitize: deps
 	rm -rf $(SANITIZE_REPORTS) && mkdir -p $(SANITIZE_REPORTS)
 	ASAN_OPTIONS=detect_leaks=1:log_path=$(SANITIZE_REPORTS)/asan UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  TSAN_OPTIONS=log_path=$(SANITIZE_REPORTS)/tsan \
-	  ctest --test-dir $(SANITIZE_BUILD) -j$(JOBS) --output-on-failure -LE fuzz $(SANITIZE_TESTS)
-	@if [ -n "$$(ls -A $(SANITIZE_REPORTS))" ]; then \
-	  echo "sanitize: reports in $(SANITIZE_REPORTS):"; head -50 $(SANITIZE_REPORTS)/*; exit 1; fi
+	  ctest --test-dir $(SANITIZE_BUILD) -j$(JOBS) --output-on-failure -LE fuzz $(SANITIZE_TESTS); status=$$?; \
+	if [ -n "$$(ls -A $(SANITIZE_REPORTS))" ]; then \
+	  echo "sanitize: reports in $(SANITIZE_REPORTS):"; head -50 $(SANITIZE_REPORTS)/*; exit 1; fi; \
+	exit $$status
 
 comma := ,
 

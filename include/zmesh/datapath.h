@@ -153,8 +153,9 @@ class FastPath {
   virtual ~FastPath() = default;
   // A new generation: every verdict cached until now is void for new connects. Returns it.
   virtual uint64_t invalidate() = 0;
-  // Caches ALLOW for `key` under the current generation.
-  virtual void allow(const FastPathKey& key) = 0;
+  // Caches ALLOW for `key` under `generation`, if that is still the current one (a
+  // generation started since, e.g. by an enrolment, voids the decision). Whether it did.
+  virtual bool allow(const FastPathKey& key, uint64_t generation) = 0;
   // The fast-path connections open now.
   virtual std::vector<FastConnection> connections() const = 0;
   // `connection` was decided again under `generation` and is still allowed.
@@ -235,7 +236,7 @@ class BpfDatapath final : public Datapath, public FastPath {
   std::optional<OriginalDestination> original_destination(const TcpEndpoint& peer, const TcpEndpoint& local) override;
 
   uint64_t invalidate() override;
-  void allow(const FastPathKey& key) override;
+  bool allow(const FastPathKey& key, uint64_t generation) override;
   std::vector<FastConnection> connections() const override;
   void reallow(const FastConnection& connection, uint64_t generation) override;
   void close(const FastConnection& connection) override;

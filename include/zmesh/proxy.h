@@ -8,7 +8,7 @@
 // Every listener is bound in the constructor, so a taken port fails start-up. One coroutine per
 // connection; every wait a peer controls has a deadline.
 //
-// Workers (docs/architecture.md "Workers"): N event loops, each on its own thread; worker 0 is
+// Workers (docs/proxy.md "Workers"): N event loops, each on its own thread; worker 0 is
 // the daemon's own loop. The listeners accept on the daemon's loop and hand each connection to
 // the next worker in turn, where it lives to its end with that worker's counters, HBONE pool
 // and connection registry. Shared by all, and safe for it: the mesh snapshot (read-only), the

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "copy.h"
+#include "../support/eventually.h"
 
 namespace zmesh::proxy {
 namespace {
@@ -98,6 +99,24 @@ TEST_F(RelayTest, AResetOnOneSideResetsTheOther) {
   error_code ec;
   client_.read_some(asio::buffer(&byte, 1), ec);
   EXPECT_EQ(ec, asio::error::connection_reset) << ec.message();
+  EXPECT_NE(result().error, "");
+}
+
+// splice(2) into a socket whose peer reset it raises SIGPIPE once the reset's error has been
+// read (splice has no MSG_NOSIGNAL); the relay must end with an error, not the process. Here
+// the error is read before the relay starts, as its reset watch may have read it.
+TEST_F(RelayTest, SplicingIntoAResetSocketEndsTheRelayNotTheProcess) {
+  const linger abort_on_close{1, 0};
+  ASSERT_EQ(setsockopt(server_.native_handle(), SOL_SOCKET, SO_LINGER, &abort_on_close, sizeof abort_on_close), 0);
+  server_.close();
+  ASSERT_TRUE(test::eventually([&] {
+    int err = 0;
+    socklen_t len = sizeof err;
+    getsockopt(b_.native_handle(), SOL_SOCKET, SO_ERROR, &err, &len);
+    return err == ECONNRESET;  // read, and so cleared
+  }));
+  asio::write(client_, asio::buffer(pattern(65536, 6)));
+  start();
   EXPECT_NE(result().error, "");
 }
 

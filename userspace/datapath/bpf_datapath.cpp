@@ -401,13 +401,17 @@ uint64_t BpfDatapath::invalidate() {
   return next.generation;
 }
 
-void BpfDatapath::allow(const FastPathKey& key) {
+bool BpfDatapath::allow(const FastPathKey& key, uint64_t generation) {
+  if (impl_->fast_generation() != generation) return false;
   zm_fast_key k{};
   k.netns_cookie = key.source_netns;
   k.dst = ip_key(key.destination.address());
   k.dport = htons(key.destination.port());
-  const zm_fast_verdict verdict{impl_->fast_generation()};
+  // Stamped with `generation`, not read again: if one starts between the check and the
+  // write, this verdict is already stale and the programs ignore it.
+  const zm_fast_verdict verdict{generation};
   update(impl_->fast_verdicts_fd(), &k, &verdict, map::zm_fast_verdicts, "cache an ALLOW");
+  return true;
 }
 
 std::vector<FastConnection> BpfDatapath::connections() const {

@@ -376,17 +376,32 @@ asio::awaitable<void> Connection::read_loop() {
 
 asio::awaitable<void> Connection::write_loop() {
   auto self = shared_from_this();
-  // Frames are encrypted where nghttp2 serialized them: a DATA frame (up to 16 KiB) as it is,
-  // without a copy into a batch first. Small frames (SETTINGS, WINDOW_UPDATE, PING, HEADERS)
-  // are gathered into `small` and sealed together, so that each does not cost a TLS record.
+  // Frames are encrypted where nghttp2 serialized them, in whole TLS records (16 KiB): a big
+  // DATA frame's records straight from nghttp2's buffer, no copy into a batch first. What
+  // does not fill a record (small frames, a frame's tail) is gathered in `partial` and sealed
+  // once it fills one, so records stay full as when everything went through one batch.
   // Up to 256 KiB of frames, then everything encrypted goes out with one send.
-  constexpr size_t kSmall = 1024, kBatch = 256 << 10;
-  std::vector<uint8_t> small;
+  constexpr size_t kRecord = 16 << 10, kBatch = 256 << 10;
+  std::vector<uint8_t> partial;
+  partial.reserve(kRecord);
   while (!closed_) {
     error_code sealed;
-    auto seal_small = [&] {
-      if (!sealed && !small.empty()) sealed = tls_.encrypt(asio::buffer(small));
-      small.clear();
+    auto seal = [&](const uint8_t* data, size_t n) {
+      if (!sealed && n) sealed = tls_.encrypt(asio::buffer(data, n));
+    };
+    auto add = [&](const uint8_t* data, size_t n) {
+      if (!partial.empty()) {  // top up the record begun before
+        const size_t take = std::min(n, kRecord - partial.size());
+        partial.insert(partial.end(), data, data + take);
+        data += take;
+        n -= take;
+        if (partial.size() < kRecord) return;
+        seal(partial.data(), partial.size());
+        partial.clear();
+      }
+      const size_t whole = n / kRecord * kRecord;
+      seal(data, whole);
+      partial.insert(partial.end(), data + whole, data + n);
     };
     for (size_t batch = 0; batch < kBatch && !sealed;) {
       const uint8_t* data = nullptr;
@@ -397,14 +412,10 @@ asio::awaitable<void> Connection::write_loop() {
       }
       if (n == 0) break;
       batch += static_cast<size_t>(n);
-      if (static_cast<size_t>(n) < kSmall) {
-        small.insert(small.end(), data, data + n);
-        continue;
-      }
-      seal_small();  // what came before this frame goes first
-      if (!sealed) sealed = tls_.encrypt(asio::buffer(data, static_cast<size_t>(n)));
+      add(data, static_cast<size_t>(n));
     }
-    seal_small();
+    seal(partial.data(), partial.size());
+    partial.clear();
     if (closed_) break;
     if (sealed) {
       finish("encrypting failed");

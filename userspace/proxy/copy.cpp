@@ -5,6 +5,7 @@
 #include <netinet/tcp.h>
 #include <nghttp2/nghttp2.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -202,6 +203,11 @@ PipePool& pipes() {
 // a workload outside the mesh). Without a pipe (no descriptors left) it goes on with pipe().
 awaitable<void> splice_pipe(tcp::socket& from, tcp::socket& to, uint64_t& count, const bool& from_fin_sent,
                             bool& to_fin_sent) {
+  // splice has no MSG_NOSIGNAL: into a socket whose reset was already read (by the other
+  // direction, or the reset watch) it raises SIGPIPE, which would end zmeshd. Ignored
+  // process-wide from the first splice relay on, as servers do; the EPIPE is the relay's error.
+  static const bool sigpipe_ignored = [] { return signal(SIGPIPE, SIG_IGN) != SIG_ERR; }();
+  (void)sigpipe_ignored;
   from.native_non_blocking(true);
   to.native_non_blocking(true);
   for (;;) {

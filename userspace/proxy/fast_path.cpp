@@ -22,9 +22,11 @@ void FastPathCache::allowed(const MeshSnapshot& decided_with, const Workload& so
   // tell its SYN from a forged one, and would drop it.
   if (!kernel_ || !source_netns || source.config.host_veth.empty()) return;
   std::lock_guard lock(generation_mutex_);
-  if (state_.current()->generation != decided_with.generation) return;
+  if (stopped_ || generation_snapshot_ != decided_with.generation ||
+      state_.current()->generation != decided_with.generation)
+    return;
   try {
-    kernel_->allow({source_netns, target});
+    kernel_->allow({source_netns, target}, generation_);
   } catch (const DatapathError& e) {
     spdlog::warn("fast path: {}; the connection keeps going through the proxy", e.what());
   }
@@ -33,8 +35,11 @@ void FastPathCache::allowed(const MeshSnapshot& decided_with, const Workload& so
 size_t FastPathCache::reauthorize() {
   if (!kernel_) return 0;
   try {
+    // Published before reauthorize is called: the snapshot this generation is for.
+    const uint64_t snapshot = state_.current()->generation;
     std::lock_guard lock(generation_mutex_);
     generation_ = kernel_->invalidate();
+    generation_snapshot_ = snapshot;
   } catch (const DatapathError& e) {
     spdlog::error("fast path: {}", e.what());
     return 0;
@@ -88,6 +93,7 @@ void FastPathCache::stop_deciding() {
   // docs/datapath.md.) Events are still reported while the proxy drains.
   try {
     std::lock_guard lock(generation_mutex_);
+    stopped_ = true;
     kernel_->invalidate();
   } catch (const DatapathError& e) {
     spdlog::error("fast path: {}", e.what());

@@ -58,7 +58,12 @@ class FastPathCache {
   std::mutex generation_mutex_;
   uint64_t revoked_ = 0;
   uint64_t next_id_ = 1;
-  uint64_t generation_ = 0;  // the last one this cache started
+  // The last generation this cache started, and the snapshot in force when it did: only a
+  // decision of that snapshot is cached, and only under that generation (one that the
+  // datapath started since, at an enrolment, voids it). Both under generation_mutex_.
+  uint64_t generation_ = 0;
+  uint64_t generation_snapshot_ = 0;
+  bool stopped_ = false;  // stop_deciding() was called: nothing is cached any more
   std::unique_ptr<asio::posix::stream_descriptor> events_;
   // Records of open fast-path connections, by their client end: what the close reports.
   std::map<std::pair<tcp::endpoint, tcp::endpoint>, ConnectionRecord> open_;

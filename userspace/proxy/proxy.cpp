@@ -44,21 +44,13 @@ const char* to_string(HandshakeFailure why) {
 }
 
 ProxyStats& ProxyStats::operator+=(const ProxyStats& o) {
-  outbound_accepted += o.outbound_accepted;
-  inbound_hbone_accepted += o.inbound_hbone_accepted;
-  inbound_plain_accepted += o.inbound_plain_accepted;
-  client_handshakes += o.client_handshakes;
-  server_handshakes += o.server_handshakes;
-  handshake_failures += o.handshake_failures;
+  for (auto field : {&ProxyStats::outbound_accepted, &ProxyStats::inbound_hbone_accepted,
+                     &ProxyStats::inbound_plain_accepted, &ProxyStats::client_handshakes,
+                     &ProxyStats::server_handshakes, &ProxyStats::handshake_failures, &ProxyStats::streams_opened,
+                     &ProxyStats::refused, &ProxyStats::denied, &ProxyStats::revoked, &ProxyStats::active,
+                     &ProxyStats::pool_connections, &ProxyStats::pool_streams, &ProxyStats::served_connections})
+    this->*field += o.*field;
   for (const auto& [why, n] : o.handshake_failures_by_reason) handshake_failures_by_reason[why] += n;
-  streams_opened += o.streams_opened;
-  refused += o.refused;
-  denied += o.denied;
-  revoked += o.revoked;
-  active += o.active;
-  pool_connections += o.pool_connections;
-  pool_streams += o.pool_streams;
-  served_connections += o.served_connections;
   return *this;
 }
 
@@ -197,7 +189,6 @@ struct Proxy::Impl : std::enable_shared_from_this<Proxy::Impl> {
       t->work.reset();
       t->io.stop();
       if (t->thread.joinable()) t->thread.join();
-      t->io.destroy_pending();
     }
   }
 };
@@ -211,8 +202,8 @@ Proxy::Proxy(ProxyInputs inputs) : impl_(std::make_shared<Impl>(inputs)) {
 }
 
 Proxy::~Proxy() {
+  impl_->stop_threads();  // first: no worker caches a verdict after the next line
   impl_->fast_path.stop_deciding();
-  impl_->stop_threads();
 }
 
 void Proxy::start() {
@@ -224,6 +215,9 @@ void Proxy::start() {
       // Named, so that top -H and /proc/PID/task/*/comm tell the workers apart.
       pthread_setname_np(pthread_self(), ("zmesh-worker-" + std::to_string(i)).c_str());
       io.run();
+      // The connections still open: their coroutines end here, on this thread, while its
+      // buffer pools (thread_local) and its Worker still exist.
+      io.destroy_pending();
     });
     impl.workers[i]->thread = t.thread.native_handle();
   }

@@ -155,6 +155,11 @@ int serve(const DaemonOptions& o) {
     proxy->drain(o.drain_timeout, [&] { io.stop(); });
   };
   zmesh::MeshState state;
+  // The proxy's worker threads read the state: they stop before it goes, however serve() ends.
+  struct StopProxyFirst {
+    std::unique_ptr<zmesh::Proxy>& proxy;
+    ~StopProxyFirst() { proxy.reset(); }
+  } stop_proxy_first{proxy};
   zmesh::Controller controller(controller_options, *datapath, state, certificates.get());
   const zmesh::AdminInputs admin_inputs{not_ready, metrics, telemetry, controller,
                                         [&](const std::string& why) { asio::post(io, [&, why] { drain(why); }); },

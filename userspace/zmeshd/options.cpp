@@ -6,7 +6,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <map>
-#include <thread>
+#include <sched.h>
 
 #include "zmesh/config.h"
 #include "zmesh/control.h"
@@ -94,10 +94,13 @@ std::variant<DaemonOptions, int> parse_options(int argc, char** argv) {
       ->default_str("on");
   // Cores, up to 4: past that a node's proxy traffic is rarely CPU-bound on one node proxy, and
   // each worker keeps its own HBONE pool (more connections to every other node).
-  o.proxy_options.workers = std::clamp<size_t>(std::thread::hardware_concurrency(), 1, 4);
+  // The CPUs this process may run on (its cpuset and affinity), not the machine's.
+  cpu_set_t allowed;
+  const size_t cpus = sched_getaffinity(0, sizeof allowed, &allowed) == 0 ? CPU_COUNT(&allowed) : 1;
+  o.proxy_options.workers = std::clamp<size_t>(cpus, 1, 4);
   app.add_option("--workers", o.proxy_options.workers,
                  "proxy event loops, each on its own thread; connections are spread across them (default: the "
-                 "node's cores, at most 4)")
+                 "CPUs zmeshd may run on, at most 4)")
       ->check(CLI::Range(1, 64))
       ->capture_default_str();
   app.add_option("--preserve-source", o.proxy_options.preserve_source,
