@@ -197,6 +197,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void wake_writer() { want_write_.notify(); }
   void finish(const char* why);
   void stream_closed(Stream& stream, uint32_t http2_error);
+  // The writer's encryption, in whole TLS records: `seal` encrypts the full records of
+  // `data` in place and keeps what does not fill one in partial_ (topped up by the next
+  // call); `seal_rest` encrypts that too and returns the first error since the last call.
+  void seal(const uint8_t* data, size_t n);
+  error_code seal_rest();
 
   TlsStream tls_;
   std::string peer_;  // the remote address, for the log
@@ -206,6 +211,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   nghttp2_session* session_ = nullptr;
   std::map<int32_t, std::shared_ptr<Stream>> streams_;
   Signal want_write_;
+  std::vector<uint8_t> partial_;  // less than a TLS record, waiting for more (seal)
+  error_code seal_error_;
+  size_t sealed_bytes_ = 0;  // all bytes seal() took, and where the writer's batch began
+  size_t batch_start_ = 0;
   bool closed_ = false;
   bool draining_ = false;
   bool bad_input_ = false;  // the peer sent what nghttp2 could not take: flush, then close

@@ -139,6 +139,8 @@ void Stream::respond(int status, bool tunnel) {
 // ---------------------------------------------------------------------------------------------
 // nghttp2 callbacks: user_data is the Connection.
 
+constexpr size_t kBatch = 256 << 10;  // the writer encrypts this much, then sends it in one go
+
 struct Connection::Callbacks {
   static Connection& self(void* user_data) { return *static_cast<Connection*>(user_data); }
 
@@ -242,29 +244,56 @@ struct Connection::Callbacks {
   }
 
   // Data source of a stream: its outbox. Deferred while empty; END_STREAM after close_write().
-  static ssize_t read_data(nghttp2_session*, int32_t, uint8_t* buf, size_t length, uint32_t* flags,
+  // The bytes are not copied here (NGHTTP2_DATA_FLAG_NO_COPY): send_data encrypts them
+  // straight from the outbox.
+  static ssize_t read_data(nghttp2_session*, int32_t, uint8_t*, size_t length, uint32_t* flags,
                            nghttp2_data_source* source, void*) {
     auto* stream = static_cast<Stream*>(source->ptr);
     if (stream->outbox_bytes_ == 0 && !stream->local_closed_) {
       stream->deferred_ = true;
       return NGHTTP2_ERR_DEFERRED;
     }
-    size_t n = 0;
-    while (n < length && !stream->outbox_.empty()) {
+    const size_t n = std::min(length, stream->outbox_bytes_);
+    if (n > 0) *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+    if (stream->outbox_bytes_ == n && stream->local_closed_) *flags |= NGHTTP2_DATA_FLAG_EOF;
+    return static_cast<ssize_t>(n);
+  }
+
+  // The DATA frame read_data sized: its header, then `length` bytes taken off the outbox
+  // (and padding, which zmesh never asks for but a frame may carry), into the TLS records.
+  static int send_data(nghttp2_session*, nghttp2_frame* frame, const uint8_t* framehd, size_t length,
+                       nghttp2_data_source* source, void* user_data) {
+    Connection& c = self(user_data);
+    // A full batch goes out first; nghttp2 calls again with the same frame after (mem_send
+    // returns 0 meanwhile).
+    if (c.sealed_bytes_ - c.batch_start_ >= kBatch) return NGHTTP2_ERR_WOULDBLOCK;
+    auto* stream = static_cast<Stream*>(source->ptr);
+    c.seal(framehd, 9);
+    const size_t pad = frame->data.padlen;
+    if (pad > 0) {
+      const uint8_t pad_length = static_cast<uint8_t>(pad - 1);
+      c.seal(&pad_length, 1);
+    }
+    size_t left = length;
+    while (left > 0 && !stream->outbox_.empty()) {
       auto& front = stream->outbox_.front();
-      const size_t take = std::min(length - n, front.size() - stream->outbox_offset_);
-      std::memcpy(buf + n, front.data() + stream->outbox_offset_, take);
-      n += take;
+      const size_t take = std::min(left, front.size() - stream->outbox_offset_);
+      c.seal(front.data() + stream->outbox_offset_, take);
+      left -= take;
       stream->outbox_offset_ += take;
       if (stream->outbox_offset_ == front.size()) {
         stream->outbox_.pop_front();
         stream->outbox_offset_ = 0;
       }
     }
-    stream->outbox_bytes_ -= n;
-    if (stream->outbox_bytes_ == 0 && stream->local_closed_) *flags |= NGHTTP2_DATA_FLAG_EOF;
+    if (pad > 1) {
+      static const std::vector<uint8_t> zeros(256);
+      c.seal(zeros.data(), pad - 1);
+    }
+    stream->outbox_bytes_ -= length - left;
     stream->writable_.notify();
-    return static_cast<ssize_t>(n);
+    // Bytes missing from the outbox cannot be: the frame would be short, the connection broken.
+    return left == 0 && !c.seal_error_ ? 0 : NGHTTP2_ERR_CALLBACK_FAILURE;
   }
 
   // How much a DATA frame may carry: as much as the windows and the peer's frame limit allow.
@@ -295,6 +324,7 @@ Connection::Connection(TlsStream tls, Role role, RequestHandler on_request)
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, Callbacks::on_data_chunk);
   nghttp2_session_callbacks_set_on_frame_send_callback(callbacks, Callbacks::on_frame_send);
   nghttp2_session_callbacks_set_data_source_read_length_callback(callbacks, Callbacks::read_length);
+  nghttp2_session_callbacks_set_send_data_callback(callbacks, Callbacks::send_data);
   nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, Callbacks::on_stream_close);
   nghttp2_option* option = nullptr;
   nghttp2_option_new(&option);
@@ -374,36 +404,39 @@ asio::awaitable<void> Connection::read_loop() {
   }
 }
 
+void Connection::seal(const uint8_t* data, size_t n) {
+  constexpr size_t kRecord = 16 << 10;
+  sealed_bytes_ += n;
+  if (!partial_.empty()) {  // top up the record begun before
+    const size_t take = std::min(n, kRecord - partial_.size());
+    partial_.insert(partial_.end(), data, data + take);
+    data += take;
+    n -= take;
+    if (partial_.size() < kRecord) return;
+    if (!seal_error_) seal_error_ = tls_.encrypt(asio::buffer(partial_));
+    partial_.clear();
+  }
+  const size_t whole = n / kRecord * kRecord;
+  if (whole && !seal_error_) seal_error_ = tls_.encrypt(asio::buffer(data, whole));
+  partial_.insert(partial_.end(), data + whole, data + n);
+}
+
+error_code Connection::seal_rest() {
+  if (!partial_.empty() && !seal_error_) seal_error_ = tls_.encrypt(asio::buffer(partial_));
+  partial_.clear();
+  return std::exchange(seal_error_, error_code{});
+}
+
 asio::awaitable<void> Connection::write_loop() {
   auto self = shared_from_this();
-  // Frames are encrypted where nghttp2 serialized them, in whole TLS records (16 KiB): a big
-  // DATA frame's records straight from nghttp2's buffer, no copy into a batch first. What
-  // does not fill a record (small frames, a frame's tail) is gathered in `partial` and sealed
-  // once it fills one, so records stay full as when everything went through one batch.
-  // Up to 256 KiB of frames, then everything encrypted goes out with one send.
-  constexpr size_t kRecord = 16 << 10, kBatch = 256 << 10;
-  std::vector<uint8_t> partial;
-  partial.reserve(kRecord);
+  // Frames are encrypted where they are, in whole TLS records (16 KiB): DATA payload straight
+  // from the streams' queues (send_data), the other frames from nghttp2's buffer; what does
+  // not fill a record (small frames, a frame's head and tail) is gathered until it does, so
+  // records stay full. Up to kBatch of frames, then everything encrypted goes out with one
+  // send.
   while (!closed_) {
-    error_code sealed;
-    auto seal = [&](const uint8_t* data, size_t n) {
-      if (!sealed && n) sealed = tls_.encrypt(asio::buffer(data, n));
-    };
-    auto add = [&](const uint8_t* data, size_t n) {
-      if (!partial.empty()) {  // top up the record begun before
-        const size_t take = std::min(n, kRecord - partial.size());
-        partial.insert(partial.end(), data, data + take);
-        data += take;
-        n -= take;
-        if (partial.size() < kRecord) return;
-        seal(partial.data(), partial.size());
-        partial.clear();
-      }
-      const size_t whole = n / kRecord * kRecord;
-      seal(data, whole);
-      partial.insert(partial.end(), data + whole, data + n);
-    };
-    for (size_t batch = 0; batch < kBatch && !sealed;) {
+    batch_start_ = sealed_bytes_;
+    while (sealed_bytes_ - batch_start_ < kBatch && !seal_error_) {
       const uint8_t* data = nullptr;
       const ssize_t n = nghttp2_session_mem_send(session_, &data);
       if (n < 0) {
@@ -411,11 +444,9 @@ asio::awaitable<void> Connection::write_loop() {
         break;
       }
       if (n == 0) break;
-      batch += static_cast<size_t>(n);
-      add(data, static_cast<size_t>(n));
+      seal(data, static_cast<size_t>(n));
     }
-    seal(partial.data(), partial.size());
-    partial.clear();
+    const error_code sealed = seal_rest();
     if (closed_) break;
     if (sealed) {
       finish("encrypting failed");
