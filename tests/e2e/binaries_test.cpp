@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <filesystem>
+
 #include "lab.h"
 
 namespace zmesh::test {
@@ -46,6 +48,20 @@ TEST(ZmeshCni, LinksNoBpfLibrary) {
   ASSERT_EQ(ldd.exit_code, 0) << ldd.err;
   EXPECT_EQ(ldd.out.find("libbpf"), std::string::npos) << ldd.out;
   EXPECT_EQ(ldd.out.find("libelf"), std::string::npos) << ldd.out;
+}
+
+// gRPC, protobuf and abseil (some fifty libraries, ~6 MiB resident) are istiod's client's, in
+// the module zmeshd loads only when istiod feeds it (userspace/xds/istiod.h).
+TEST(Zmeshd, LinksNoGrpcLibraryItsIstiodModuleDoes) {
+  auto zmeshd = run({"ldd", bin_path("zmeshd")});
+  ASSERT_EQ(zmeshd.exit_code, 0) << zmeshd.err;
+  for (const char* library : {"libgrpc", "libprotobuf", "libabsl", "libre2"})
+    EXPECT_EQ(zmeshd.out.find(library), std::string::npos) << zmeshd.out;
+  auto module = run({"ldd", (std::filesystem::path(bin_path("zmeshd")).parent_path().parent_path() /
+                             "lib/zmesh/zmesh-istiod.so").string()});
+  ASSERT_EQ(module.exit_code, 0) << module.err;
+  EXPECT_NE(module.out.find("libgrpc++"), std::string::npos) << module.out;
+  EXPECT_EQ(module.out.find("not found"), std::string::npos) << module.out;
 }
 
 TEST(Zmeshctl, LabPassesThroughToTheLabScript) {

@@ -218,6 +218,10 @@ TEST_F(XdsTest, PodsWithoutServiceAccountsGetIdentityCertificatesAndPoliciesFrom
   EXPECT_EQ(metrics.sum("zmesh_xds_connected", {}), 1);
   EXPECT_EQ(metrics.sum("zmesh_xds_resources", {{"type", "Address"}}), 6);
   EXPECT_EQ(metrics.sum("zmesh_certificate_fetch_failures_total", {}), 0);
+  // The stream and the CA are the module's (istiod.h), loaded because istiod feeds this zmeshd.
+  const std::string mapped = read_file("/proc/" + std::to_string(lab_->node("node1").at("zmeshd").at("pid").get<int>()) + "/maps");
+  EXPECT_NE(mapped.find("/lib/zmesh/zmesh-istiod.so"), std::string::npos);
+  EXPECT_NE(mapped.find("libgrpc"), std::string::npos);
   // Istio's labels as ztunnel fills them, from istiod's canonical names, revisions and cluster:
   // app1-n1 to app1-n2 across nodes, as node1 (the source's) reports it.
   EXPECT_GE(metrics.sum("istio_tcp_connections_opened_total",
@@ -443,6 +447,49 @@ TEST_F(XdsTest, AServerThatIsNotIstiodIsRefused) {
   push();
   EXPECT_TRUE(lab_->wait_ready("node1", 40)) << lab_->log("node1");
   EXPECT_FALSE(events("stream-open").empty());
+}
+
+// istiod's client is a module zmeshd loads when istiod feeds it (userspace/xds/istiod.h), from
+// ../lib/zmesh next to its executable. One that is missing, is not a library, is some other
+// library, or is of another build stops zmeshd at start-up, before it changes anything on the
+// node, with the file and the reason; a zmeshd fed by its config never maps gRPC.
+TEST(IstiodModule, OneThatCannotBeUsedStopsZmeshdWithTheFileAndTheReason) {
+  if (geteuid() != 0) GTEST_SKIP() << "zmeshd's kernel check needs root";
+  const Dir dir;
+  const std::filesystem::path bin = dir.path / "bin", module = dir.path / "lib/zmesh/zmesh-istiod.so";
+  std::filesystem::create_directories(bin);
+  std::filesystem::create_directories(module.parent_path());
+  std::filesystem::copy_file(bin_path("zmeshd"), bin / "zmeshd");
+  const std::string pin_root = "/sys/fs/bpf/zmesh-module-" + Lab::unique_name();
+  const auto start = [&] {
+    return run({(bin / "zmeshd").string(), "--outbound-ip", "10.0.0.1", "--xds-address", "127.0.0.1:1", "--xds-root-cert",
+                dir / "missing-root.pem", "--bpf-root", pin_root, "--state-dir", dir / "state"});
+  };
+  const std::filesystem::path other_build =
+      std::filesystem::path(bin_path("zmeshd")).parent_path().parent_path() / "tests/other-build-istiod.so";
+  struct Case {
+    std::string what, expected;
+    std::function<void()> install;
+  };
+  const Case cases[] = {
+      {"missing", "cannot open shared object file", [] {}},
+      {"not a library", "invalid ELF header", [&] { std::ofstream(module) << std::string(4096, 'x'); }},
+      {"some other library", "has no zmesh_istiod: it is not zmesh's module",
+       [&] { std::filesystem::copy_file("/usr/lib/x86_64-linux-gnu/libz.so.1", module); }},
+      {"another build", "is from another zmesh build",
+       [&] { std::filesystem::copy_file(other_build, module, std::filesystem::copy_options::overwrite_existing); }},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.what);
+    std::filesystem::remove(module);
+    c.install();
+    const auto r = start();
+    EXPECT_EQ(r.exit_code, 1) << r.err;
+    EXPECT_NE(r.err.find(module.string()), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find(c.expected), std::string::npos) << r.err;
+    EXPECT_FALSE(std::filesystem::exists(pin_root)) << "zmeshd pinned something before it failed";
+    EXPECT_FALSE(std::filesystem::exists(dir.path / "state")) << "zmeshd made its state before it failed";
+  }
 }
 
 // Waypoints (issue 17). app2-n2 is left out of the mesh, as Istio leaves its waypoints, and runs

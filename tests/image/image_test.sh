@@ -51,6 +51,9 @@ check "zmeshd runs from the image" bash -c "chroot '$rootfs' /usr/local/bin/zmes
 check "zmeshctl runs from the image" bash -c "chroot '$rootfs' /usr/local/bin/zmeshctl --version | grep -qx 'zmeshctl $version'"
 check "zmesh-cni runs from the image (the chart's install-cni command path)" \
   bash -c "CNI_COMMAND=VERSION chroot '$rootfs' /usr/local/bin/zmesh-cni </dev/null | grep -q supportedVersions"
+check "istiod's client module is where zmeshd looks, with every library it needs" bash -c "
+  chroot '$rootfs' /lib64/ld-linux-x86-64.so.2 --list /usr/local/lib/zmesh/zmesh-istiod.so | grep -q libgrpc &&
+  ! chroot '$rootfs' /lib64/ld-linux-x86-64.so.2 --list /usr/local/lib/zmesh/zmesh-istiod.so | grep -q 'not found'"
 check "nothing but the binaries, their libraries and the loader, passwd and group" bash -c "
   cd '$rootfs' && find . -type f | grep -vE '^\./usr/local/bin/(zmeshd|zmeshctl|zmesh-cni)$|\.so(\.[0-9]+)*$|^\./etc/(passwd|group)$|/ld-linux[^/]*$' | grep -q . && exit 1 || exit 0"
 check "no shell in the image" test ! -e "$rootfs/bin/sh" -a ! -e "$rootfs/usr/bin/sh"

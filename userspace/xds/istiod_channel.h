@@ -9,25 +9,12 @@
 #include <grpcpp/client_context.h>
 #include <grpcpp/support/status_code_enum.h>
 
-#include <filesystem>
 #include <memory>
 #include <string>
 
+#include "istiod.h"
+
 namespace zmesh::xds {
-
-struct IstiodSettings {
-  std::string address = "istiod.istio-system.svc:15012";  // host:port
-  std::filesystem::path root_cert = "/var/run/secrets/istio/root-cert.pem";
-  std::filesystem::path token;  // empty: no authorization header
-  std::string cluster_id = "Kubernetes";
-  // The name istiod's certificate must carry; empty: the host of `address`.
-  std::string server_name;
-};
-
-class IstiodError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
 
 // A TLS channel to istiod. Throws IstiodError when the root file cannot be read (the channel
 // itself connects lazily, and again after failures).

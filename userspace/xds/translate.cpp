@@ -272,13 +272,4 @@ Resource decode(const std::string& type_url, const std::string& name, const goog
   fail("has a type zmesh does not subscribe to: " + printable(type_url));
 }
 
-std::string resource_key(const Resource& resource) {
-  struct {
-    std::string operator()(const WorkloadConfig& w) const { return w.uid; }
-    std::string operator()(const ServiceConfig& s) const { return s.namespace_ + "/" + s.hostname; }
-    std::string operator()(const AuthorizationPolicy& p) const { return key_of(p); }
-  } key;
-  return std::visit(key, resource);
-}
-
 }  // namespace zmesh::xds

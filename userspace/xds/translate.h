@@ -7,10 +7,8 @@
 #pragma once
 
 #include <string>
-#include <variant>
-#include <vector>
 
-#include "zmesh/config.h"
+#include "istiod.h"
 
 namespace google::protobuf {
 class Any;
@@ -18,23 +16,8 @@ class Any;
 
 namespace zmesh::xds {
 
-inline constexpr const char* kAddressType = "type.googleapis.com/istio.workload.Address";
-inline constexpr const char* kAuthorizationType = "type.googleapis.com/istio.security.Authorization";
-
-using Resource = std::variant<WorkloadConfig, ServiceConfig, AuthorizationPolicy>;
-
-// One response's worth of change, for one type.
-struct Delta {
-  std::string type_url;
-  std::vector<Resource> updated;
-  std::vector<std::string> removed;  // resource names
-};
-
 // Decodes the resource `name` of type `type_url` from its Any. Checks that the name is the one
 // istiod gives that kind (a workload's uid, "<namespace>/<hostname>", "<namespace>/<name>").
 Resource decode(const std::string& type_url, const std::string& name, const google::protobuf::Any& any);
-
-// The key the controller's xDS layer and removals use: the resource name.
-std::string resource_key(const Resource& resource);
 
 }  // namespace zmesh::xds

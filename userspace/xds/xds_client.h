@@ -14,9 +14,7 @@
 #pragma once
 
 #include <atomic>
-#include <chrono>
 #include <condition_variable>
-#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -33,35 +31,21 @@ class ClientContext;
 
 namespace zmesh::xds {
 
-// Who asks: ztunnel's Node id and metadata, so istiod treats zmeshd as it treats ztunnel.
-struct NodeIdentity {
-  std::string pod_name, pod_namespace = "istio-system", instance_ip = "1.1.1.1", node_name;
-};
-
-// Per type; read from other threads (metrics), written by the stream's thread.
-struct TypeStats {
-  std::atomic<uint64_t> received{0}, applied{0}, nacked{0}, resources{0};
-  std::atomic<int64_t> last_update_unix{0};  // the last applied response, seconds
-};
-
-class XdsClient {
+class XdsClient final : public Feed {
  public:
-  // Returns "" when the change is in force, else why it was refused (then nothing of it is).
-  using Apply = std::function<std::string(Delta)>;  // taken whole: a full snapshot is large
   XdsClient(IstiodSettings settings, NodeIdentity node, Apply apply);
-  ~XdsClient();  // stops
+  ~XdsClient() override;  // stops
   XdsClient(const XdsClient&) = delete;
   XdsClient& operator=(const XdsClient&) = delete;
 
-  void start();
-  void stop();
+  void start() override;
+  void stop() override;
 
-  bool connected() const { return connected_; }
-  uint64_t connects() const { return connects_; }
-  // Both types have had a response applied and ACKed since start.
-  bool synced() const { return address_.applied > 0 && authorization_.applied > 0; }
-  const TypeStats& stats(const std::string& type_url) const;
-  std::string last_error() const;
+  bool connected() const override { return connected_; }
+  uint64_t connects() const override { return connects_; }
+  bool synced() const override { return address_.applied > 0 && authorization_.applied > 0; }
+  const TypeStats& stats(const std::string& type_url) const override;
+  std::string last_error() const override;
 
   // The Node istiod sees (tests check it).
   static std::string node_id(const NodeIdentity& node);

@@ -25,12 +25,11 @@
 #include "admin_routes.h"
 #include "control_server.h"
 #include "controller.h"
+#include "istiod.h"
 #include "link_watch.h"
 #include "options.h"
-#include "ca_client.h"
 #include "reloader.h"
 #include "self_check.h"
-#include "xds_client.h"
 #include "zmesh/control.h"
 #include "zmesh/json.h"
 
@@ -92,8 +91,8 @@ std::string on_io_thread(asio::io_context& io, std::function<std::string()> work
   return done.get();
 }
 
-zmesh::XdsMetrics xds_metrics(const zmesh::xds::XdsClient& client) {
-  zmesh::XdsMetrics m{client.connected(), client.connects(), zmesh::xds::IstiodCa::failures_in_process(), {}};
+zmesh::XdsMetrics xds_metrics(const zmesh::xds::Feed& client) {
+  zmesh::XdsMetrics m{client.connected(), client.connects(), zmesh::xds::istiod().ca_failures(), {}};
   for (const auto& [name, type] : {std::pair{"Address", zmesh::xds::kAddressType},
                                    std::pair{"Authorization", zmesh::xds::kAuthorizationType}}) {
     const auto& s = client.stats(type);
@@ -114,6 +113,8 @@ int serve(const DaemonOptions& o) {
     for (const auto& problem : check.problems) spdlog::error("kernel check: {}", problem);
     return 1;
   }
+  // istiod's client is a module of its own (istiod.h), loaded only when istiod feeds zmeshd.
+  if (o.xds.enabled) zmesh::xds::istiod();
   std::unique_ptr<zmesh::Certificates> certificates;
   if (o.proxy) certificates = std::make_unique<zmesh::Certificates>(zmesh::load_certificates(o, true));
   const zmesh::ControllerOptions controller_options{o.node, o.trust_domain, o.config,
@@ -128,7 +129,7 @@ int serve(const DaemonOptions& o) {
   datapath->set_destination_cidrs(o.proxy_options.pod_cidrs);
   zmesh::Telemetry telemetry(o.access_log);
   std::unique_ptr<zmesh::Proxy> proxy;
-  std::unique_ptr<zmesh::xds::XdsClient> xds_client;
+  std::unique_ptr<zmesh::xds::Feed> xds_client;
   auto metrics = [&] {
     zmesh::DaemonMetrics m;
     if (proxy) {
@@ -192,7 +193,7 @@ int serve(const DaemonOptions& o) {
   // controller. Readiness waits for the first response of each type (and with it, the local
   // pods' certificates); after that zmeshd serves what it has whenever istiod is away.
   if (o.xds.enabled) {
-    xds_client = std::make_unique<zmesh::xds::XdsClient>(o.xds.istiod, o.xds.node, [&](zmesh::xds::Delta delta) {
+    xds_client = zmesh::xds::istiod().feed(o.xds.istiod, o.xds.node, [&](zmesh::xds::Delta delta) {
       auto change = std::make_shared<zmesh::xds::Delta>(std::move(delta));
       return on_io_thread(io, [&controller, change] { return controller.apply_xds(std::move(*change)); });
     });

@@ -13,8 +13,7 @@
 #include "zmesh/datapath.h"
 #include "zmesh/proxy.h"
 #include "zmesh/telemetry.h"
-#include "istiod_channel.h"
-#include "xds_client.h"
+#include "istiod.h"
 
 namespace zmesh {
 

@@ -1,7 +1,7 @@
 // Reloads (see reloader.h).
 #include "reloader.h"
 
-#include "ca_client.h"
+#include "istiod.h"
 
 #include <spdlog/spdlog.h>
 
@@ -13,8 +13,8 @@ Certificates load_certificates(const DaemonOptions& o, bool at_start) {
   // istiod's CA when zmeshd is fed by istiod and no other CA is named; the roots are the
   // mesh root file's (read again on a rotation, as is this whole source).
   if (o.xds.enabled && c.cert_dir.empty() && c.ca_dir.empty()) {
-    xds::IstiodCa ca(o.xds.istiod, c.ttl);
-    return Certificates(ca.source(), TrustBundle::load(o.xds.istiod.root_cert).with(extra_roots), "istiod");
+    return Certificates(xds::istiod().ca(o.xds.istiod, c.ttl), TrustBundle::load(o.xds.istiod.root_cert).with(extra_roots),
+                        "istiod");
   }
   if (!c.cert_dir.empty()) {
     if (c.trust_bundle.empty()) throw ConfigError("--cert-dir needs --trust-bundle (the external CA's roots)");
