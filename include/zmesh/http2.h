@@ -50,6 +50,8 @@ class TlsStream {
   // Some plaintext (as much as is decrypted, up to the buffer); eof after the peer's
   // close_notify, stream_truncated when the TCP connection ended without one. 0 bytes and no
   // error when reading produced output for the peer (output_pending(): write to send it).
+  // `buffer` is written only after the last suspension, just before returning: a buffer that
+  // the thread's connections share is safe if the caller uses what it got before suspending.
   asio::awaitable<std::pair<error_code, size_t>> read_some(asio::mutable_buffer buffer);
   // Encrypts all of `buffer` and sends it with whatever else is pending (an empty buffer just
   // sends what the reader produced, e.g. a KeyUpdate answer).
@@ -68,12 +70,16 @@ class TlsStream {
  private:
   error_code ssl_error(int ssl_result) const;
   error_code take_in(size_t n);  // the first n received bytes into OpenSSL's input
+  // One direction's buffers back to their small size, once the connection is quiet and they
+  // are empty: `copy` (received_ or sending_), and `bio` replaced by a fresh memory BIO.
+  void release_grown_buffers(std::vector<uint8_t>& copy, BIO*& bio, bool inbound);
 
   asio::ip::tcp::socket socket_;
   SSL* ssl_ = nullptr;
   BIO* in_ = nullptr;   // ciphertext received, for OpenSSL to read (owned by ssl_)
   BIO* out_ = nullptr;  // ciphertext OpenSSL wrote, to send (owned by ssl_)
   std::vector<uint8_t> received_, sending_;
+  size_t last_received_ = 0;  // bytes the last receive syscall gave
 };
 
 // Wakes one coroutine waiting on one executor; a notify with nobody waiting is remembered.

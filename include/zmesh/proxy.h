@@ -121,6 +121,9 @@ class Proxy {
   // on them carry on to their end; new streams go over new connections, whose handshakes use
   // the new certificates and roots. Returns how many connections it retired.
   size_t retire_connections();
+  // Posts `work` to every worker's thread, without waiting: upkeep that must run on each
+  // thread (zmeshd flushes each thread's allocator cache with it).
+  void post_to_each_worker(const std::function<void()>& work);
 
   struct Impl;
 

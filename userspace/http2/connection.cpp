@@ -331,6 +331,9 @@ Connection::Connection(TlsStream tls, Role role, RequestHandler on_request)
   // Windows open only as the relay delivers bytes (Stream::consumed): backpressure end to end.
   nghttp2_option_set_no_auto_window_update(option, 1);
   nghttp2_option_set_max_outbound_ack(option, 1000);  // a SETTINGS/PING flood ends the connection
+  // A closed stream is freed at once, not kept for the priority tree (RFC 9113 deprecates it;
+  // we send no priorities): a pooled connection after 1,000 streams holds none of them.
+  nghttp2_option_set_no_closed_streams(option, 1);
   if (role == Role::Server) nghttp2_session_server_new2(&session_, callbacks, this, option);
   else nghttp2_session_client_new2(&session_, callbacks, this, option);
   nghttp2_option_del(option);
@@ -381,7 +384,10 @@ asio::awaitable<void> Connection::keepalive_loop() {
 
 asio::awaitable<void> Connection::read_loop() {
   auto self = shared_from_this();
-  std::array<uint8_t, 64 << 10> buf;
+  // One plaintext buffer per thread serves every connection on it: TlsStream::read_some writes
+  // into it only after its last co_await, and nghttp2 consumes it below before anything else
+  // runs on this thread. A connection then carries no 64 KiB in its coroutine frame.
+  thread_local std::vector<uint8_t> buf(64 << 10);
   while (!closed_) {
     auto [ec, n] = co_await tls_.read_some(asio::buffer(buf));
     last_read_ = std::chrono::steady_clock::now();

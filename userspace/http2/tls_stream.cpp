@@ -1,4 +1,5 @@
 // TLS through memory BIOs, many records per syscall (see TlsStream in include/zmesh/http2.h).
+#include <openssl/buffer.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
@@ -17,24 +18,39 @@ namespace {
 
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 constexpr size_t kReceiveChunk = 256 << 10;   // ciphertext per receive syscall, at most
-constexpr size_t kHandshakeChunk = 17 << 10;  // before the peer is authenticated: one record
+constexpr size_t kSmallChunk = 17 << 10;      // before the peer is authenticated, and while little comes: one record
+// Buffers grow to the largest burst they carried. Once a connection is quiet again (a small
+// read or write after them) and a buffer is empty, anything above this goes back: a pooled
+// connection idle after 1,000 streams holds tens of KiB, not 1 MiB (receive buffer, both
+// memory BIOs, the send copy).
+constexpr size_t kKeepWhenQuiet = 64 << 10;
+
+BIO* new_memory_bio() {
+  BIO* bio = BIO_new(BIO_s_mem());
+  // An empty memory BIO reads as "retry later", not as end of file.
+  if (bio) BIO_set_mem_eof_return(bio, -1);
+  return bio;
+}
+
+// Whether `bio` is empty and its buffer has grown above kKeepWhenQuiet.
+bool grown_and_empty(BIO* bio) {
+  BUF_MEM* memory = nullptr;
+  return BIO_ctrl_pending(bio) == 0 && BIO_get_mem_ptr(bio, &memory) > 0 && memory && memory->max > kKeepWhenQuiet;
+}
 
 }  // namespace
 
 TlsStream::TlsStream(asio::ip::tcp::socket socket, asio::ssl::context& context)
     : socket_(std::move(socket)), ssl_(SSL_new(context.native_handle())) {
   if (!ssl_) throw std::runtime_error("SSL_new failed");
-  in_ = BIO_new(BIO_s_mem());
-  out_ = BIO_new(BIO_s_mem());
+  in_ = new_memory_bio();
+  out_ = new_memory_bio();
   if (!in_ || !out_) {
     BIO_free(in_);
     BIO_free(out_);
     SSL_free(ssl_);
     throw std::runtime_error("BIO_new failed");
   }
-  // An empty memory BIO reads as "retry later", not as end of file.
-  BIO_set_mem_eof_return(in_, -1);
-  BIO_set_mem_eof_return(out_, -1);
   SSL_set_bio(ssl_, in_, out_);
 }
 
@@ -44,7 +60,8 @@ TlsStream::TlsStream(TlsStream&& other) noexcept
       in_(std::exchange(other.in_, nullptr)),
       out_(std::exchange(other.out_, nullptr)),
       received_(std::move(other.received_)),
-      sending_(std::move(other.sending_)) {}
+      sending_(std::move(other.sending_)),
+      last_received_(other.last_received_) {}
 
 TlsStream::~TlsStream() { SSL_free(ssl_); }  // frees both BIOs
 
@@ -67,20 +84,33 @@ error_code TlsStream::take_in(size_t n) {
 }
 
 asio::awaitable<error_code> TlsStream::flush() {
+  size_t last = 0;
   while (const size_t pending = BIO_ctrl_pending(out_)) {
     // Moved out of the BIO first: a read may append to it while this write is under way.
     sending_.resize(pending);
     BIO_read(out_, sending_.data(), static_cast<int>(pending));
     auto [ec, written] = co_await asio::async_write(socket_, asio::buffer(sending_), use_tuple);
     if (ec) co_return ec;
+    last = pending;
   }
+  if (last < kKeepWhenQuiet / 4) release_grown_buffers(sending_, out_, false);
   co_return error_code{};
+}
+
+void TlsStream::release_grown_buffers(std::vector<uint8_t>& copy, BIO*& bio, bool inbound) {
+  if (copy.capacity() > kKeepWhenQuiet) std::vector<uint8_t>(inbound ? kSmallChunk : 0).swap(copy);
+  if (!grown_and_empty(bio)) return;
+  BIO* fresh = new_memory_bio();
+  if (!fresh) return;  // keeps the grown one
+  if (inbound) SSL_set0_rbio(ssl_, fresh);  // frees the old one
+  else SSL_set0_wbio(ssl_, fresh);
+  bio = fresh;
 }
 
 asio::awaitable<void> TlsStream::handshake(asio::ssl::stream_base::handshake_type side) {
   if (side == asio::ssl::stream_base::client) SSL_set_connect_state(ssl_);
   else SSL_set_accept_state(ssl_);
-  received_.resize(kHandshakeChunk);  // a client that never authenticates costs 17 KiB, not 256
+  received_.resize(kSmallChunk);  // a client that never authenticates costs 17 KiB, not 256
   for (;;) {
     ERR_clear_error();
     const int result = SSL_do_handshake(ssl_);
@@ -102,7 +132,7 @@ asio::awaitable<std::pair<error_code, size_t>> TlsStream::read_some(asio::mutabl
   auto* into = static_cast<uint8_t*>(buffer.data());
   const size_t size = std::min(buffer.size(), static_cast<size_t>(INT_MAX));
   if (size == 0) co_return std::pair{error_code{}, size_t{0}};
-  if (received_.size() < kReceiveChunk) received_.resize(kReceiveChunk);
+  if (received_.empty()) received_.resize(kSmallChunk);
   for (;;) {
     // Everything already decrypted, up to the buffer: one call for many records.
     size_t total = 0;
@@ -118,10 +148,15 @@ asio::awaitable<std::pair<error_code, size_t>> TlsStream::read_some(asio::mutabl
     // What the records read produced for the peer (a KeyUpdate answer): back to the caller
     // with nothing, so its writer sends it now.
     if (output_pending()) co_return std::pair{error_code{}, size_t{0}};
+    // Everything received is decrypted: a quiet connection gives back what a burst grew.
+    if (last_received_ < kSmallChunk / 4) release_grown_buffers(received_, in_, true);
     auto [ec, n] = co_await socket_.async_read_some(asio::buffer(received_), use_tuple);
     if (ec == asio::error::eof) co_return std::pair{error_code(asio::ssl::error::stream_truncated), size_t{0}};
     if (ec) co_return std::pair{ec, size_t{0}};
     if (auto taken = take_in(n)) co_return std::pair{taken, size_t{0}};
+    // A read that filled the buffer: more is coming, take up to 256 KiB per syscall from now on.
+    if (n == received_.size() && n < kReceiveChunk) received_.resize(kReceiveChunk);
+    last_received_ = n;
   }
 }
 

@@ -108,14 +108,16 @@ awaitable<void> HbonePool::reap_idle() {
     const auto now = std::chrono::steady_clock::now();
     std::erase_if(pool_, [&](const auto& entry) { return entry.second.empty() && !connecting_.contains(entry.first); });
     for (auto& [key, conns] : pool_) {
+      size_t idle = 0;
       std::erase_if(conns, [&](const std::shared_ptr<http2::Connection>& c) {
-        if (c->active_streams() == 0 && now - c->idle_since() >= ctx_.options.pool_idle_timeout) {
-          spdlog::info("hbone: closing idle connection to node {} ({} -> {})", key.node, key.source.uri(),
-                       key.destination.uri());
-          c->drain();
-          return true;
-        }
-        return !c->usable() && c->active_streams() == 0;
+        if (c->active_streams() != 0) return false;
+        if (!c->usable()) return true;
+        const bool expired = now - c->idle_since() >= ctx_.options.pool_idle_timeout;
+        if (!expired && ++idle <= kMaxIdlePerKey) return false;
+        spdlog::info("hbone: closing {} connection to node {} ({} -> {})", expired ? "idle" : "a surplus idle", key.node,
+                     key.source.uri(), key.destination.uri());
+        c->drain();
+        return true;
       });
     }
   }

@@ -2,7 +2,10 @@
 // other nodes, keyed by (source identity, destination identity, destination node), each
 // carrying many CONNECT streams. A stream goes on the usable connection with the fewest
 // streams; a new connection is made only when none is usable, and concurrent callers for one
-// key share that connect. Connections idle for pool_idle_timeout are closed.
+// key share that connect. Connections idle for pool_idle_timeout are closed, and beyond
+// kMaxIdlePerKey idle ones for a key at once (after a burst needed many), the surplus within a
+// second: an idle connection still costs some 300 KiB (TLS, nghttp2's frame buffer), as Go's
+// http.Transport keeps MaxIdleConnsPerHost = 2.
 #pragma once
 
 #include <map>
@@ -22,6 +25,8 @@ class HbonePool {
     std::string node;
     auto operator<=>(const Key&) const = default;
   };
+
+  static constexpr size_t kMaxIdlePerKey = 2;
 
   explicit HbonePool(ProxyContext& context) : ctx_(context) {}
 

@@ -290,6 +290,10 @@ size_t Proxy::reauthorize() {
   return closed;
 }
 
+void Proxy::post_to_each_worker(const std::function<void()>& work) {
+  for (auto& w : impl_->workers) asio::post(w->io, work);
+}
+
 size_t Proxy::retire_connections() {
   size_t retired = 0;
   for (auto& w : impl_->workers) retired += Impl::on(*w, [&w] { return w->pool.retire() + w->inbound->retire(); });

@@ -1,7 +1,11 @@
 #include "metrics.h"
 
 #include <dirent.h>
+#include <malloc.h>
 #include <unistd.h>
+#ifdef ZMESH_JEMALLOC
+#include <jemalloc/jemalloc.h>
+#endif
 
 #include <fstream>
 #include <sstream>
@@ -35,6 +39,33 @@ uint64_t resident_bytes() {
   uint64_t size = 0, resident = 0;
   statm >> size >> resident;
   return resident * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+}
+
+// The allocator's view of the heap: what zmeshd holds (allocated) and what the allocator keeps
+// resident for it, its own metadata included. A gap that stays after a burst is memory freed
+// but not given back; allocated that stays is memory still held.
+struct HeapFigures {
+  const char* allocator;
+  uint64_t allocated = 0, resident = 0, metadata = 0;
+};
+
+HeapFigures heap_figures() {
+#ifdef ZMESH_JEMALLOC
+  HeapFigures h{"jemalloc"};
+  uint64_t epoch = 1;  // jemalloc's statistics are a snapshot, refreshed by writing "epoch"
+  size_t length = sizeof(epoch);
+  mallctl("epoch", &epoch, &length, &epoch, length);
+  for (auto [name, out] : {std::pair{"stats.allocated", &h.allocated}, std::pair{"stats.resident", &h.resident},
+                           std::pair{"stats.metadata", &h.metadata}}) {
+    size_t value = 0;
+    length = sizeof(value);
+    if (mallctl(name, &value, &length, nullptr, 0) == 0) *out = value;
+  }
+  return h;
+#else
+  const struct mallinfo2 info = mallinfo2();
+  return {"glibc", info.uordblks + info.hblkhd, info.arena + info.hblkhd, 0};
+#endif
 }
 
 uint64_t open_fds() {
@@ -147,6 +178,12 @@ std::string prometheus_text(const DaemonMetrics& m) {
   write_one(out, rss, resident_bytes());
   const Metric fds{"process_open_fds", "gauge", "Open file descriptors of zmeshd."};
   write_one(out, fds, open_fds());
+  const HeapFigures heap = heap_figures();
+  const Metric allocated{"zmesh_heap_allocated_bytes", "gauge", "Heap bytes zmeshd holds (the allocator's count)."};
+  write_one(out, allocated, heap.allocated);
+  const Metric heap_resident{"zmesh_heap_resident_bytes", "gauge",
+                             "Heap pages the allocator keeps resident, its metadata included."};
+  write_one(out, heap_resident, heap.resident);
   const Metric datapath{"zmesh_datapath_events_total", "counter", "Kernel datapath counters (bpf/zmesh_maps.h)."};
   header(out, datapath);
   for (const auto& [name, value] : named_counters(kernel)) write(out, datapath, std::string("{event=\"") + name + "\"}", value);
@@ -194,6 +231,11 @@ nlohmann::json stats_json(const DaemonMetrics& m) {
           {"certificateRenewals", m.renewals},
           {"certificateRotations", m.rotations},
           {"xds", m.xds ? xds_json(*m.xds) : nlohmann::json(nullptr)},
+          {"heap", [] {
+             const HeapFigures h = heap_figures();
+             return nlohmann::json{{"allocator", h.allocator}, {"allocatedBytes", h.allocated},
+                                   {"residentBytes", h.resident}, {"metadataBytes", h.metadata}};
+           }()},
           {"kernel", k}};
 }
 
