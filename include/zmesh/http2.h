@@ -79,7 +79,7 @@ class TlsStream {
   BIO* in_ = nullptr;   // ciphertext received, for OpenSSL to read (owned by ssl_)
   BIO* out_ = nullptr;  // ciphertext OpenSSL wrote, to send (owned by ssl_)
   std::vector<uint8_t> received_, sending_;
-  size_t last_received_ = 0;  // bytes the last receive syscall gave
+  unsigned quiet_receives_ = 0, quiet_sends_ = 0;  // small receive syscalls (sends) in a row
 };
 
 // Wakes one coroutine waiting on one executor; a notify with nobody waiting is remembered.

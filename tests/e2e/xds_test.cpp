@@ -3,6 +3,7 @@
 // control-plane address, serving what the lab's topology says and signing CSRs with a test CA.
 // The lab has no mesh config: the pods are enrolled as the CNI plugin enrolls them without a
 // service account, and take identity, services and policies from xDS.
+#include <dlfcn.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -16,6 +17,7 @@
 #include "echo.h"
 #include "eventually.h"
 #include "lab.h"
+#include "istiod.h"
 #include "metrics.h"
 
 namespace zmesh::test {
@@ -490,6 +492,18 @@ TEST(IstiodModule, OneThatCannotBeUsedStopsZmeshdWithTheFileAndTheReason) {
     EXPECT_FALSE(std::filesystem::exists(pin_root)) << "zmeshd pinned something before it failed";
     EXPECT_FALSE(std::filesystem::exists(dir.path / "state")) << "zmeshd made its state before it failed";
   }
+}
+
+// The real module offers itself only to a zmeshd of its own interface version and layout.
+TEST(IstiodModule, OffersItselfOnlyForItsInterfaceAndLayout) {
+  const auto path = std::filesystem::path(bin_path("zmeshd")).parent_path().parent_path() / "lib/zmesh/zmesh-istiod.so";
+  void* module = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  ASSERT_NE(module, nullptr) << dlerror();
+  auto entry = reinterpret_cast<xds::IstiodEntryPoint>(dlsym(module, xds::kIstiodEntryPoint));
+  ASSERT_NE(entry, nullptr);
+  EXPECT_NE(entry(xds::kIstiodInterfaceVersion, xds::istiod_layout()), nullptr);
+  EXPECT_EQ(entry(xds::kIstiodInterfaceVersion + 1, xds::istiod_layout()), nullptr);
+  EXPECT_EQ(entry(xds::kIstiodInterfaceVersion, xds::istiod_layout() ^ 1), nullptr);
 }
 
 // Waypoints (issue 17). app2-n2 is left out of the mesh, as Istio leaves its waypoints, and runs

@@ -19,11 +19,12 @@ namespace {
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 constexpr size_t kReceiveChunk = 256 << 10;   // ciphertext per receive syscall, at most
 constexpr size_t kSmallChunk = 17 << 10;      // before the peer is authenticated, and while little comes: one record
-// Buffers grow to the largest burst they carried. Once a connection is quiet again (a small
-// read or write after them) and a buffer is empty, anything above this goes back: a pooled
-// connection idle after 1,000 streams holds tens of KiB, not 1 MiB (receive buffer, both
-// memory BIOs, the send copy).
+// Buffers grow to the largest burst they carried. Once a direction is quiet again (kQuietRuns
+// small receives, or small sends, in a row: one small read amid a bulk transfer does not count)
+// and its buffers are empty, anything above this goes back: a pooled connection idle after
+// 1,000 streams holds tens of KiB, not 1 MiB (receive buffer, both memory BIOs, the send copy).
 constexpr size_t kKeepWhenQuiet = 64 << 10;
+constexpr unsigned kQuietRuns = 4;
 
 BIO* new_memory_bio() {
   BIO* bio = BIO_new(BIO_s_mem());
@@ -61,7 +62,8 @@ TlsStream::TlsStream(TlsStream&& other) noexcept
       out_(std::exchange(other.out_, nullptr)),
       received_(std::move(other.received_)),
       sending_(std::move(other.sending_)),
-      last_received_(other.last_received_) {}
+      quiet_receives_(other.quiet_receives_),
+      quiet_sends_(other.quiet_sends_) {}
 
 TlsStream::~TlsStream() { SSL_free(ssl_); }  // frees both BIOs
 
@@ -93,7 +95,8 @@ asio::awaitable<error_code> TlsStream::flush() {
     if (ec) co_return ec;
     last = pending;
   }
-  if (last < kKeepWhenQuiet / 4) release_grown_buffers(sending_, out_, false);
+  quiet_sends_ = last < kKeepWhenQuiet / 4 ? quiet_sends_ + 1 : 0;
+  if (quiet_sends_ >= kQuietRuns) release_grown_buffers(sending_, out_, false);
   co_return error_code{};
 }
 
@@ -149,14 +152,14 @@ asio::awaitable<std::pair<error_code, size_t>> TlsStream::read_some(asio::mutabl
     // with nothing, so its writer sends it now.
     if (output_pending()) co_return std::pair{error_code{}, size_t{0}};
     // Everything received is decrypted: a quiet connection gives back what a burst grew.
-    if (last_received_ < kSmallChunk / 4) release_grown_buffers(received_, in_, true);
+    if (quiet_receives_ >= kQuietRuns) release_grown_buffers(received_, in_, true);
     auto [ec, n] = co_await socket_.async_read_some(asio::buffer(received_), use_tuple);
     if (ec == asio::error::eof) co_return std::pair{error_code(asio::ssl::error::stream_truncated), size_t{0}};
     if (ec) co_return std::pair{ec, size_t{0}};
     if (auto taken = take_in(n)) co_return std::pair{taken, size_t{0}};
     // A read that filled the buffer: more is coming, take up to 256 KiB per syscall from now on.
     if (n == received_.size() && n < kReceiveChunk) received_.resize(kReceiveChunk);
-    last_received_ = n;
+    quiet_receives_ = n < kSmallChunk / 4 ? quiet_receives_ + 1 : 0;
   }
 }
 

@@ -7,15 +7,6 @@
 
 namespace zmesh::xds {
 
-std::string resource_key(const Resource& resource) {
-  struct {
-    std::string operator()(const WorkloadConfig& w) const { return w.uid; }
-    std::string operator()(const ServiceConfig& s) const { return s.namespace_ + "/" + s.hostname; }
-    std::string operator()(const AuthorizationPolicy& p) const { return key_of(p); }
-  } key;
-  return std::visit(key, resource);
-}
-
 std::filesystem::path istiod_module_path() {
   std::error_code ec;
   const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
@@ -34,9 +25,9 @@ const Istiod& load() {
   if (!module) throw IstiodError("cannot load " + why + ": " + dlerror() + " (it is built and installed with zmeshd)");
   auto entry = reinterpret_cast<IstiodEntryPoint>(dlsym(module, kIstiodEntryPoint));
   if (!entry) throw IstiodError(why + " has no " + kIstiodEntryPoint + ": it is not zmesh's module");
-  const Istiod* istiod = entry(kIstiodInterfaceVersion);
+  const Istiod* istiod = entry(kIstiodInterfaceVersion, istiod_layout());
   if (!istiod) throw IstiodError(why + " is from another zmesh build (interface version " +
-                                 std::to_string(kIstiodInterfaceVersion) + " not offered)");
+                                 std::to_string(kIstiodInterfaceVersion) + " or the layout of what crosses differs)");
   return *istiod;
 }
 

@@ -55,7 +55,14 @@ struct Delta {
 };
 
 // The key the controller's xDS layer and removals use: the resource name.
-std::string resource_key(const Resource& resource);
+inline std::string resource_key(const Resource& resource) {
+  struct {
+    std::string operator()(const WorkloadConfig& w) const { return w.uid; }
+    std::string operator()(const ServiceConfig& s) const { return s.namespace_ + "/" + s.hostname; }
+    std::string operator()(const AuthorizationPolicy& p) const { return key_of(p); }
+  } key;
+  return std::visit(key, resource);
+}
 
 // Per type; read from other threads (metrics), written by the stream's thread.
 struct TypeStats {
@@ -94,11 +101,22 @@ struct Istiod {
   ~Istiod() = default;
 };
 
-// The module's C entry point and the version of this interface it must implement: the module
-// and zmeshd are built together, and a module of another build is refused, not called.
+// The module's C entry point. zmeshd and the module are built together; one of another build is
+// refused, not called: it must implement this interface's version and agree on the layout of
+// what crosses (the config types inside Delta, the settings, the certificates), which a change
+// to zmesh/config.h without a version bump would alter.
 inline constexpr const char* kIstiodEntryPoint = "zmesh_istiod";
 inline constexpr int kIstiodInterfaceVersion = 1;
-using IstiodEntryPoint = const Istiod* (*)(int interface_version);
+constexpr uint64_t istiod_layout() {
+  uint64_t h = 1469598103934665603ull;  // FNV-1a over the sizes
+  for (const uint64_t size : {sizeof(IstiodSettings), sizeof(NodeIdentity), sizeof(Delta), sizeof(Resource),
+                              sizeof(WorkloadConfig), sizeof(ServiceConfig), sizeof(AuthorizationPolicy),
+                              sizeof(TypeStats), sizeof(Certificate), sizeof(SpiffeId), sizeof(Feed::Apply)})
+    h = (h ^ size) * 1099511628211ull;
+  return h;
+}
+// Returns null when `interface_version` or `layout` is not its own.
+using IstiodEntryPoint = const Istiod* (*)(int interface_version, uint64_t layout);
 
 // Where zmeshd looks for the module: ../lib/zmesh/zmesh-istiod.so from its own executable (the
 // build tree and the image have that layout).

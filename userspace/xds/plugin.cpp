@@ -20,7 +20,9 @@ struct Module final : Istiod {
 }  // namespace
 }  // namespace zmesh::xds
 
-extern "C" __attribute__((visibility("default"))) const zmesh::xds::Istiod* zmesh_istiod(int interface_version) {
+extern "C" __attribute__((visibility("default"))) const zmesh::xds::Istiod* zmesh_istiod(int interface_version,
+                                                                                        uint64_t layout) {
   static const zmesh::xds::Module module;
-  return interface_version == zmesh::xds::kIstiodInterfaceVersion ? &module : nullptr;
+  const bool same = interface_version == zmesh::xds::kIstiodInterfaceVersion && layout == zmesh::xds::istiod_layout();
+  return same ? &module : nullptr;
 }

@@ -233,8 +233,9 @@ int serve(const DaemonOptions& o) {
   // background thread, after a second), but each thread's cache keeps what that thread freed
   // last until it allocates again: an idle worker held 3 MiB of freed objects, and the 7 MiB of
   // pages under them, after 10,000 connections closed. Every second each worker hands its
-  // cache back (a busy worker's cache refills at once; jemalloc trims it as often anyway). glibc (the sanitizer builds) keeps the freed heap: every 5 s, when more than 8 MiB of
-  // it is free, it goes back to the kernel.
+  // cache back (a busy worker's cache refills at once; jemalloc trims it as often anyway).
+  // glibc (the sanitizer builds) keeps the freed heap: every 5 s, when more than 8 MiB of it is
+  // free, it goes back to the kernel.
 #ifdef ZMESH_JEMALLOC
   asio::co_spawn(io, every(std::chrono::seconds(1), "allocator cache flush", [&] {
     const std::function<void()> flush = [] { mallctl("thread.tcache.flush", nullptr, nullptr, nullptr, 0); };
